@@ -1,0 +1,19 @@
+"""Errors raised for bad user input.
+
+`ConfigError` is a `ValueError`, so Python callers can catch either; the CLI turns it into one line on
+stderr and exit code 2.
+"""
+
+import difflib
+
+
+class ConfigError(ValueError):
+    """A user-supplied name, type or value is invalid."""
+
+
+def unknown_name(kind: str, name: str, choices) -> ConfigError:
+    """The error for an unknown registry name, suggesting close matches."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(choices)}"
+    return ConfigError(f"unknown {kind} {name!r}{hint}")

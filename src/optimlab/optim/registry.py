@@ -1,0 +1,84 @@
+"""The optimizer registry: lower-case name -> optimizer class.
+
+Every `torch.optim` optimizer is registered by its lower-case class name; optimlab's own optimizers add one
+line `register("name", Class)` in `optimlab/optim/__init__.py`. `build_optimizer` validates keyword
+arguments against the class signature, so a misspelled hyperparameter is an error naming it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from optimlab.errors import ConfigError, unknown_name
+
+_REGISTRY: dict[str, Callable[..., torch.optim.Optimizer]] = {}
+
+
+def register(name: str, factory: Callable[..., torch.optim.Optimizer]) -> None:
+    if name in _REGISTRY and _REGISTRY[name] is not factory:
+        raise ValueError(f"optimizer name {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def _register_torch_optimizers() -> None:
+    for cls_name in dir(torch.optim):
+        cls = getattr(torch.optim, cls_name)
+        if (
+            inspect.isclass(cls)
+            and issubclass(cls, torch.optim.Optimizer)
+            and cls is not torch.optim.Optimizer
+            and cls_name != "SparseAdam"  # needs sparse gradients: not a general-purpose optimizer
+        ):
+            register(cls_name.lower(), cls)
+
+
+def _register_schedulefree() -> None:
+    """Schedule-Free AdamW/SGD when the optional `schedulefree` package is installed."""
+    try:
+        schedulefree = importlib.import_module("schedulefree")
+    except ImportError:
+        return
+    register("adamw_schedulefree", schedulefree.AdamWScheduleFree)
+    register("sgd_schedulefree", schedulefree.SGDScheduleFree)
+
+
+_register_torch_optimizers()
+_register_schedulefree()
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_optimizer_class(name: str) -> Callable[..., torch.optim.Optimizer]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown_name("optimizer", name, _REGISTRY) from None
+
+
+def optimizer_arguments(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword arguments an optimizer accepts (excluding `params`)."""
+    signature = inspect.signature(get_optimizer_class(name))
+    return {
+        key: p
+        for key, p in signature.parameters.items()
+        if key != "params" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def build_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
+    """Construct a registered optimizer; unknown keyword arguments are a `ConfigError` naming them."""
+    accepted = optimizer_arguments(name)
+    for key in kwargs:
+        if key not in accepted:
+            raise unknown_name(f"argument for optimizer {name!r}:", key, accepted)
+    try:
+        return get_optimizer_class(name)(params, **kwargs)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"optimizer {name!r}: {error}") from None
