@@ -11,9 +11,13 @@ class ConfigError(ValueError):
     """A user-supplied name, type or value is invalid."""
 
 
+def suggest(name: str, choices) -> str:
+    """'; did you mean a, b?' for close matches, else the full list of choices."""
+    choices = sorted(str(c) for c in choices)
+    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(choices)}"
+
+
 def unknown_name(kind: str, name: str, choices) -> ConfigError:
     """The error for an unknown registry name, suggesting close matches."""
-    choices = sorted(choices)
-    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(choices)}"
-    return ConfigError(f"unknown {kind} {name!r}{hint}")
+    return ConfigError(f"unknown {kind} {name!r}{suggest(name, choices)}")

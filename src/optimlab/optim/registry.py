@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from optimlab.errors import ConfigError, unknown_name
+from optimlab.errors import ConfigError, suggest, unknown_name
 
 _REGISTRY: dict[str, Callable[..., torch.optim.Optimizer]] = {}
 
@@ -77,7 +77,7 @@ def build_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.op
     accepted = optimizer_arguments(name)
     for key in kwargs:
         if key not in accepted:
-            raise unknown_name(f"argument for optimizer {name!r}:", key, accepted)
+            raise ConfigError(f"unknown argument {key!r} for optimizer {name!r}{suggest(key, accepted)}")
     try:
         return get_optimizer_class(name)(params, **kwargs)
     except (ValueError, TypeError) as error:

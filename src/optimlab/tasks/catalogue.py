@@ -1,0 +1,1 @@
+"""Imports every built-in task module so that each registers itself."""
