@@ -1,0 +1,93 @@
+"""The `optimlab` command: train | sweep | report | compare | list.
+
+Bad input (an unknown name, a wrong type, an invalid value, a missing file) prints one line on stderr and
+exits with code 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from optimlab.errors import ConfigError
+
+USAGE = """usage: optimlab COMMAND [ARGS]
+
+commands:
+  train    [--config FILE] [key=value ...]   train one run (resumes an existing run directory)
+  sweep    SPEC [--backend local|ray|slurm] [--workers N] [--root DIR]
+  report   RUNS... --out DIR [--baseline NAME]
+  compare  [task=NAME] [optims=[a,b]] [seeds=N] [key=value ...]   sweep + report (the main job)
+  list     tasks | optimizers | sweeps
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    try:
+        handler = _commands()[command]
+    except KeyError:
+        from optimlab.errors import suggest
+
+        print(f"optimlab: unknown command {command!r}{suggest(command, _commands())}", file=sys.stderr)
+        return 2
+    try:
+        return handler(rest)
+    except ConfigError as error:
+        print(f"optimlab {command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"optimlab {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _commands():
+    # Imported lazily so that `optimlab list` does not pay for every backend.
+    def train(argv):
+        from optimlab.train.cli import train_main
+
+        return train_main(argv)
+
+    def sweep(argv):
+        from optimlab.sweep.cli import sweep_main
+
+        return sweep_main(argv)
+
+    def compare(argv):
+        from optimlab.sweep.cli import compare_main
+
+        return compare_main(argv)
+
+    def report(argv):
+        from optimlab.report.cli import report_main
+
+        return report_main(argv)
+
+    return {"train": train, "sweep": sweep, "report": report, "compare": compare, "list": _list}
+
+
+def _list(argv: list[str]) -> int:
+    what = argv[0] if argv else ""
+    if what == "tasks":
+        from optimlab.tasks import available_tasks, get_task_spec
+
+        for name in available_tasks():
+            print(f"{name:24s} {get_task_spec(name).description}")
+    elif what == "optimizers":
+        from optimlab.optim import available
+
+        print("\n".join(available()))
+    elif what == "sweeps":
+        from optimlab.sweep.spec import available_sweeps
+
+        print("\n".join(available_sweeps()))
+    else:
+        raise ConfigError(f"list what? expected tasks, optimizers or sweeps, got {what!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
