@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     try:
+        load_plugins()
         handler = _commands()[command]
     except KeyError:
         from optimlab.errors import suggest
@@ -42,6 +43,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"optimlab {command}: interrupted", file=sys.stderr)
         return 130
+
+
+def load_plugins() -> None:
+    """Import the modules named in $OPTIMLAB_PLUGINS (comma-separated module names or .py paths).
+
+    This is how a researcher's own tasks and optimizers (registered with `register_task` / `register`)
+    become available to the command line, sweeps included.
+    """
+    import importlib
+    import importlib.util
+    import os
+
+    for entry in filter(None, (e.strip() for e in os.environ.get("OPTIMLAB_PLUGINS", "").split(","))):
+        if entry.endswith(".py"):
+            name = f"optimlab_plugin_{abs(hash(entry))}"
+            spec = importlib.util.spec_from_file_location(name, entry)
+            if spec is None or not os.path.exists(entry):
+                raise ConfigError(f"OPTIMLAB_PLUGINS: no such file {entry!r}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(entry)
+            except ImportError as error:
+                raise ConfigError(f"OPTIMLAB_PLUGINS: cannot import {entry!r}: {error}") from None
 
 
 def _commands():

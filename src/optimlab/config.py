@@ -84,7 +84,7 @@ class TrainConfig:
     steps: int = 1000
     microbatch_size: Optional[int] = None
     clip_grad_norm: Optional[float] = None
-    amp: str = "off"  # off | bf16 | fp16 (GPU only; off on CPU)
+    amp: str = "none"  # none | bf16 | fp16 (GPU only: on CPU it is ignored)
     length_bucketing: bool = False
     log_every: int = 10
     eval_every: int = 200
@@ -101,7 +101,7 @@ class LogConfig:
     wandb: bool = False
     wandb_project: str = "optimlab"
     wandb_mode: str = "offline"  # offline | online | disabled
-    progress: str = "auto"  # auto (on interactive terminals) | on | off
+    progress: str = "auto"  # auto (on interactive terminals) | always | never
 
 
 @dataclass
@@ -120,9 +120,9 @@ _CHOICES = {
     "schedule.name": ("constant", "step", "exponential", "cosine", "sgdr"),
     "hyper.name": ("none", "marthe", "rtho"),
     "hyper.variant": ("adatune", "marthe_tf"),
-    "train.amp": ("off", "bf16", "fp16"),
+    "train.amp": ("none", "bf16", "fp16"),
     "log.wandb_mode": ("offline", "online", "disabled"),
-    "log.progress": ("auto", "on", "off"),
+    "log.progress": ("auto", "always", "never"),
 }
 
 

@@ -1,0 +1,28 @@
+"""`optimlab train [--config FILE] [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from optimlab.config import load_config, load_config_file
+
+
+def train_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="optimlab train", description="Train one run (resumes its run directory).")
+    parser.add_argument("--config", help="a YAML config file (e.g. a run's config.yaml); overrides apply on top")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. task=mnist1d_mlp optim=adam optim.lr=3e-3")
+    args = parser.parse_args(argv)
+    cfg = load_config_file(args.config, args.overrides) if args.config else load_config(args.overrides)
+
+    from optimlab.train import STOP_EXIT_CODE, train
+
+    summary = train(cfg, handle_signals=True)
+    status = summary["status"]
+    line = f"{status}: {summary['step']}/{summary['steps']} steps"
+    final = summary.get("final") or {}
+    shown = [f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, float)]
+    print(" ".join([line, *shown]), file=sys.stderr)
+    if status == "interrupted":
+        return STOP_EXIT_CODE
+    return 0

@@ -1,0 +1,96 @@
+"""Where metrics go besides metrics.jsonl: TensorBoard, Weights & Biases, a progress bar.
+
+Each backend is optional and imported only when enabled. A logger has `log(record)` and `close()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from optimlab.config import Config, LogConfig, to_tree
+from optimlab.errors import ConfigError
+
+
+class TensorBoardLogger:
+    def __init__(self, run_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("log.tensorboard=true needs tensorboard: pip install 'optimlab[tensorboard]'") from None
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if key not in ("step", "time") and isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbLogger:
+    """Offline mode by default: works without an account; `wandb sync` uploads later."""
+
+    def __init__(self, run_dir: Path, cfg: Config):
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("log.wandb=true needs wandb: pip install 'optimlab[wandb]'") from None
+        # The run id is derived from the run directory, so a resumed run continues the same W&B run.
+        run_id = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+        self.run = wandb.init(
+            project=cfg.log.wandb_project,
+            dir=str(run_dir),
+            mode=cfg.log.wandb_mode,
+            id=run_id,
+            resume="allow",
+            config=to_tree(cfg),
+            name=run_dir.name,
+        )
+
+    def log(self, record: dict[str, Any]) -> None:
+        values = {k: v for k, v in record.items() if k != "step"}
+        self.run.log(values, step=record["step"])
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class ProgressBar:
+    def __init__(self, total: int, initial: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.last = initial
+
+    def log(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        self.bar.update(step - self.last)
+        self.last = step
+        shown = {k: f"{v:.4g}" for k, v in record.items() if k in ("train/loss", "val/loss", "lr")}
+        if shown:
+            self.bar.set_postfix(shown, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def progress_enabled(cfg: LogConfig) -> bool:
+    if cfg.progress == "auto":
+        return sys.stderr.isatty() and not os.environ.get("CI")
+    return cfg.progress == "always"
+
+
+def build_loggers(cfg: Config, run_dir: Path, step: int) -> list:
+    loggers: list = []
+    if cfg.log.tensorboard:
+        loggers.append(TensorBoardLogger(run_dir))
+    if cfg.log.wandb:
+        loggers.append(WandbLogger(run_dir, cfg))
+    if progress_enabled(cfg.log):
+        loggers.append(ProgressBar(cfg.train.steps, step))
+    return loggers
