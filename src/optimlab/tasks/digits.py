@@ -1,0 +1,94 @@
+"""scikit-learn's bundled handwritten digits (UCI optdigits test set): 1797 8x8 images, 10 classes.
+
+Offline (the data ships with scikit-learn). There is no official split: a fixed seeded 20 % is the test set,
+and 10 % of the rest is the validation set. Pixels (0..16) are standardised with the training set's mean and
+standard deviation. Images are stored as (N, 1, 8, 8); the MLP flattens them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from optimlab.tasks.base import Task
+from optimlab.tasks.common import make_model
+from optimlab.tasks.data import check_fraction, check_non_negative, check_positive, classification_splits, rng
+from optimlab.tasks.models import MLP, ConvNet2d, LogisticRegression
+from optimlab.tasks.registry import register_task
+
+SIZE, CLASSES = 8, 10
+
+
+@dataclass
+class DigitsOptions:
+    data_seed: int = 0  # seed of the test and validation splits
+    test_fraction: float = 0.2  # share of the 1797 images in the test set (359)
+    val_fraction: float = 0.1  # share of the remaining images held out for validation (144)
+    train_samples: Optional[int] = None  # use only this many training samples (after the val split)
+
+
+@dataclass
+class DigitsMLPOptions(DigitsOptions):
+    width: int = 128  # hidden units per layer
+    depth: int = 2  # hidden layers
+    activation: str = "relu"  # relu | tanh | sigmoid
+
+
+@dataclass
+class DigitsCNNOptions(DigitsOptions):
+    channels: list[int] = field(default_factory=lambda: [16, 32])  # 3x3 conv + 2x2 max-pool stages
+    hidden: int = 64  # hidden linear layer before the classifier (0: none)
+    batch_norm: bool = False
+
+
+def load_digits(options: DigitsOptions) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_test, y_test), images float32 (N, 1, 8, 8) standardised with train statistics."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    check_fraction("test_fraction", options.test_fraction)
+    bunch = sklearn_digits()
+    x = bunch.images.astype(np.float32)[:, None]
+    y = bunch.target.astype(np.int64)
+    order = rng(options.data_seed, 0).permutation(len(y))
+    count = int(round(len(y) * options.test_fraction))
+    test, train = np.sort(order[:count]), np.sort(order[count:])
+    mean, std = x[train].mean(), x[train].std()
+    x = (x - mean) / std
+    return x[train], y[train], x[test], y[test]
+
+
+def _task(name: str, options: DigitsOptions, model_factory) -> Task:
+    x_train, y_train, x_test, y_test = load_digits(options)
+    train, val, test = classification_splits(
+        x_train, y_train, x_test, y_test,
+        val_fraction=options.val_fraction, seed=options.data_seed, train_samples=options.train_samples,
+    )  # fmt: skip
+    model = make_model(name, model_factory)
+    return Task(name, train, val, test, model, info={"input_shape": [1, SIZE, SIZE], "classes": CLASSES})
+
+
+@register_task("digits_logreg", options=DigitsOptions, description="sklearn digits (8x8), logistic regression")
+def build_logreg(options: DigitsOptions, data_dir: Path) -> Task:
+    del data_dir  # bundled with scikit-learn
+    return _task("digits_logreg", options, lambda: LogisticRegression(SIZE * SIZE, CLASSES))
+
+
+@register_task("digits_mlp", options=DigitsMLPOptions, description="sklearn digits (8x8), MLP (2 x 128 ReLU)")
+def build_mlp(options: DigitsMLPOptions, data_dir: Path) -> Task:
+    del data_dir
+    check_positive(width=options.width)
+    check_non_negative(depth=options.depth)
+    hidden = [options.width] * options.depth
+    return _task("digits_mlp", options, lambda: MLP(SIZE * SIZE, hidden, CLASSES, options.activation))
+
+
+@register_task("digits_cnn", options=DigitsCNNOptions, description="sklearn digits (8x8), 2-D ConvNet (16, 32)")
+def build_cnn(options: DigitsCNNOptions, data_dir: Path) -> Task:
+    del data_dir
+    channels = list(options.channels)
+    return _task(
+        "digits_cnn", options, lambda: ConvNet2d(1, SIZE, CLASSES, channels, options.hidden, options.batch_norm)
+    )

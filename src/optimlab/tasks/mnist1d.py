@@ -1,0 +1,99 @@
+"""MNIST-1D (Greydanus 2020): 40-sample 1-D signals of 10 digit templates, generated locally.
+
+The data comes from the `mnist1d` package's own generator (`mnist1d.data.make_dataset`), never downloaded.
+Defaults are the package's: 5000 samples, 4000 train / 1000 test, seed 42. Validation is carved out of the
+training set. Generation takes about 2 s, so the arrays are cached in `data_dir/mnist1d/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+from pathlib import Path
+
+import numpy as np
+
+from optimlab.errors import ConfigError
+from optimlab.tasks.base import Task
+from optimlab.tasks.common import make_model
+from optimlab.tasks.data import cached_arrays, check_non_negative, check_positive, classification_splits, preserved_global_rng
+from optimlab.tasks.models import MLP, ConvNet1d, LogisticRegression
+from optimlab.tasks.registry import register_task
+
+LENGTH, CLASSES = 40, 10
+
+
+@dataclass
+class MNIST1DOptions:
+    num_samples: int = 5000  # generated samples; 80 % train, 20 % test (mnist1d's split): 4000 / 1000
+    data_seed: int = 42  # seed of the generator (mnist1d's default) and of the validation split
+    val_fraction: float = 0.1  # share of the training samples held out for validation (400)
+    shuffle_seq: bool = False  # permute the 40 positions with one fixed permutation ("shuffled MNIST-1D")
+    train_samples: Optional[int] = None  # use only this many training samples (after the val split)
+
+
+@dataclass
+class MNIST1DMLPOptions(MNIST1DOptions):
+    width: int = 100  # hidden units per layer
+    depth: int = 2  # hidden layers
+    activation: str = "relu"  # relu | tanh | sigmoid
+
+
+@dataclass
+class MNIST1DCNNOptions(MNIST1DOptions):
+    channels: list[int] = field(default_factory=lambda: [32, 32, 32])  # per strided conv layer
+    batch_norm: bool = False
+
+
+def load_mnist1d(options: MNIST1DOptions, data_dir: Path) -> dict[str, np.ndarray]:
+    """x (num_samples * 0.8, 40) float32, y int64, x_test, y_test; cached in data_dir/mnist1d/."""
+    check_positive(num_samples=options.num_samples)
+    if options.num_samples < 5 * CLASSES:
+        raise ConfigError(f"task option 'num_samples' must be at least {5 * CLASSES}, got {options.num_samples}")
+    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
+
+    args = get_dataset_args(as_dict=True)
+    args.pop("url", None)
+    args.update(num_samples=options.num_samples, seed=options.data_seed, shuffle_seq=options.shuffle_seq)
+
+    def make() -> dict[str, np.ndarray]:
+        with preserved_global_rng():  # make_dataset seeds numpy's and Python's global generators
+            data = make_dataset(ObjectView(dict(args)))
+        return {
+            "x": data["x"].astype(np.float32),
+            "y": data["y"].astype(np.int64),
+            "x_test": data["x_test"].astype(np.float32),
+            "y_test": data["y_test"].astype(np.int64),
+        }
+
+    return cached_arrays(data_dir, "mnist1d", args, make)
+
+
+def _task(name: str, options: MNIST1DOptions, data_dir: Path, model_factory) -> Task:
+    data = load_mnist1d(options, data_dir)
+    train, val, test = classification_splits(
+        data["x"], data["y"], data["x_test"], data["y_test"],
+        val_fraction=options.val_fraction, seed=options.data_seed, train_samples=options.train_samples,
+    )  # fmt: skip
+    model = make_model(name, model_factory)
+    return Task(name, train, val, test, model, info={"input_shape": [LENGTH], "classes": CLASSES})
+
+
+@register_task("mnist1d_logreg", options=MNIST1DOptions, description="MNIST-1D, logistic regression")
+def build_logreg(options: MNIST1DOptions, data_dir: Path) -> Task:
+    return _task("mnist1d_logreg", options, data_dir, lambda: LogisticRegression(LENGTH, CLASSES))
+
+
+@register_task("mnist1d_mlp", options=MNIST1DMLPOptions, description="MNIST-1D, MLP (2 x 100 ReLU)")
+def build_mlp(options: MNIST1DMLPOptions, data_dir: Path) -> Task:
+    check_positive(width=options.width)
+    check_non_negative(depth=options.depth)
+    hidden = [options.width] * options.depth
+    return _task("mnist1d_mlp", options, data_dir, lambda: MLP(LENGTH, hidden, CLASSES, options.activation))
+
+
+@register_task("mnist1d_cnn", options=MNIST1DCNNOptions, description="MNIST-1D, 1-D ConvNet (3 strided convs)")
+def build_cnn(options: MNIST1DCNNOptions, data_dir: Path) -> Task:
+    channels = list(options.channels)
+    return _task("mnist1d_cnn", options, data_dir, lambda: ConvNet1d(LENGTH, CLASSES, channels, 1, options.batch_norm))
