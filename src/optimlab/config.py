@@ -262,7 +262,7 @@ def _optim_config(node: dict) -> OptimConfig:
         if key in kwargs:
             resolved[key] = _coerce(f"optim.{key}", kwargs[key], parameter)
         elif _is_plain(parameter.default):
-            resolved[key] = _plain(parameter.default)
+            resolved[key] = parameter.default
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(f"unknown config key 'optim.{key}' for optimizer {name!r}{suggest(key, accepted)}")
@@ -277,8 +277,13 @@ def _is_plain(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and all(_is_plain(v) for v in value)
 
 
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+def _lists(value: Any) -> Any:
+    """Tuples to lists, recursively: the form YAML and JSON hold."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_lists(v) for v in value]
+    return value
 
 
 def _coerce(key: str, value: Any, parameter: inspect.Parameter) -> Any:
@@ -357,7 +362,7 @@ def to_tree(cfg: Config) -> dict:
     task.update(task.pop("options"))
     optim = tree["optim"]
     optim.update(optim.pop("kwargs"))
-    return tree
+    return _lists(tree)
 
 
 def to_yaml(cfg: Config) -> str:

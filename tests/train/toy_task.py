@@ -1,5 +1,6 @@
 """A tiny synthetic task for trainer tests: fast, with dropout (exercises RNG restore) and a dtype option."""
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,18 @@ class ToyOptions:
     classes: int = 3
     dropout: float = 0.1
     dtype: str = "float32"
+    delay: float = 0.0  # seconds of sleep per forward, so subprocess tests can signal a run mid-way
+
+
+class Slow(nn.Module):
+    def __init__(self, delay: float):
+        super().__init__()
+        self.delay = delay
+
+    def forward(self, x):
+        if self.delay and self.training:
+            time.sleep(self.delay)
+        return x
 
 
 def _split(x, y, lo, hi):
@@ -28,6 +41,7 @@ def build_toy(options: ToyOptions, data_dir) -> Task:
     x = torch.randn(options.samples, options.features, generator=generator, dtype=dtype)
     y = (x[:, : options.classes].argmax(dim=1)).long()
     model = nn.Sequential(
+        Slow(options.delay),
         nn.Linear(options.features, 16), nn.Tanh(), nn.Dropout(options.dropout), nn.Linear(16, options.classes)
     ).to(dtype)
     n = options.samples

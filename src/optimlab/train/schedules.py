@@ -27,10 +27,11 @@ def build_scheduler(cfg: ScheduleConfig, optimizer: Optimizer, total_steps: int)
     """The scheduler for `cfg`, or None for a constant lr without warm-up (nothing to step)."""
     main_steps = max(total_steps - cfg.warmup_steps, 1)
     main = _main_scheduler(cfg, optimizer, main_steps)
-    if cfg.warmup_steps == 0:
+    if cfg.warmup_steps <= 1:  # a one-step warm-up is lr/1 = lr: nothing to do
         return main
+    # LinearLR reaches end_factor after total_iters steps: factors 1/w, 2/w, ..., w/w at steps 0..w-1.
     warmup = lr_scheduler.LinearLR(
-        optimizer, start_factor=1.0 / cfg.warmup_steps, end_factor=1.0, total_iters=cfg.warmup_steps
+        optimizer, start_factor=1.0 / cfg.warmup_steps, end_factor=1.0, total_iters=cfg.warmup_steps - 1
     )
     if main is None:
         return warmup
