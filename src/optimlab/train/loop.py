@@ -277,7 +277,7 @@ def _backward(
     if (microbatch_size is None or microbatch_size >= size) and not world.distributed:
         with autocast:
             loss_sum, count = task.loss(task.forward(model, batch), batch)
-        loss = loss_sum.float() / count
+        loss = _at_least_float32(loss_sum) / count
         scaler.scale(loss).backward()
         return loss.detach()
 
@@ -291,7 +291,7 @@ def _backward(
         with sync:
             with autocast:
                 loss_sum, count = task.loss(task.forward(model, piece), piece)
-            scaler.scale(loss_sum.float()).backward()
+            scaler.scale(_at_least_float32(loss_sum)).backward()
         total[0] += loss_sum.detach().double()
         total[1] += count
     all_reduce_sum(total, world)
@@ -299,7 +299,12 @@ def _backward(
     factor = world.world_size / float(total[1])
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     torch._foreach_mul_(grads, factor)
-    return (total[0] / total[1]).float()
+    return total[0] / total[1]
+
+
+def _at_least_float32(loss: Tensor) -> Tensor:
+    """Half-precision losses (under autocast) are summed and backpropagated in float32."""
+    return loss.float() if loss.dtype in (torch.float16, torch.bfloat16) else loss
 
 
 @torch.no_grad()
