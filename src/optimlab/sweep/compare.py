@@ -1,0 +1,190 @@
+"""`optimlab compare`: a small learning-rate grid per optimizer, several seeds, then the comparison report.
+
+    optimlab compare task=mnist1d_mlp optims=[sgd,adam,sgd_c,adam_c] seeds=3
+
+is the README's main job (and what `optimlab compare` with no arguments runs). Each optimizer gets the
+learning-rate grid of its family (`LR_GRIDS`), or `lrs=[...]` for all, or `lrs={sgd: [...], adam: [...]}`
+per optimizer. Any dotted config override (`train.steps=500`) applies to every run. The runs form the sweep
+`compare-<task>` under `root`, so re-running the command skips finished runs and resumes interrupted ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from optimlab.config import Config
+from optimlab.errors import ConfigError, suggest
+from optimlab.sweep.execute import cpu_count, train_command
+from optimlab.sweep.expand import Run
+from optimlab.sweep.runner import BACKENDS, SweepResult, run_sweep
+from optimlab.sweep.spec import SweepSpec, parse_spec
+
+# Learning-rate grids: three log-spaced values around each family's usual default.
+LR_GRIDS: dict[str, tuple[float, ...]] = {
+    "sgd": (0.03, 0.1, 0.3),
+    "adam": (1e-3, 3e-3, 1e-2),
+}
+# Optimizer name -> family. Others fall back to their own default lr x (1/3, 1, 3).
+FAMILIES: dict[str, str] = {
+    **dict.fromkeys(("sgd", "sgd_c", "sgd_hd", "asgd", "sgd_schedulefree"), "sgd"),
+    **dict.fromkeys(("adam", "adam_c", "adam_hd", "adamw", "adamw_c", "nadam", "radam", "adamax", "rmsprop", "rmsprop_c",
+                     "adamw_schedulefree"), "adam"),
+}
+
+# The training budget of every compare run unless overridden: a few minutes for the default job on 2 cores.
+DEFAULT_TRAIN = {"train.steps": 1500, "train.eval_every": 250, "train.checkpoint_every": 500}
+
+
+@dataclass
+class CompareArgs:
+    task: str = "mnist1d_mlp"
+    optims: list[str] = dataclasses.field(default_factory=lambda: ["sgd", "adam", "sgd_c", "adam_c"])
+    seeds: Any = 3  # n -> 0..n-1, or a list
+    lrs: Any = None  # None: family grids; a list for every optimizer; a mapping optimizer -> list
+    workers: int | None = None  # default: one per core
+    out: str = "reports/compare"
+    root: str = "runs"
+    backend: str = "local"
+    name: str | None = None  # the sweep's name; default compare-<task>
+    progress: bool = True
+    overrides: list[str] = dataclasses.field(default_factory=list)  # dotted config overrides for every run
+
+
+COMPARE_KEYS = tuple(f.name for f in dataclasses.fields(CompareArgs) if f.name != "overrides")
+_CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Config))
+# Config keys compare sets itself, with the compare key to use instead.
+_OWNED = {"task": "task", "task.name": "task", "optim": "optims", "optim.name": "optims", "optim.lr": "lrs",
+          "seed": "seeds", "run_dir": "root"}
+
+
+@dataclass
+class CompareResult:
+    sweep: SweepResult
+    report: Path | None  # index.html, or None when no report was written
+
+    @property
+    def exit_code(self) -> int:
+        return self.sweep.exit_code
+
+
+def parse_compare_args(argv: Sequence[str]) -> CompareArgs:
+    """`key=value` arguments (OmegaConf dotlist syntax: `optims=[sgd,adam]`) to CompareArgs."""
+    mine, overrides = [], []
+    for item in argv:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {item!r}")
+        if key in COMPARE_KEYS:
+            mine.append(item)
+        elif key in _OWNED:
+            raise ConfigError(f"compare sets {key!r} itself; use {_OWNED[key]}=...")
+        elif key.partition(".")[0] in _CONFIG_KEYS and "." in key:
+            overrides.append(item)
+        else:
+            raise ConfigError(f"unknown compare key {key!r}{suggest(key, COMPARE_KEYS)} "
+                              "(or a dotted config key such as train.steps=500)")
+    try:
+        values = OmegaConf.to_container(OmegaConf.from_dotlist(mine))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"cannot parse compare arguments: {error}") from None
+    args = CompareArgs(**values, overrides=overrides)
+    _check(args)
+    return args
+
+
+def _check(args: CompareArgs) -> None:
+    if not isinstance(args.task, str) or not args.task:
+        raise ConfigError(f"compare key 'task': expected a task name, got {args.task!r}")
+    if isinstance(args.optims, str):
+        args.optims = [args.optims]
+    if not isinstance(args.optims, list) or not args.optims or not all(isinstance(o, str) for o in args.optims):
+        raise ConfigError(f"compare key 'optims': expected a non-empty list of optimizer names, got {args.optims!r}")
+    if len(set(args.optims)) != len(args.optims):
+        raise ConfigError(f"compare key 'optims': duplicate names in {args.optims!r}")
+    if args.workers is not None and (not isinstance(args.workers, int) or isinstance(args.workers, bool)
+                                     or args.workers < 1):
+        raise ConfigError(f"compare key 'workers': expected a positive integer, got {args.workers!r}")
+    for key in ("out", "root"):
+        if not isinstance(getattr(args, key), str) or not getattr(args, key):
+            raise ConfigError(f"compare key {key!r}: expected a path, got {getattr(args, key)!r}")
+    if args.backend not in BACKENDS:
+        raise ConfigError(f"compare key 'backend': {args.backend!r} is not one of {', '.join(BACKENDS)}")
+    if not isinstance(args.progress, bool):
+        raise ConfigError(f"compare key 'progress': expected true or false, got {args.progress!r}")
+    if isinstance(args.lrs, dict):
+        for name in args.lrs:
+            if name not in args.optims:
+                raise ConfigError(f"compare key 'lrs.{name}': {name!r} is not in optims{suggest(name, args.optims)}")
+    for optim in args.optims:
+        lr_grid(optim, args.lrs)  # every grid resolves before anything runs
+
+
+def lr_grid(optim: str, lrs: Any = None) -> list[float]:
+    """The learning rates tried for `optim`: from `lrs` if given, else its family's grid."""
+    if isinstance(lrs, dict):
+        lrs = lrs.get(optim)
+    if lrs is not None:
+        values = lrs if isinstance(lrs, list) else [lrs]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+            raise ConfigError(f"compare key 'lrs' for {optim!r}: expected positive numbers, got {lrs!r}")
+        return [float(v) for v in values]
+    if optim in FAMILIES:
+        return list(LR_GRIDS[FAMILIES[optim]])
+    from optimlab.optim.registry import optimizer_arguments
+
+    parameter = optimizer_arguments(optim).get("lr")  # an unknown name raises, naming it
+    default = None if parameter is None else parameter.default
+    if not isinstance(default, (int, float)) or isinstance(default, bool) or default <= 0:
+        raise ConfigError(f"no default learning-rate grid for optimizer {optim!r}; give lrs=[...]")
+    return [float(f"{default * f:.3g}") for f in (1 / 3, 1.0, 3.0)]
+
+
+def compare_spec(args: CompareArgs) -> SweepSpec:
+    grid = [{"task": args.task, "optim": optim, "optim.lr": lr_grid(optim, args.lrs)} for optim in args.optims]
+    data = {"name": args.name or f"compare-{args.task}",
+            "description": f"optimlab compare: {', '.join(args.optims)} on {args.task}",
+            "base": dict(DEFAULT_TRAIN), "grid": grid, "seeds": args.seeds}
+    return parse_spec(data, source="optimlab compare")
+
+
+def compare(
+    args: CompareArgs | None = None,
+    *,
+    command: Callable[[Run], Sequence[str]] = train_command,
+    report: Callable[..., Path] | None = None,
+    backend_options: dict | None = None,
+) -> CompareResult:
+    """Run the comparison sweep, then write the report (`optimlab.report.write_report`) to `args.out`."""
+    args = args or CompareArgs()
+    _check(args)
+    spec = compare_spec(args)
+    workers = args.workers or cpu_count()
+    result = run_sweep(spec, root=args.root, backend=args.backend, workers=workers, extra=args.overrides,
+                       backend_options=backend_options, command=command, progress=args.progress)
+    if result.interrupted:
+        return CompareResult(result, None)
+    write = report or _report_writer()
+    if write is None:
+        print(f"optimlab compare: optimlab.report is not available; the runs are in {result.folder}", file=sys.stderr)
+        return CompareResult(result, None)
+    index = write(result.run_dirs, Path(args.out), baseline=args.optims[0])
+    return CompareResult(result, Path(index))
+
+
+def _report_writer() -> Callable[..., Path] | None:
+    try:
+        module = importlib.import_module("optimlab.report")
+    except ModuleNotFoundError as error:
+        if error.name != "optimlab.report":
+            raise
+        return None
+    return getattr(module, "write_report", None)

@@ -1,0 +1,261 @@
+"""Running a sweep: validate every run, skip finished ones, run the rest on a backend, keep `sweep.json`.
+
+    result = run_sweep(load_spec("hypergradient"), backend="local", workers=2)
+    result.run_dirs, result.statuses, result.exit_code
+
+Re-running the same sweep is always safe: completed and diverged runs are skipped, interrupted and failed
+runs are launched again and resume from their checkpoints, runs whose directory another process holds
+are left alone.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optimlab.errors import ConfigError
+from optimlab.sweep.execute import Launch, make_launch, thread_env, threads_per_run, train_command
+from optimlab.sweep.expand import Run, expand, sweep_dir
+from optimlab.sweep.spec import SweepSpec
+from optimlab.sweep.state import (
+    DONE,
+    STATUSES,
+    SweepLock,
+    log_tail,
+    now,
+    outcome,
+    read_summary,
+    read_sweep_record,
+    scan_status,
+    write_json_atomic,
+)
+
+BACKENDS = ("local", "ray", "slurm")
+
+# Exit codes of `optimlab sweep` and `optimlab compare`.
+EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 75
+
+
+@dataclass
+class SweepResult:
+    name: str
+    folder: Path  # <root>/<name>, holding sweep.json and logs/
+    runs: list[Run]
+    statuses: dict[str, str]  # run key -> status
+    interrupted: bool = False
+    skipped: int = 0  # runs already completed or diverged before this invocation
+
+    @property
+    def run_dirs(self) -> list[Path]:
+        return [run.run_dir for run in self.runs]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: n for s in STATUSES if (n := sum(v == s for v in self.statuses.values()))}
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if all(s in DONE for s in self.statuses.values()) else EXIT_RUNS_FAILED
+
+
+@dataclass
+class _Record:
+    """sweep.json's entry for one run."""
+
+    run: Run
+    status: str
+    attempts: int = 0
+    exit_code: int | None = None
+    error: str | None = None
+    log: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        summary = read_summary(self.run.run_dir) or {}
+        return {
+            "dir": self.run.key,
+            "path": str(self.run.run_dir),
+            "status": self.status,
+            "overrides": list(self.run.overrides),
+            "config_hash": self.run.config_hash,
+            "attempts": self.attempts,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "step": summary.get("step"),
+            "wall_time": summary.get("wall_time"),
+            "log": self.log,
+        }
+
+
+def make_backend(name: str, *, workers: int, cpus_per_run: int, folder: Path, options: dict | None = None):
+    """A backend by name; a missing optional dependency is a ConfigError, raised before any run starts."""
+    options = dict(options or {})
+    if name == "local":
+        from optimlab.sweep.local import LocalBackend
+
+        return LocalBackend(workers, **options)
+    if name == "ray":
+        from optimlab.sweep.ray_backend import RayBackend
+
+        return RayBackend(workers, cpus_per_run, **options)
+    if name == "slurm":
+        from optimlab.sweep.slurm import SlurmBackend
+
+        return SlurmBackend(folder / "slurm", cpus_per_run=cpus_per_run, **options)
+    raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    root: str | Path = "runs",
+    backend: str | Any = "local",
+    workers: int = 1,
+    extra: Sequence[str] = (),
+    cpus_per_run: int | None = None,
+    backend_options: dict | None = None,
+    command: Callable[[Run], Sequence[str]] = train_command,
+    progress: bool = True,
+) -> SweepResult:
+    """Run `spec` (with `extra` overrides on every run) and return each run's status.
+
+    Every run is validated before any starts (ConfigError names the bad run and key). `backend` is a name
+    in BACKENDS or an object with `run(launches, on_done)`. `command(run)` gives the argv of a run (the
+    `optimlab train` command by default; tests substitute a stand-in). Each run gets
+    `OMP_NUM_THREADS=cpus_per_run`, by default max(1, cores // workers).
+    """
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    runs = expand(spec, root, extra)
+    threads = cpus_per_run or threads_per_run(workers)
+    folder = sweep_dir(root, spec.name)
+    if isinstance(backend, str):
+        backend = make_backend(backend, workers=workers, cpus_per_run=threads, folder=folder, options=backend_options)
+    lock = SweepLock(folder)
+    if not lock.acquire():
+        raise ConfigError(f"sweep folder {folder} is in use by another sweep process (see {lock.path})")
+    try:
+        return _run(spec, runs, folder, backend, workers, threads, tuple(extra), command, progress)
+    finally:
+        lock.release()
+
+
+def _run(spec, runs, folder, backend, workers, threads, extra, command, progress) -> SweepResult:
+    previous = {r.get("dir"): r for r in read_sweep_record(folder / "sweep.json").get("runs", [])}
+    records: dict[str, _Record] = {}
+    for run in runs:
+        old = previous.get(run.key, {})
+        records[run.key] = _Record(run, scan_status(run.run_dir), attempts=int(old.get("attempts") or 0),
+                                   exit_code=old.get("exit_code"), error=old.get("error"), log=f"logs/{run.key}.log")
+    todo = [run for run in runs if records[run.key].status not in (*DONE, "busy")]
+    skipped = sum(records[run.key].status in DONE for run in runs)
+    header = {
+        "name": spec.name,
+        "description": spec.description,
+        "source": spec.source,
+        "spec": spec.data or None,
+        "extra": list(extra),
+        "backend": getattr(backend, "name", type(backend).__name__),
+        "workers": workers,
+        "cpus_per_run": threads,
+        "started": now(),
+    }
+    write_lock = threading.Lock()
+
+    def save(finished: bool = False) -> None:
+        entries = [records[run.key].to_json() for run in runs]
+        counts = {s: n for s in STATUSES if (n := sum(e["status"] == s for e in entries))}
+        write_json_atomic(folder / "sweep.json",
+                          {**header, "updated": now(), "finished": finished, "counts": counts, "runs": entries})
+
+    bar = _progress(spec.name, len(runs), skipped, enabled=progress)
+    env = thread_env(threads)
+    launches = [make_launch(run, command, env, folder / "logs") for run in todo]
+    by_key = {run.key: run for run in todo}
+
+    def on_done(launch: Launch, code: int | None, error: str | None) -> None:
+        run = by_key[launch.key]
+        status, detail = outcome(run.run_dir, code, error or log_tail(launch.log))
+        with write_lock:
+            record = records[run.key]
+            record.status, record.exit_code, record.error = status, code, detail
+            record.attempts += 1
+            save()
+            if status not in DONE:
+                bar.write(f"optimlab sweep: {status}: {run.key}: {detail or ''}".rstrip(": "), file=sys.stderr)
+            bar.update(1)
+            bar.set_postfix_str(_postfix(records), refresh=True)
+
+    interrupted = False
+    with write_lock:
+        save()
+    try:
+        with _sigterm_as_interrupt():
+            if launches:
+                backend.run(launches, on_done)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        with write_lock:
+            save(finished=not interrupted)
+        bar.close()
+    result = SweepResult(spec.name, folder, runs, {k: r.status for k, r in records.items()}, interrupted, skipped)
+    counts = ", ".join(f"{n} {s}" for s, n in result.counts.items())
+    note = " (interrupted; run the same command again to resume)" if interrupted else ""
+    print(f"optimlab sweep {spec.name}: {len(runs)} runs: {counts}{note}; {folder / 'sweep.json'}", file=sys.stderr)
+    return result
+
+
+def _postfix(records: dict[str, _Record]) -> str:
+    bad = {s: sum(r.status == s for r in records.values()) for s in ("failed", "interrupted", "diverged")}
+    return " ".join(f"{s}={n}" for s, n in bad.items() if n)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None: ...
+    def close(self) -> None: ...
+
+    @staticmethod
+    def write(text: str, file=None) -> None:
+        print(text, file=file or sys.stderr)
+
+
+def _progress(name: str, total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"sweep {name}", unit="run", file=sys.stderr,
+                dynamic_ncols=True, mininterval=1.0, smoothing=0.0)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """In the main thread, SIGTERM stops the sweep like Ctrl-C: runs checkpoint, the record is kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def dry_run(spec: SweepSpec, *, root: str | Path = "runs", extra: Sequence[str] = ()) -> list[tuple[Run, str]]:
+    """Validate and list the runs of `spec` with their current status, starting nothing."""
+    return [(run, scan_status(run.run_dir)) for run in expand(spec, root, extra)]
+

@@ -1,0 +1,181 @@
+"""What a sweep knows about its runs, read only from their run directories, and its own record `sweep.json`.
+
+A run's status, as the sweep sees it:
+
+| status        | meaning                                                                  | on re-run |
+|---------------|--------------------------------------------------------------------------|-----------|
+| `pending`     | never started (no summary.json)                                          | launched  |
+| `completed`   | summary says completed                                                   | skipped   |
+| `diverged`    | summary says diverged (a result, not an error)                           | skipped   |
+| `failed`      | the trainer failed (exit 1, bad input, a crash signal, no summary)       | launched  |
+| `interrupted` | stopped by a signal (exit 75, SIGKILL/SIGTERM/...) or found `running` with no process holding its lock | launched: resumes from its last checkpoint |
+| `busy`        | another process holds the run directory's lock                           | left alone |
+
+`sweep.json` is written by the sweep's parent process only, atomically (a temporary file, then
+`os.replace`), so a reader never sees a half-written record.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+DONE = ("completed", "diverged")
+STATUSES = ("pending", "completed", "diverged", "failed", "interrupted", "busy")
+
+# Exit codes of `optimlab train` (docs/run-directory.md).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 75
+
+# Signals that stop a healthy process from outside (a kill, a preemption, Ctrl-C): the run is resumable.
+_STOP_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's summary.json, or None when it is missing or unreadable."""
+    try:
+        data = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_locked(run_dir: str | Path) -> bool:
+    """Whether a process holds the trainer's lock on `<run_dir>/.lock` (fcntl.flock, as the trainer takes it)."""
+    try:
+        fd = os.open(Path(run_dir) / ".lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return True
+        raise
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def scan_status(run_dir: str | Path) -> str:
+    """The status of a run directory before launching it (see the module docstring)."""
+    summary = read_summary(run_dir)
+    if is_locked(run_dir):
+        return "busy"
+    if summary is None:
+        return "pending"
+    status = summary.get("status")
+    if status in DONE or status in ("failed", "interrupted"):
+        return status
+    return "interrupted"  # `running` with no process holding the lock: it was killed
+
+
+def outcome(run_dir: str | Path, returncode: int | None, log_tail: str = "") -> tuple[str, str | None]:
+    """(status, error) of a run after its process ended with `returncode` (negative: killed by that signal)."""
+    summary = read_summary(run_dir) or {}
+    status = summary.get("status")
+    if status in DONE:
+        return status, None
+    if returncode is None:
+        return "failed", log_tail or "no exit code (the job ended without a result)"
+    if returncode == EXIT_INTERRUPTED:
+        return "interrupted", None
+    if returncode < 0:
+        sig = _signal_name(-returncode)
+        if -returncode in _STOP_SIGNALS:
+            return "interrupted", f"killed by {sig}"
+        return "failed", f"killed by {sig}"
+    if returncode == EXIT_BAD_INPUT and is_locked(run_dir):
+        return "busy", "the run directory is in use by another process"
+    if returncode == EXIT_OK:
+        return "failed", f"exited 0 but summary.json says {status!r}"
+    error = summary.get("error") if status == "failed" else None
+    return "failed", error or log_tail or f"exit code {returncode}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def log_tail(path: str | Path, lines: int = 1) -> str:
+    """The last non-empty line(s) of a log file, for the one-line error of a failed run."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - 8192))
+            text = file.read().decode(errors="replace")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON to a temporary file in the same folder, then rename it over `path` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as file:
+            json.dump(data, file, indent=1)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_sweep_record(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class SweepLock:
+    """An exclusive lock on `<sweep dir>/.sweep.lock`: one sweep process per sweep folder at a time.
+
+    Runs are protected by the trainer's own lock; this one keeps two sweep processes from both writing
+    sweep.json and both launching the same runs.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / ".sweep.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,175 @@
+"""The sweep runner and local backend with a stand-in trainer (tests/sweep/fake_train.py): statuses,
+fault tolerance, skip and resume on re-run, records, locks, interruption."""
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from sweep_helpers import FAKE, fake_command, wait_for
+
+from optimlab.errors import ConfigError
+from optimlab.sweep import expand, run_sweep
+from optimlab.sweep.execute import threads_per_run
+from optimlab.sweep.state import is_locked, read_summary, scan_status
+
+
+def summaries(result):
+    return {run.key: read_summary(run.run_dir) for run in result.runs}
+
+
+def test_all_runs_complete_with_records_logs_and_threads(tmp_path, small_spec):
+    result = run_sweep(small_spec, root=tmp_path, workers=2, command=fake_command(), progress=False)
+    assert result.exit_code == 0 and set(result.statuses.values()) == {"completed"}
+    record = json.loads((tmp_path / "small" / "sweep.json").read_text())
+    assert record["finished"] and record["counts"] == {"completed": 6} and record["workers"] == 2
+    assert [r["dir"] for r in record["runs"]] == [run.key for run in result.runs]
+    for entry, run in zip(record["runs"], result.runs):
+        assert entry["overrides"] == list(run.overrides) and entry["attempts"] == 1 and entry["exit_code"] == 0
+        assert "completed: 20/20" in (tmp_path / "small" / entry["log"]).read_text()
+    assert {s["threads"] for s in summaries(result).values()} == {str(threads_per_run(2))}
+
+
+def test_local_pool_runs_at_most_workers_at_once(tmp_path, small_spec):
+    result = run_sweep(small_spec, root=tmp_path, workers=2, command=fake_command(steps=10), progress=False)
+    spans = sorted((s["started"], s["finished"]) for s in summaries(result).values())
+    for start, _ in spans:  # at any run's start, at most 2 runs (itself included) are running
+        assert sum(s <= start < f for s, f in spans) <= 2
+
+
+def test_crashes_and_kills_are_recorded_and_the_sweep_goes_on_then_rerun_resumes(tmp_path, small_spec):
+    # seed 1 runs crash (exit 1), seed 2 runs SIGKILL themselves half way; seed 0 runs complete.
+    modes = {1: "crash", 2: "die"}
+    result = run_sweep(small_spec, root=tmp_path, workers=2, command=fake_command(modes), progress=False)
+    assert result.exit_code == 1
+    by_seed = {seed: {result.statuses[r.key] for r in result.runs if r.config.seed == seed} for seed in range(3)}
+    assert by_seed == {0: {"completed"}, 1: {"failed"}, 2: {"interrupted"}}
+    record = {r["dir"]: r for r in json.loads((tmp_path / "small" / "sweep.json").read_text())["runs"]}
+    crashed = next(r for r in result.runs if r.config.seed == 1)
+    assert record[crashed.key]["error"] == "RuntimeError: boom" and record[crashed.key]["exit_code"] == 1
+    killed = next(r for r in result.runs if r.config.seed == 2)
+    assert record[killed.key]["exit_code"] == -signal.SIGKILL and record[killed.key]["error"] == "killed by SIGKILL"
+
+    completed = [r for r in result.runs if r.config.seed == 0]
+    before = {r.key: (r.run_dir / "summary.json").stat().st_mtime_ns for r in completed}
+    again = run_sweep(small_spec, root=tmp_path, workers=2, command=fake_command({1: "crash"}), progress=False)
+    assert again.skipped == 2
+    assert {r.key: (r.run_dir / "summary.json").stat().st_mtime_ns for r in completed} == before  # untouched
+    for run in again.runs:
+        summary = read_summary(run.run_dir)
+        if run.config.seed == 2:  # resumed from the checkpoint written before the kill
+            assert again.statuses[run.key] == "completed" and summary["resumed_from"] == 10
+    assert {again.statuses[r.key] for r in again.runs if r.config.seed == 1} == {"failed"}  # launched again
+    record = {r["dir"]: r for r in json.loads((tmp_path / "small" / "sweep.json").read_text())["runs"]}
+    assert record[killed.key]["attempts"] == 2 and record[crashed.key]["attempts"] == 2
+    assert record[completed[0].key]["attempts"] == 1
+
+
+def test_status_from_the_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    assert scan_status(run_dir) == "pending"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text(json.dumps({"status": "running"}))
+    (run_dir / ".lock").touch()
+    assert scan_status(run_dir) == "interrupted"  # says running, but no process holds the lock: killed
+    with open(run_dir / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert is_locked(run_dir) and scan_status(run_dir) == "busy"
+    assert not is_locked(run_dir)
+    (run_dir / "summary.json").write_text(json.dumps({"status": "diverged"}))
+    assert scan_status(run_dir) == "diverged"
+
+
+def test_a_run_held_by_another_process_is_left_alone(tmp_path, small_spec):
+    held_run = expand(small_spec, tmp_path)[0]
+    held_run.run_dir.mkdir(parents=True)
+    with open(held_run.run_dir / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_sweep(small_spec, root=tmp_path, workers=2, command=fake_command(), progress=False)
+    assert result.statuses[held_run.key] == "busy" and read_summary(held_run.run_dir) is None
+    assert sum(s == "completed" for s in result.statuses.values()) == 5 and result.exit_code == 1
+
+
+def test_one_sweep_process_per_sweep_folder(tmp_path, small_spec):
+    from optimlab.sweep.state import SweepLock
+
+    lock = SweepLock(tmp_path / "small")
+    assert lock.acquire()
+    try:
+        with pytest.raises(ConfigError, match="in use by another sweep process"):
+            run_sweep(small_spec, root=tmp_path, command=fake_command(), progress=False)
+    finally:
+        lock.release()
+
+
+def test_bad_input_fails_before_any_run_starts(tmp_path):
+    from optimlab.sweep import parse_spec
+
+    spec = parse_spec({"name": "bad", "grid": [{"optim": ["sgd"]}, {"optim": "sgd", "optim.momentun": [0.9]}]})
+    with pytest.raises(ConfigError, match="optim.momentun"):
+        run_sweep(spec, root=tmp_path, command=fake_command(), progress=False)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match="unknown backend 'nope'"):
+        run_sweep(parse_spec({"name": "s", "grid": {"optim": "sgd"}}), root=tmp_path, backend="nope")
+    assert not (tmp_path / "s").exists()
+
+
+DRIVER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from sweep_helpers import fake_command
+    from optimlab.sweep import parse_spec, run_sweep
+    spec = parse_spec({{"name": "slow", "grid": {{"optim": ["sgd", "adam", "adamw"]}}}})
+    result = run_sweep(spec, root={root!r}, workers=2, command=fake_command({{0: {mode!r}}}, steps=40), progress=False)
+    sys.exit(result.exit_code)
+""")
+
+
+def _start_driver(tmp_path, mode):
+    script = DRIVER.format(tests=str(FAKE.parent), root=str(tmp_path), mode=mode)
+    return subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True)
+
+
+def _running_pids(tmp_path):
+    pids = [s["pid"] for p in (tmp_path / "slow").glob("*/*/summary.json") if (s := read_summary(p.parent))
+            and s.get("status") == "running" and s.get("step", 0) < 40]
+    return pids if len(pids) == 2 else None
+
+
+def test_sigterm_to_the_sweep_checkpoints_running_runs_and_exits_75(tmp_path):
+    driver = _start_driver(tmp_path, "slow")
+    wait_for(lambda: _running_pids(tmp_path) and list((tmp_path / "slow").glob("*/*/checkpoints/step-5.pt")))
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 75, err
+    record = json.loads((tmp_path / "slow" / "sweep.json").read_text())
+    statuses = sorted(r["status"] for r in record["runs"])
+    assert statuses == ["interrupted", "interrupted", "pending"] and not record["finished"]
+    for run in record["runs"]:
+        if run["status"] == "interrupted":
+            assert run["exit_code"] == 75
+            assert read_summary(tmp_path / "slow" / run["dir"])["status"] == "interrupted"
+
+
+def test_kill_9_of_the_whole_sweep_process_group_then_rerun(tmp_path):
+    driver = _start_driver(tmp_path, "slow")
+    pids = wait_for(lambda: _running_pids(tmp_path) if list((tmp_path / "slow").glob("*/*/checkpoints/step-5.pt"))
+                    else None)
+    os.killpg(driver.pid, signal.SIGKILL)  # the sweep and its runs, all at once
+    driver.wait(timeout=30)
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), timeout=10)
+    from optimlab.sweep import parse_spec
+
+    spec = parse_spec({"name": "slow", "grid": {"optim": ["sgd", "adam", "adamw"]}})
+    runs = expand(spec, tmp_path)
+    before = {r.key: scan_status(r.run_dir) for r in runs}
+    assert sorted(before.values()) == ["interrupted", "interrupted", "pending"]  # `running` summaries, no process
+    result = run_sweep(spec, root=tmp_path, workers=2, command=fake_command(steps=40), progress=False)
+    assert result.exit_code == 0
+    for run in runs:
+        if before[run.key] == "interrupted":
+            assert read_summary(run.run_dir)["resumed_from"] >= 5
