@@ -7,7 +7,7 @@ the `Task` object; nothing else about a task is assumed.
   is far cheaper than a DataLoader on small models. A split of variable-length sequences carries `lengths`,
   which enables length-bucketed sampling and trimming of padding per batch.
 - `loss(outputs, batch)` returns `(sum, count)`: the summed loss and the number of terms it sums (samples,
-  or tokens for sequence tasks). The trainer divides once by the total count, so microbatched and
+  or tokens for sequence tasks; a Python int or a tensor). The trainer divides once by the total count, so microbatched and
   distributed gradients are exactly the gradient of the mean over the whole batch.
 - `metrics(outputs, batch)` returns `{name: (sum, count)}` for the same reason.
 """
@@ -60,16 +60,15 @@ def default_forward(model: nn.Module, batch: Batch) -> Tensor:
     return model(*batch[:-1])
 
 
-def classification_loss(outputs: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+def classification_loss(outputs: Tensor, batch: Batch) -> tuple[Tensor, int]:
     targets = batch[-1]
-    loss = nn.functional.cross_entropy(outputs, targets, reduction="sum")
-    return loss, torch.tensor(targets.numel(), device=outputs.device)
+    return nn.functional.cross_entropy(outputs, targets, reduction="sum"), targets.numel()
 
 
-def classification_metrics(outputs: Tensor, batch: Batch) -> dict[str, tuple[Tensor, Tensor]]:
+def classification_metrics(outputs: Tensor, batch: Batch) -> dict[str, tuple[Tensor, int]]:
     targets = batch[-1]
     correct = (outputs.argmax(dim=-1) == targets).sum()
-    return {"accuracy": (correct, torch.tensor(targets.numel(), device=outputs.device))}
+    return {"accuracy": (correct, targets.numel())}
 
 
 @dataclass
@@ -81,8 +80,8 @@ class Task:
     val: Split
     test: Split
     model: nn.Module
-    loss: Callable[[Tensor, Batch], tuple[Tensor, Tensor]] = classification_loss
-    metrics: Callable[[Tensor, Batch], dict[str, tuple[Tensor, Tensor]]] = classification_metrics
+    loss: Callable[[Tensor, Batch], tuple[Tensor, Tensor | int]] = classification_loss
+    metrics: Callable[[Tensor, Batch], dict[str, tuple[Tensor, Tensor | int]]] = classification_metrics
     forward: Callable[[nn.Module, Batch], Tensor] = default_forward
     # The metric that model selection and reports use, and its direction.
     main_metric: str = "accuracy"

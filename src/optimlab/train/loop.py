@@ -96,8 +96,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     checkpoints = run_dir / "checkpoints"
     progress = Progress()
-    window = torch.zeros(cfg.train.log_every, dtype=torch.float64, device=device)  # losses since the last log
-    window_size = 0
+    window: list[Tensor] = []  # the training losses since the last log, still on the device
     loggers: list = []
     saved_at = [-1]  # the step of the last checkpoint written or loaded
     started = time.perf_counter()
@@ -120,8 +119,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
             set_rng_state(checkpoint["rng"])
             progress = Progress(**checkpoint["progress"])
             saved_at[0] = progress.step
-            window_size = len(checkpoint["window"])
-            window[:window_size] = checkpoint["window"].to(device)
+            window = list(checkpoint["window"].to(device).unbind())
         if world.is_main:
             (run_dir / "config.yaml").write_text(to_yaml(cfg))
             metrics.open(offset=checkpoint["metrics_offset"] if checkpoint is not None else 0)
@@ -161,7 +159,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
                     "augment_generator": augment_generator.get_state(),
                     "rng": rng_state(),
                     "progress": dataclasses.asdict(dataclasses.replace(progress, time=elapsed())),
-                    "window": window[:window_size].cpu(),
+                    "window": torch.stack(window).cpu() if window else torch.zeros(0),
                     "metrics_offset": metrics.offset(),
                     "config_hash": config_hash(cfg),
                 }
@@ -209,21 +207,20 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
                     optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            window[window_size] = loss
-            window_size += 1
+            window.append(loss)
             progress.step = step + 1
 
-            if window_size == cfg.train.log_every or progress.step == cfg.train.steps:
-                losses = window[:window_size]
+            if len(window) == cfg.train.log_every or progress.step == cfg.train.steps:
+                losses = torch.stack(window).double()
                 finite = torch.isfinite(losses)
                 if not bool(finite.all()):
                     first_bad = int((~finite).nonzero()[0])
-                    progress.diverged_step = progress.step - window_size + first_bad + 1
+                    progress.diverged_step = progress.step - len(window) + first_bad + 1
                     log({"train/loss": float("nan"), "diverged_step": progress.diverged_step})
                     return _finish(cfg, "diverged", progress, task, model, device, started, run_dir, world)
                 progress.last_train_loss = float(losses.mean())
                 log({"train/loss": progress.last_train_loss, **_optimizer_values(optimizer, hyper)})
-                window_size = 0
+                window.clear()
             if progress.step % cfg.train.checkpoint_every == 0:
                 checkpoint_now()
 
