@@ -1,4 +1,4 @@
-"""write_report on fake run directories with known numbers (conftest.PLAN)."""
+"""write_report on fake run directories with known numbers (report_fakes.PLAN)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from optimlab.errors import ConfigError
 from optimlab.report import write_report
 from optimlab.report.analysis import analyze
 from optimlab.report.load import find_run_dirs, load_runs
+from report_fakes import write_run
 
 inf = math.inf
 
@@ -65,6 +66,14 @@ def test_test_statistics_match_scipy(analysis):
     assert sgd.verdict == "baseline" and math.isnan(sgd.p_value)
     assert cls.row("sgd+marthe").verdict == "n.s."
     assert adam.config.test_loss.mean == pytest.approx(1 - np.mean(a))
+
+
+def test_ties_on_the_main_metric_are_broken_by_val_loss(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path, f"a{seed}", optim="adam", lr=1e-3, seed=seed, val=0.9, test=0.9, val_loss=0.3)
+        write_run(tmp_path, f"b{seed}", optim="adam", lr=1e-2, seed=seed, val=0.9, test=0.8, val_loss=0.2)
+    (task,) = analyze(load_runs([tmp_path])).tasks
+    assert task.row("adam").config.lr == 1e-2
 
 
 def test_failed_seed_excluded_but_counted(analysis):

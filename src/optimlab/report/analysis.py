@@ -43,6 +43,7 @@ class Configuration:
     higher_is_better: bool
     select: str = "final"
     val: list[float] = field(init=False)  # selection value per used run; nan for diverged runs
+    val_loss: list[float] = field(init=False)  # val/loss per used run: breaks ties of the main metric
     test_values: list[float] = field(init=False)
     test: Summary = field(init=False)
     test_loss: Summary = field(init=False)
@@ -52,7 +53,9 @@ class Configuration:
         used = self.used_runs
         val_key, test_key = f"val/{self.main_metric}", f"test/{self.main_metric}"
         pick = (lambda r: r.final(val_key)) if self.select == "final" else (lambda r: r.best(val_key))
+        pick_loss = (lambda r: r.final("val/loss")) if self.select == "final" else (lambda r: r.best("val/loss"))
         self.val = [math.nan if r.status == "diverged" else pick(r) for r in used]
+        self.val_loss = [math.nan if r.status == "diverged" else pick_loss(r) for r in used]
         completed = [r for r in used if r.status == "completed"]
         self.test_values = [r.final(test_key) for r in completed]
         self.test = summarize(self.test_values)
@@ -77,8 +80,12 @@ class Configuration:
         return bool(self.used_runs)
 
     @property
-    def sort_key(self) -> tuple[float, float, str]:
-        return (*selection_key(self.val, self.higher_is_better), self.key)
+    def sort_key(self) -> tuple[float, float, float, str]:
+        """Selection order: fewest diverged runs, best mean main metric, then lowest mean val/loss (ties
+        are common with accuracy on small validation sets), then the configuration hash."""
+        finite = [v for v in self.val_loss if math.isfinite(v)]
+        loss = float(np.mean(finite)) if finite else math.inf
+        return (*selection_key(self.val, self.higher_is_better), loss, self.key)
 
     @property
     def lr(self) -> float | None:

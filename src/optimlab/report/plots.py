@@ -139,7 +139,7 @@ def plot_lr_sensitivity(task: TaskResult, palette: dict[str, str], path: Path) -
 
 def plot_lr_traces(task: TaskResult, palette: dict[str, str], path: Path) -> Path | None:
     """The logged learning rate vs step of every seed of the best configuration of each optimizer whose
-    learning rate moves (a hypergradient method or a schedule)."""
+    learning rate moves (a hypergradient method, a schedule, or an optimizer that adapts its own lr)."""
     fig, axes = _figure(1, 1, (6.5, 4.0))
     ax = axes[0]
     drawn = False
@@ -158,7 +158,7 @@ def plot_lr_traces(task: TaskResult, palette: dict[str, str], path: Path) -> Pat
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("lr (first parameter group)")
-    ax.set_title(f"{task.task}: learning rate of hypergradient and scheduled runs (one line per seed)", fontsize=9)
+    ax.set_title(f"{task.task}: learning rate where it moves (one line per seed)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -206,9 +206,14 @@ def band(series: list[tuple[list[float], list[float], list[float]]]):
 
 
 def _moving_lr(run: Run) -> bool:
+    """A hypergradient method or schedule in the config, or a logged lr that changes (e.g. `sgd_hd`)."""
     hyper = (run.config.get("hyper") or {}).get("name", "none")
     schedule = (run.config.get("schedule") or {}).get("name", "constant")
-    return hyper not in (None, "none") or schedule not in (None, "constant")
+    if hyper not in (None, "none") or schedule not in (None, "constant"):
+        return True
+    _, _, lr = run.series("lr")
+    finite = [v for v in lr if math.isfinite(v)]
+    return len(set(finite)) > 1
 
 
 def _figure(rows: int, cols: int, size: tuple[float, float]):

@@ -32,6 +32,8 @@ def fmt(value: float | None, digits: int = 4) -> str:
 def pm(mean: float, std: float) -> str:
     if math.isnan(mean):
         return "—"
+    if not math.isnan(std) and std <= 1e-9 * max(1.0, abs(mean)):
+        std = 0.0  # identical seeds up to rounding: 1.4e-16 would only be noise
     return fmt(mean) if math.isnan(std) else f"{fmt(mean)} ± {fmt(std, 2)}"
 
 
@@ -96,7 +98,7 @@ def best(task: TaskResult, select: str) -> Table:
             str(c.n_excluded),
             pm(c.val_summary.mean, c.val_summary.std),
             pm(c.test.mean, c.test.std),
-            "—" if math.isnan(c.test.ci_low) else f"[{fmt(c.test.ci_low)}, {fmt(c.test.ci_high)}]",
+            _interval(c.test.ci_low, c.test.ci_high),
         ]
         if m != "loss":
             cells.append(pm(c.test_loss.mean, c.test_loss.std))
@@ -166,6 +168,10 @@ def profile_table(analysis: Analysis) -> Table:
     rows.append(["score, steps", "AlgoPerf, r_max = 4", *(f"{v:.3f}" for v in p.score_steps)])
     rows.append(["score, seconds", "AlgoPerf, r_max = 4", *(f"{v:.3f}" for v in p.score_seconds)])
     return header, rows
+
+
+def _interval(low: float, high: float) -> str:
+    return "—" if math.isnan(low) else f"[{fmt(low)}, {fmt(high)}]"
 
 
 def _signed(value: float) -> str:
@@ -289,8 +295,8 @@ def methods(analysis: Analysis) -> list[str]:
         "schedule. A configuration is a run's config without its seed (and without keys that do not change "
         "the computation); its seeds are aggregated.",
         f"Each optimizer's best configuration is chosen on the mean over seeds of each run's {select} of the "
-        "main metric. Diverged runs count as the worst possible result; failed, running and interrupted runs "
-        "are excluded from the statistics but listed and counted.",
+        "main metric (ties: the lower mean val/loss). Diverged runs count as the worst possible result; failed, "
+        "running and interrupted runs are excluded from the statistics but listed and counted.",
         "The chosen configuration is reported on test: mean ± sample standard deviation (ddof=1) over its "
         "completed seeds, and the 95 % confidence interval mean ± t(0.975, n−1)·std/√n.",
         f"Δ and p compare the test main metric with the baseline's chosen configuration on the same task: "
