@@ -235,6 +235,15 @@ def test_unknown_baseline(plan_root, tmp_path):
         write_report([plan_root], tmp_path / "out", baseline="adamw")
 
 
+def test_a_task_with_only_failed_runs_is_listed(tmp_path):
+    write_run(tmp_path / "runs", "f0", task="broken", status="failed")
+    write_run(tmp_path / "runs", "ok", val=0.8, test=0.7)
+    index = write_report([tmp_path / "runs"], tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Task `broken`" in text and "nothing to compare" in text
+    assert "RuntimeError: out of memory" in index.read_text()
+
+
 def test_tasks_disagreeing_on_the_main_metric(plan_root, tmp_path):
     run = _copy_run(plan_root, tmp_path)
     summary = json.loads((run / "summary.json").read_text())

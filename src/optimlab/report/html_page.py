@@ -7,7 +7,7 @@ import base64
 from html import escape
 from pathlib import Path
 
-from optimlab.report import tables
+from optimlab.report import markdown, tables
 from optimlab.report.analysis import Analysis
 
 CSS = """
@@ -57,7 +57,9 @@ def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | N
             f"<h2>Task <code>{escape(task.task)}</code></h2>",
             f"<p>Main metric <code>val/{escape(task.main_metric)}</code> ({direction}). Best configuration of each "
             f"optimizer chosen on validation, reported on test; baseline for Δ and p: {base}.</p>",
-            table(tables.best(task, analysis.select), text_columns=2, verdict_column=True),
+            table(tables.best(task, analysis.select), text_columns=2, verdict_column=True)
+            if task.rows
+            else f"<p>{escape(markdown.NOTHING)}</p>",
             _figures(figures.get(task.task, [])),
             "<details><summary>All configurations</summary>",
             table(tables.configurations(task), text_columns=2),

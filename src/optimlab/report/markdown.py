@@ -23,7 +23,10 @@ def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | N
             f"validation, reported on test; baseline for Δ and p: `{task.baseline or 'none'}`.",
             "",
         ]
-        out += [*table(tables.best(task, analysis.select)), ""]
+        if task.rows:
+            out += [*table(tables.best(task, analysis.select)), ""]
+        else:
+            out += [NOTHING, ""]
         for path in figures.get(task.task, []):
             out += [f"![{path.stem}]({path.name})", ""]
         out += ["### All configurations", "", *table(tables.configurations(task)), ""]
@@ -35,6 +38,9 @@ def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | N
     out += [f"- {line}" for line in tables.methods(analysis)]
     out += ["", "Tables as CSV: `runs.csv`, `configs.csv`, `best.csv`, `profiles.csv`.", ""]
     return "\n".join(out)
+
+
+NOTHING = "No completed or diverged run on this task: nothing to compare (see the runs that did not complete)."
 
 
 def _intro(analysis: Analysis, baseline: str | None) -> str:
