@@ -3,10 +3,15 @@
 A new optimizer is one file in this folder plus one `register` line below.
 """
 
+from optimlab.optim.critical import SGD_C, Adam_C, AdamW_C, RMSprop_C
 from optimlab.optim.hypergradient_descent import AdamHD, SGDHD
 from optimlab.optim.registry import available, build_optimizer, get_optimizer_class, register
 
+register("sgd_c", SGD_C)
+register("adam_c", Adam_C)
+register("adamw_c", AdamW_C)
+register("rmsprop_c", RMSprop_C)
 register("sgd_hd", SGDHD)
 register("adam_hd", AdamHD)
 
-__all__ = ["SGDHD", "AdamHD", "available", "build_optimizer", "get_optimizer_class", "register"]
+__all__ = ["SGD_C", "Adam_C", "AdamW_C", "RMSprop_C", "SGDHD", "AdamHD", "available", "build_optimizer", "get_optimizer_class", "register"]

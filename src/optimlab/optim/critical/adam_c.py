@@ -1,0 +1,169 @@
+r"""Adam_C and AdamW_C: Adam (optionally AMSGrad) fed with critical-gradient aggregates.
+
+.. math::
+    a_t = \mathrm{aggr}(g_t, B_{t-1}), \qquad
+    \text{then torch Adam on } a_t \ (\text{L2 added to } a_t), \text{ or AdamW (decoupled decay)},
+
+with :math:`B_{t-1}` the memory of the top-``topC`` past raw gradients by decayed norm; the aggregate
+feeds both moments (spec A.4).
+
+Differences from the original (spec A.8): ``kappa`` is honoured (the original always aggregated with
+kappa = 1); ``kappa=0`` is exactly `torch.optim.Adam` / `AdamW` (the original crashed);
+``step(closure)`` works; state round-trips through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.adam import adam
+from torch.optim.optimizer import _get_scalar_dtype
+
+from optimlab.optim.critical.base import CriticalOptimizer, _check, memory_defaults
+
+
+class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
+    """Adam with a critical-gradient memory.
+
+    The first thirteen arguments are the original's, in its order and with its defaults
+    (``sampling=None`` there means 'KotH'); the memory arguments are described on
+    `CriticalOptimizer`. Base arguments, as `torch.optim.Adam`: betas, eps, amsgrad, weight_decay (L2
+    on the aggregate by default, ``weight_decay_mode='after_aggregate'`` as the original), fused.
+
+    Example:
+        >>> model = torch.nn.Linear(3, 1)
+        >>> opt = Adam_C(model.parameters(), lr=1e-3, topC=5, decay=0.9)
+        >>> model(torch.ones(1, 3)).sum().backward(); opt.step()
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        decay: float = 0.7,
+        kappa: float = 1.0,
+        topC: int = 10,  # noqa: N803 -- the original's argument name
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        aggr: str = "mean",
+        sampling: str | None = "KotH",
+        critical_test: bool = True,
+        synced: bool | str = True,
+        *,
+        weight_decay_mode: str = "after_aggregate",
+        priority: str = "norm",
+        update: str = "aggregate",
+        offer: str = "after_aggregate",
+        refresh_every: int = 100,
+        diagnostics: bool = False,
+        seed: int = 0,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        defaults = memory_defaults(
+            lr=lr, kappa=kappa, decay=decay, topC=topC, aggr=aggr, sampling=sampling,
+            critical_test=critical_test, synced=synced, weight_decay=weight_decay,
+            weight_decay_mode=weight_decay_mode, priority=priority, update=update, offer=offer,
+            refresh_every=refresh_every, diagnostics=diagnostics, seed=seed, foreach=foreach,
+        )  # fmt: skip
+        _check(
+            isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
+            "betas", betas, "must be two numbers in [0, 1)",
+        )  # fmt: skip
+        _check(isinstance(eps, (int, float)) and eps >= 0.0, "eps", eps, "must be >= 0")
+        _check(isinstance(amsgrad, bool), "amsgrad", amsgrad, "must be True or False")
+        _check(fused is None or isinstance(fused, bool), "fused", fused, "must be None, True or False")
+        _check(not (fused and foreach), "fused", fused, "cannot be combined with foreach=True")
+        defaults.update(betas=tuple(betas), eps=eps, amsgrad=amsgrad, fused=fused)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("amsgrad", False)
+            group.setdefault("fused", None)
+
+    def _update(
+        self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor], l2: float, decoupled: float
+    ) -> None:
+        fused = bool(group["fused"])
+        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], []
+        for p in params:
+            state = self.state[p]
+            if "step" not in state:  # lazily, exactly as torch.optim.Adam
+                if fused:
+                    state["step"] = torch.zeros((), dtype=_get_scalar_dtype(is_fused=True), device=p.device)
+                else:
+                    state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["amsgrad"] and "max_exp_avg_sq" not in state:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            if group["amsgrad"]:
+                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+            steps.append(state["step"])
+        beta1, beta2 = group["betas"]
+        adam(
+            params,
+            directions,
+            exp_avgs,
+            exp_avg_sqs,
+            max_exp_avg_sqs,
+            steps,
+            foreach=group["foreach"],
+            fused=group["fused"],
+            decoupled_weight_decay=decoupled != 0,
+            amsgrad=group["amsgrad"],
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=decoupled if decoupled != 0 else l2,
+            eps=group["eps"],
+            maximize=False,
+        )
+
+
+class AdamW_C(Adam_C):  # noqa: N801 -- CGOptimizer's class name
+    """Adam_C with decoupled weight decay by default (``weight_decay=0.01``), like `torch.optim.AdamW`.
+
+    ``kappa=0`` is exactly `torch.optim.AdamW`. All other arguments as `Adam_C`.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        decay: float = 0.7,
+        kappa: float = 1.0,
+        topC: int = 10,  # noqa: N803 -- the original's argument name
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        aggr: str = "mean",
+        sampling: str | None = "KotH",
+        critical_test: bool = True,
+        synced: bool | str = True,
+        *,
+        weight_decay_mode: str = "decoupled",
+        priority: str = "norm",
+        update: str = "aggregate",
+        offer: str = "after_aggregate",
+        refresh_every: int = 100,
+        diagnostics: bool = False,
+        seed: int = 0,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, decay, kappa, topC, weight_decay, amsgrad, aggr, sampling,
+            critical_test, synced, weight_decay_mode=weight_decay_mode, priority=priority,
+            update=update, offer=offer, refresh_every=refresh_every, diagnostics=diagnostics,
+            seed=seed, foreach=foreach, fused=fused,
+        )  # fmt: skip

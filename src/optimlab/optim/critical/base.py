@@ -1,0 +1,254 @@
+"""`CriticalOptimizer`: what SGD_C, Adam_C, AdamW_C and RMSprop_C share.
+
+The class validates the memory's hyperparameters, runs the memory (`memory.py`) on each group's
+gradients and hands the aggregated directions to the subclass's `_update`, which calls torch's own
+functional optimizer (`torch.optim.sgd.sgd`, `adam.adam`, `rmsprop.rmsprop`). So the base math is
+torch's, and ``kappa=0`` (which skips the memory entirely) is bit-identical to the torch.optim optimizer.
+
+Weight decay placement, ``weight_decay_mode``:
+
+- ``'before_buffer'``: L2 added to the gradient before it is aggregated and stored (SGD_C's default,
+  as the original; under ``aggr='sum'`` the L2 term then counts about twice, spec A.8 #6);
+- ``'after_aggregate'``: L2 added to the aggregated direction, the memory holds raw gradients (Adam_C
+  and RMSprop_C's default, as the original);
+- ``'decoupled'``: the parameters shrink by ``lr * weight_decay`` before the update (AdamW_C's default).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optimlab.optim.critical.aggregate import resolve_aggr
+from optimlab.optim.critical.buffer import ADMITTED, BIRTH, BUFFER, OFFERS, PRIORITY, restore_exact_dtypes
+from optimlab.optim.critical.memory import MemoryOptions, memory_directions
+from optimlab.optim.critical.priority import PRIORITIES, resolve_synced
+from optimlab.optim.critical.sampling import resolve_sampling
+
+UPDATES = ("aggregate", "buffer_only")
+OFFER_ORDERS = ("after_aggregate", "before_aggregate")
+WEIGHT_DECAY_MODES = ("before_buffer", "after_aggregate", "decoupled")
+
+#: Defaults of the options that the original does not have (keyword-only in every class).
+EXTRA_DEFAULTS: dict[str, Any] = {
+    "priority": "norm",
+    "update": "aggregate",
+    "offer": "after_aggregate",
+    "refresh_every": 100,
+    "diagnostics": False,
+    "seed": 0,
+    "foreach": None,
+}
+
+
+
+def _check(condition: bool, name: str, value: Any, requirement: str) -> None:
+    if not condition:
+        raise ValueError(f"invalid {name}={value!r}: {requirement}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _nonnegative(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return value.numel() == 1 and bool(value >= 0)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < math.inf
+
+
+def memory_defaults(
+    *,
+    lr: Any,
+    kappa: float,
+    decay: float,
+    topC: int,
+    aggr: str,
+    sampling: str | None,
+    critical_test: bool,
+    synced: bool | str,
+    weight_decay: float,
+    weight_decay_mode: str,
+    priority: str,
+    update: str,
+    offer: str,
+    refresh_every: int,
+    diagnostics: bool,
+    seed: int,
+    foreach: bool | None,
+) -> dict[str, Any]:
+    """Validate the shared hyperparameters (ValueError naming the bad one) and return them as a dict."""
+    _check(_nonnegative(lr), "lr", lr, "must be a finite number >= 0")
+    _check(_nonnegative(kappa), "kappa", kappa, "must be a finite number >= 0")
+    _check(isinstance(decay, (int, float)) and 0.0 <= decay <= 1.0, "decay", decay, "must be in [0, 1]")
+    _check(_is_int(topC) and topC >= 1, "topC", topC, "must be an integer >= 1")
+    resolve_aggr(aggr)
+    resolve_sampling(sampling)
+    _check(isinstance(critical_test, bool), "critical_test", critical_test, "must be True or False")
+    resolve_synced(synced)
+    _check(_nonnegative(weight_decay), "weight_decay", weight_decay, "must be a finite number >= 0")
+    _check(weight_decay_mode in WEIGHT_DECAY_MODES, "weight_decay_mode", weight_decay_mode,
+           f"choose from {', '.join(WEIGHT_DECAY_MODES)}")
+    _check(priority in PRIORITIES, "priority", priority, f"choose from {', '.join(PRIORITIES)}")
+    _check(update in UPDATES, "update", update, f"choose from {', '.join(UPDATES)}")
+    _check(offer in OFFER_ORDERS, "offer", offer, f"choose from {', '.join(OFFER_ORDERS)}")
+    _check(_is_int(refresh_every) and refresh_every >= 1, "refresh_every", refresh_every,
+           "must be an integer >= 1")
+    _check(isinstance(diagnostics, bool), "diagnostics", diagnostics, "must be True or False")
+    _check(_is_int(seed), "seed", seed, "must be an integer")
+    _check(foreach is None or isinstance(foreach, bool), "foreach", foreach, "must be None, True or False")
+    return {
+        "lr": lr,
+        "kappa": kappa,
+        "decay": decay,
+        "topC": topC,
+        "aggr": aggr,
+        "sampling": sampling,
+        "critical_test": critical_test,
+        "synced": synced,
+        "weight_decay": weight_decay,
+        "weight_decay_mode": weight_decay_mode,
+        "priority": priority,
+        "update": update,
+        "offer": offer,
+        "refresh_every": refresh_every,
+        "diagnostics": diagnostics,
+        "seed": seed,
+        "foreach": foreach,
+    }
+
+
+class CriticalOptimizer(torch.optim.Optimizer):
+    """Base class: the memory and the step skeleton. Subclasses implement `_update` only.
+
+    Memory arguments (shared by all critical-gradient optimizers; see docs/critical_gradients.md):
+        kappa: weight of the memory in the aggregate; 0 turns the memory off and gives the base
+            optimizer exactly.
+        decay: every stored priority is multiplied by it after each step, in [0, 1].
+        topC: memory size (number of stored gradients per parameter tensor), >= 1.
+        aggr: 'sum', 'mid', 'mean', 'min', 'median', 'max', 'min-mean', 'median-mean', 'max-mean'
+            (aliases 'add_mean', 'half_add_mean', 'mean_with_current'); see `aggregate.py`.
+        sampling: admission policy once the memory is full: 'KotH' (None means 'KotH'), 'random',
+            'proportional', 'mean_diversity', 'cos_diversity', 'cos_similarity'.
+        critical_test: a gradient must beat the lowest priority before the sampling policy applies.
+            The memory is the exact top-C either way under 'KotH'.
+        synced: True / 'sum_of_norms' (one key per group: the sum of per-tensor norms, the original's
+            meaning), 'global_l2' (one key per group: the true L2 norm), False / 'per_tensor'.
+        priority: 'norm' (default), 'recency' (FIFO window ablation), 'inverse_norm' (bottom-C ablation).
+        update: 'aggregate' (default) or 'buffer_only' (the current gradient's term dropped).
+        offer: 'after_aggregate' (default: aggregate from the memory before the offer) or
+            'before_aggregate' (offer first: the current gradient can count twice).
+        weight_decay_mode: 'before_buffer', 'after_aggregate' or 'decoupled'.
+        refresh_every: recompute the running sum from the stored gradients every this many offers.
+        diagnostics: track admissions and slot ages (read them with `critical_stats()`).
+        seed: seeds the random draws of the 'random', 'proportional' and diversity policies.
+        foreach: None or True: vectorized memory (and torch's default / foreach base kernels);
+            False: plain for-loops everywhere.
+    """
+
+    #: Where admission decisions are read: None = on the host for CPU tensors, on the device otherwise.
+    #: Tests set False to run the device (masked-write) path on CPU.
+    decisions_on_host: bool | None = None
+
+    def _update(
+        self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor], l2: float, decoupled: float
+    ) -> None:
+        """Apply the base optimizer to `directions` (`l2`: L2 coefficient, `decoupled`: decoupled one)."""
+        raise NotImplementedError
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in EXTRA_DEFAULTS.items():
+                group.setdefault(key, value)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        restore_exact_dtypes(self, state_dict)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; `closure` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group_index, group in enumerate(self.param_groups):
+            positions = [k for k, p in enumerate(group["params"]) if p.grad is not None]
+            if not positions:
+                continue
+            params = [group["params"][k] for k in positions]
+            grads = [p.grad for p in params]
+            for p, g in zip(params, grads):
+                if g.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                if torch.is_complex(p):
+                    raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+            weight_decay, mode = group["weight_decay"], group["weight_decay_mode"]
+            decoupled = weight_decay if mode == "decoupled" else 0.0
+            if group["kappa"] == 0:  # no memory at all: exactly the base optimizer
+                self._update(group, params, grads, weight_decay - decoupled, decoupled)
+                continue
+            vectorized = group["foreach"] is not False
+            offered = grads
+            if mode == "before_buffer" and weight_decay != 0:
+                if vectorized:
+                    offered = list(torch._foreach_add(grads, params, alpha=weight_decay))
+                else:
+                    offered = [g.add(p, alpha=weight_decay) for g, p in zip(grads, params)]
+            on_host = self.decisions_on_host
+            if on_host is None:
+                on_host = all(p.device.type == "cpu" for p in params)
+            directions = memory_directions(
+                [self.state[p] for p in params],
+                positions,
+                grads,
+                offered,
+                MemoryOptions.from_group(group),
+                group_index=group_index,
+                vectorized=vectorized,
+                on_host=on_host,
+            )
+            l2 = weight_decay if mode == "after_aggregate" else 0.0
+            self._update(group, params, directions, l2, decoupled)
+        return loss
+
+    def critical_stats(self) -> dict[str, float]:
+        """Memory statistics over all parameters (admission rate, slot age, stored norms).
+
+        Admission counts and slot ages need ``diagnostics=True``; stored norms are computed here, on
+        demand, so that they cost nothing during training.
+        """
+        offered = admitted = 0
+        ages: list[Tensor] = []
+        norms: list[Tensor] = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                if BUFFER not in state:
+                    continue
+                filled = min(state[OFFERS], state[BUFFER].shape[0])
+                norms.append(torch.linalg.vector_norm(state[BUFFER][:filled].flatten(1), dim=1).double().cpu())
+                if ADMITTED in state:
+                    offered += state[OFFERS]
+                    admitted += int(state[ADMITTED])
+                    ages.append((state[OFFERS] - state[BIRTH][:filled]).double().cpu())
+        stats: dict[str, float] = {}
+        if norms and torch.cat(norms).numel():
+            stats["mean_buffered_norm"] = float(torch.cat(norms).mean())
+        if offered:
+            stats["admission_rate"] = admitted / offered
+        if ages and torch.cat(ages).numel():
+            all_ages = torch.cat(ages)
+            stats["mean_buffer_age"] = float(all_ages.mean())
+            stats["max_buffer_age"] = float(all_ages.max())
+        return stats
+
+
+def priorities_of(optimizer: torch.optim.Optimizer, param: Tensor) -> Tensor:
+    """The (topC,) priority vector of `param`'s memory (for tests and inspection)."""
+    return optimizer.state[param][PRIORITY]

@@ -1,0 +1,255 @@
+"""One memory step for one parameter group: offer the gradients, return the aggregated directions.
+
+Order (spec A.4, with the original's bugs fixed):
+
+1. the priority key of each gradient, from the raw gradient (`priority.py`);
+2. the offered tensor ``d`` (the raw gradient, or with L2 weight decay already added when
+   ``weight_decay_mode='before_buffer'``; the optimizer class decides and passes it in);
+3. the direction from the memory as it was *before* the offer (`aggregate.py`); a parameter whose
+   memory is still empty (its first step) gets plain ``d``;
+4. the offer: a free slot takes ``d``; a full memory asks the admission policy (`sampling.py`);
+5. every priority decays by ``decay``; the running sum is refreshed every ``refresh_every`` offers.
+
+``offer='before_aggregate'`` swaps 3 and 4 (the original's ``*_double`` ablation, where the current
+gradient can count twice); ``update='buffer_only'`` drops the current gradient's term from the
+direction (``SGD_C_Only``).
+
+Two implementations, tested equal in float64: a plain loop over tensors and a vectorized one (one
+`torch._foreach_*` call per operation, one batched admission decision per group). Neither reads a
+tensor on the host per parameter: on CPU the group's admission flags are read once (a host read
+costs nothing there, and it lets a rejected gradient skip its writes); on an accelerator they stay on
+the device and the slot writes are masked (`CriticalBuffer.write_slot_masked`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optimlab.optim.critical.aggregate import aggregate, aggregate_foreach, resolve_aggr, selection
+from optimlab.optim.critical.buffer import CriticalBuffer
+from optimlab.optim.critical.priority import priority_keys, resolve_synced
+from optimlab.optim.critical.sampling import decide, resolve_sampling
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """The memory's hyperparameters, read from a param group every step (so they can be scheduled)."""
+
+    capacity: int
+    decay: float
+    kappa: float
+    aggr: str
+    sampling: str
+    critical_test: bool
+    synced: str
+    priority: str
+    update: str
+    offer: str
+    refresh_every: int
+    diagnostics: bool
+    seed: int
+
+    @classmethod
+    def from_group(cls, group: dict[str, Any]) -> MemoryOptions:
+        return cls(
+            capacity=group["topC"],
+            decay=group["decay"],
+            kappa=group["kappa"],
+            aggr=resolve_aggr(group["aggr"]),
+            sampling=resolve_sampling(group["sampling"]),
+            critical_test=group["critical_test"],
+            synced=resolve_synced(group["synced"]),
+            priority=group["priority"],
+            update=group["update"],
+            offer=group["offer"],
+            refresh_every=group["refresh_every"],
+            diagnostics=group["diagnostics"],
+            seed=group["seed"],
+        )
+
+
+def memory_directions(
+    states: list[dict[str, Any]],
+    positions: list[int],
+    grads: list[Tensor],
+    offered: list[Tensor],
+    options: MemoryOptions,
+    *,
+    group_index: int,
+    vectorized: bool,
+    on_host: bool,
+) -> list[Tensor]:
+    """Offer `offered` to the memories in `states`; return the direction for each tensor.
+
+    Args:
+        states: the optimizer state dict of each parameter (memories are created lazily in them).
+        positions: each parameter's index in its param group (seeds the sampling draws).
+        grads: the raw gradients (priority keys; never modified).
+        offered: the tensors to aggregate and store (`grads` or gradients with L2 decay added).
+        options: the group's memory hyperparameters.
+        vectorized: use `torch._foreach_*` and batched decisions instead of a loop over tensors.
+        on_host: read the admission decisions on the host (CPU) or keep them on the device.
+    """
+    buffers = [
+        CriticalBuffer.initialise(state, d, options.capacity, options.diagnostics)
+        for state, d in zip(states, offered)
+    ]
+    keys = priority_keys(
+        grads,
+        [b.offers for b in buffers],
+        priority=options.priority,
+        synced=options.synced,
+        vectorized=vectorized,
+    )
+    was_empty = [b.offers == 0 for b in buffers]
+    if options.offer == "after_aggregate":
+        directions = _directions(buffers, grads, offered, was_empty, options, vectorized, on_host)
+        _offer(buffers, offered, keys, positions, options, group_index, vectorized, on_host)
+    else:
+        _offer(buffers, offered, keys, positions, options, group_index, vectorized, on_host)
+        directions = _directions(buffers, grads, offered, was_empty, options, vectorized, on_host)
+    _finish(buffers, options, vectorized)
+    return directions
+
+
+def _directions(
+    buffers: list[CriticalBuffer],
+    grads: list[Tensor],
+    offered: list[Tensor],
+    was_empty: list[bool],
+    options: MemoryOptions,
+    vectorized: bool,
+    on_host: bool,
+) -> list[Tensor]:
+    # A first step uses the plain gradient (copied: the base optimizer may write into it).
+    directions = [d.clone() if d is g else d for d, g in zip(offered, grads)]
+    index = [i for i, empty in enumerate(was_empty) if not empty]
+    if not index:
+        return directions
+    which = selection(options.aggr)
+    selected = None
+    if which is not None:
+        selected = [_selected_item(buffers[i], which, on_host) for i in index]
+    with_current = options.update == "aggregate"
+    d = [offered[i] for i in index]
+    totals = [buffers[i].total for i in index]
+    filled = [buffers[i].filled for i in index]
+    if vectorized:
+        out = aggregate_foreach(
+            d, totals, filled, selected, aggr=options.aggr, kappa=options.kappa, with_current=with_current
+        )
+    else:
+        out = [
+            aggregate(
+                d[j],
+                totals[j],
+                filled[j],
+                None if selected is None else selected[j],
+                aggr=options.aggr,
+                kappa=options.kappa,
+                with_current=with_current,
+            )
+            for j in range(len(index))
+        ]
+    for i, direction in zip(index, out):
+        directions[i] = direction
+    return directions
+
+
+def _selected_item(buffer: CriticalBuffer, which: str, on_host: bool) -> Tensor:
+    slot = buffer.select(which)
+    if on_host:
+        return buffer.slots[int(slot)]
+    return buffer.slots.index_select(0, slot.reshape(1)).squeeze(0)
+
+
+def _offer(
+    buffers: list[CriticalBuffer],
+    offered: list[Tensor],
+    keys: list[Tensor],
+    positions: list[int],
+    options: MemoryOptions,
+    group_index: int,
+    vectorized: bool,
+    on_host: bool,
+) -> None:
+    writes = [(i, buffers[i].filled) for i, b in enumerate(buffers) if not b.is_full]  # free slots
+    full = [i for i, b in enumerate(buffers) if b.is_full]
+    by_device: dict[torch.device, list[int]] = {}
+    for i in full:
+        by_device.setdefault(buffers[i].priority.device, []).append(i)
+    for index in by_device.values():
+
+        def generator_for(j: int, index: list[int] = index) -> torch.Generator:
+            i = index[0] if j < 0 else index[j]
+            position = -1 if j < 0 else positions[i]
+            return _generator(options.seed, group_index, position, buffers[i].offers)
+
+        admit, slot = decide(
+            options.sampling,
+            keys=[keys[i] for i in index],
+            priorities=[buffers[i].priority for i in index],
+            offered=[offered[i] for i in index],
+            totals=[buffers[i].total for i in index],
+            critical_test=options.critical_test,
+            synced=options.synced != "per_tensor",
+            generator_for=generator_for,
+            vectorized=vectorized,
+        )
+        if on_host:
+            flags, slots = admit.tolist(), slot.tolist()
+            writes.extend((i, s) for i, a, s in zip(index, flags, slots) if a)
+        else:
+            for j, i in enumerate(index):
+                buffers[i].write_slot_masked(slot[j], admit[j], offered[i], keys[i])
+    if vectorized:
+        _write_slots_foreach(buffers, writes, offered, keys)
+    else:
+        for i, s in writes:
+            buffers[i].write_slot(s, offered[i], keys[i])
+    for buffer in buffers:
+        buffer.count_offer()
+
+
+def _write_slots_foreach(
+    buffers: list[CriticalBuffer], writes: list[tuple[int, int]], offered: list[Tensor], keys: list[Tensor]
+) -> None:
+    """`CriticalBuffer.write_slot` for many memories: one foreach call per operation."""
+    if not writes:
+        return
+    replacing = [(i, s) for i, s in writes if buffers[i].is_full]
+    if replacing:
+        torch._foreach_sub_([buffers[i].total for i, _ in replacing], [buffers[i].slots[s] for i, s in replacing])
+    torch._foreach_add_([buffers[i].total for i, _ in writes], [offered[i] for i, _ in writes])
+    torch._foreach_copy_([buffers[i].slots[s] for i, s in writes], [offered[i] for i, _ in writes])
+    for i, s in writes:
+        buffer = buffers[i]
+        buffer.priority[s] = keys[i]
+        if buffer.diagnostics:
+            buffer.state["critical_admitted"].add_(1)
+            buffer.state["critical_birth"][s] = buffer.offers
+
+
+def _finish(buffers: list[CriticalBuffer], options: MemoryOptions, vectorized: bool) -> None:
+    decay = None if options.priority == "recency" else options.decay
+    if vectorized and decay is not None and decay != 1.0:
+        torch._foreach_mul_([b.priority for b in buffers], decay)
+        decay = None
+    for buffer in buffers:
+        buffer.finish_step(decay, options.refresh_every)
+
+
+_MASK = (1 << 64) - 1
+
+
+def _generator(seed: int, group_index: int, position: int, offer: int) -> torch.Generator:
+    """A CPU generator seeded from the draw's coordinates (a counter-based stream: no saved state)."""
+    h = 0x9E3779B97F4A7C15
+    for part in (seed, group_index, position, offer):
+        h = ((h ^ (part & _MASK)) * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & _MASK
+        h ^= h >> 31
+    return torch.Generator().manual_seed(h & ((1 << 63) - 1))

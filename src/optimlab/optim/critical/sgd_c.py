@@ -1,0 +1,124 @@
+r"""SGD_C: SGD (with momentum, dampening, Nesterov) fed with critical-gradient aggregates.
+
+.. math::
+    d_t = g_t + \lambda\theta_{t-1} \quad(\text{L2, before buffering}), \qquad
+    a_t = \mathrm{aggr}(d_t, B_{t-1}), \qquad
+    \text{then torch SGD on } a_t,
+
+with :math:`B_{t-1}` the memory of the top-``topC`` past offered gradients by decayed norm
+(Aghaei Saeed et al., "Memory Augmented Optimizers for Deep Learning", ICLR 2022, arXiv 2106.10708).
+
+Differences from the original (spec A.8): momentum is applied whatever ``kappa`` is (the original
+skipped it for ``kappa=0``); ``kappa=0`` is exactly `torch.optim.SGD`; Nesterov is offered; the
+memory is the exact top-C; invalid ``decay`` / ``topC`` are rejected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.sgd import sgd
+
+from optimlab.optim.critical.base import CriticalOptimizer, _check, memory_defaults
+
+
+class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
+    """SGD with a critical-gradient memory.
+
+    The first twelve arguments are the original's, in its order and with its defaults (``sampling=None``
+    there means 'KotH'); the memory arguments are described on `CriticalOptimizer`. Base arguments, as
+    `torch.optim.SGD`: momentum, dampening, nesterov, weight_decay (L2, placed by ``weight_decay_mode``,
+    default 'before_buffer' as the original), fused.
+
+    Example:
+        >>> model = torch.nn.Linear(3, 1)
+        >>> opt = SGD_C(model.parameters(), lr=0.1, momentum=0.9, topC=5, decay=0.9)
+        >>> model(torch.ones(1, 3)).sum().backward(); opt.step()
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        kappa: float = 1.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        decay: float = 0.7,
+        topC: int = 10,  # noqa: N803 -- the original's argument name
+        aggr: str = "sum",
+        sampling: str | None = "KotH",
+        critical_test: bool = True,
+        synced: bool | str = True,
+        *,
+        nesterov: bool = False,
+        weight_decay_mode: str = "before_buffer",
+        priority: str = "norm",
+        update: str = "aggregate",
+        offer: str = "after_aggregate",
+        refresh_every: int = 100,
+        diagnostics: bool = False,
+        seed: int = 0,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        defaults = memory_defaults(
+            lr=lr, kappa=kappa, decay=decay, topC=topC, aggr=aggr, sampling=sampling,
+            critical_test=critical_test, synced=synced, weight_decay=weight_decay,
+            weight_decay_mode=weight_decay_mode, priority=priority, update=update, offer=offer,
+            refresh_every=refresh_every, diagnostics=diagnostics, seed=seed, foreach=foreach,
+        )  # fmt: skip
+        _check(isinstance(momentum, (int, float)) and 0.0 <= momentum, "momentum", momentum, "must be >= 0")
+        _check(isinstance(dampening, (int, float)), "dampening", dampening, "must be a number")
+        _check(isinstance(nesterov, bool), "nesterov", nesterov, "must be True or False")
+        _check(not nesterov or (momentum > 0 and dampening == 0), "nesterov", nesterov,
+               "requires momentum > 0 and dampening = 0")
+        _check(fused is None or isinstance(fused, bool), "fused", fused, "must be None, True or False")
+        _check(not (fused and foreach), "fused", fused, "cannot be combined with foreach=True")
+        defaults.update(momentum=momentum, dampening=dampening, nesterov=nesterov, fused=fused)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+            group.setdefault("fused", None)
+
+    def _update(
+        self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor], l2: float, decoupled: float
+    ) -> None:
+        if decoupled != 0:
+            _shrink(params, group["lr"] * decoupled, group["foreach"] is not False)
+        momentum = group["momentum"]
+        if group["nesterov"] and any(d is p.grad for d, p in zip(directions, params)):
+            # torch's foreach Nesterov writes into the gradients it is given; keep p.grad untouched.
+            directions = [d.clone() if d is p.grad else d for d, p in zip(directions, params)]
+        buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
+        sgd(
+            params,
+            directions,
+            buffers,
+            weight_decay=l2,
+            momentum=momentum,
+            lr=group["lr"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            maximize=False,
+            has_sparse_grad=False,
+            foreach=group["foreach"],
+            fused=group["fused"],
+        )
+        if momentum != 0:
+            for p, buffer in zip(params, buffers):
+                self.state[p]["momentum_buffer"] = buffer
+
+
+def _shrink(params: list[Tensor], amount: Any, vectorized: bool) -> None:
+    """Decoupled weight decay: every parameter *= 1 - amount."""
+    if vectorized:
+        torch._foreach_mul_(params, 1 - amount)
+    else:
+        for p in params:
+            p.mul_(1 - amount)
