@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+from tasks_formats_writers import write_fake_vision_data
 
 # CI clones the repository with shared/ beside it: <clone>/../shared/data.
 SHARED_DATA = (Path(__file__).parents[2] / "../shared/data").resolve()
+SHAKESPEARE = SHARED_DATA / "tinyshakespeare.txt"
+
+needs_shakespeare = pytest.mark.skipif(not SHAKESPEARE.exists(), reason=f"{SHAKESPEARE} not present")
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    """A data directory shared by the session (generated MNIST-1D is cached here once)."""
-    return tmp_path_factory.mktemp("data")
+def vision_arrays(tmp_path_factory):
+    """Small image datasets in their real formats under a session data directory, and their arrays."""
+    data_dir = tmp_path_factory.mktemp("data")
+    return data_dir, write_fake_vision_data(data_dir)
+
+
+@pytest.fixture(scope="session")
+def data_dir(vision_arrays) -> Path:
+    """A data directory shared by the session: fake image files, Tiny Shakespeare (linked from shared/),
+    and the MNIST-1D cache once generated."""
+    data_dir = vision_arrays[0]
+    if SHAKESPEARE.exists() and not (data_dir / SHAKESPEARE.name).exists():
+        os.symlink(SHAKESPEARE, data_dir / SHAKESPEARE.name)
+    return data_dir
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: these tests run tiny models, and on a small shared machine OpenMP threads that
+    wait for each other under contention make a tiny convolution up to 100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

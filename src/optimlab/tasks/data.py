@@ -131,19 +131,21 @@ def classification_splits(
     val_fraction: float,
     seed: int,
     train_samples: int | None = None,
+    inputs: Callable[[np.ndarray], torch.Tensor] | None = None,
 ) -> tuple[Split, Split, Split]:
     """Train/val/test Splits (float32 inputs, int64 targets); val is carved out of train with `seed`.
 
     `train_samples` keeps only the first that many of the remaining training samples (after the val split,
-    so val does not depend on it).
+    so val does not depend on it). `inputs` converts input arrays to tensors (default: float32 as they are).
     """
+    to_tensor = inputs or (lambda x: torch.as_tensor(x, dtype=torch.float32))
     kept, held = holdout(len(x_train), val_fraction, seed)
     if train_samples is not None:
         check_positive(train_samples=train_samples)
         kept = kept[:train_samples]
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
-        return Split((torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64)))
+        return Split((to_tensor(x), torch.as_tensor(y, dtype=torch.int64)))
 
     return split(x_train[kept], y_train[kept]), split(x_train[held], y_train[held]), split(x_test, y_test)
 

@@ -37,8 +37,8 @@ class ConvNet1d(nn.Module):
             layers.append(nn.ReLU())
             length = (length + 2 - kernel) // 2 + 1
             width = out
-        if length < 1:
-            raise ValueError(f"input too short for {len(channels)} strided convolutions")
+            if length < 1:
+                raise ValueError(f"input too short for {len(channels)} strided convolutions")
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(width * length, classes))
 

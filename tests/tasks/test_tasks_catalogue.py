@@ -11,16 +11,31 @@ from optimlab.config import load_config
 from optimlab.errors import ConfigError
 from optimlab.tasks import available_tasks, build_task, get_task_spec
 
-# Small models for the expensive families, so that building every task stays fast.
-TINY: dict[str, dict] = {}
+# Small models for the expensive families, so that building every task stays fast (by name or suffix).
+TINY: dict[str, dict] = {
+    "shakespeare_lstm": {"hidden": 16, "layers": 1, "embedding_size": 8},
+    "gru_repeat": {"train_samples": 200, "val_samples": 50, "test_samples": 50, "state_size": 16},
+    "quadratic": {"train_samples": 100, "val_samples": 20, "test_samples": 20},
+    "_resnet": {"depth": 8, "width": 4},
+    "_vgg11": {"width": 4},
+    "_wrn": {"depth": 10, "widen": 1},
+    "_densenet": {"depth": 10, "growth": 4},
+    "_cnn": {"channels": [4, 8]},
+    "_mlp": {"width": 16},
+}
 
 
 def tiny_options(name: str) -> dict:
-    return TINY.get(name, {})
+    if name in TINY:
+        return TINY[name]
+    return next((options for suffix, options in TINY.items() if name.endswith(suffix)), {})
 
 
 REQUIRED = [
-    "mnist1d_logreg", "mnist1d_mlp", "mnist1d_cnn", "digits_mlp", "digits_cnn",
+    "mnist1d_logreg", "mnist1d_mlp", "mnist1d_cnn", "digits_mlp", "digits_cnn", "shakespeare_lstm",
+    "gru_repeat", "quadratic", "rosenbrock", "logreg", "mnist_mlp", "mnist_lenet5", "cifar10_resnet",
+    "cifar10_vgg11", "cifar10_wrn", "cifar10_densenet", "cifar100_resnet", "cifar100_vgg11",
+    "cifar100_wrn", "cifar100_densenet", "fashion_mnist_cnn", "svhn_cnn",
 ]  # fmt: skip
 
 
