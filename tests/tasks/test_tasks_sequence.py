@@ -209,3 +209,13 @@ def test_shakespeare_download_of_wrong_content_is_rejected(tmp_path, monkeypatch
     monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout=None: io.BytesIO(b"<html>not found</html>"))
     with pytest.raises(ConfigError, match="sha256"):
         build_task("shakespeare_lstm", {**TINY_LM, "download": True}, tmp_path)
+
+
+def test_cli_missing_data_file_is_one_line_and_exit_code_2(tmp_path, capsys):
+    from optimlab.cli import main
+
+    code = main(["train", "task=shakespeare_lstm", f"task.data_dir={tmp_path}", "task.download=false",
+                 f"run_dir={tmp_path / 'run'}", "train.steps=1"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "tinyshakespeare.txt" in err

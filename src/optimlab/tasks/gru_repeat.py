@@ -131,7 +131,10 @@ def build(options: GRURepeatOptions, data_dir: Path) -> Task:
     args = {k: v for k, v in vars(options).items() if k not in ("state_size", "embedding_size", "no_input")}
     # Small sets generate in milliseconds; cache only the large ones.
     total = options.train_samples + options.val_samples + options.test_samples
-    data = cached_arrays(data_dir, "gru_repeat", args, lambda: generate(options)) if total > 100_000 else generate(options)
+    if total > 100_000:
+        data = cached_arrays(data_dir, "gru_repeat", args, lambda: generate(options))
+    else:
+        data = generate(options)
 
     def split(name: str) -> Split:
         strings = torch.as_tensor(data[f"{name}_strings"])

@@ -16,7 +16,13 @@ import numpy as np
 from optimlab.errors import ConfigError
 from optimlab.tasks.base import Task
 from optimlab.tasks.common import make_model
-from optimlab.tasks.data import cached_arrays, check_non_negative, check_positive, classification_splits, preserved_global_rng
+from optimlab.tasks.data import (
+    cached_arrays,
+    check_non_negative,
+    check_positive,
+    classification_splits,
+    preserved_global_rng,
+)
 from optimlab.tasks.models import MLP, ConvNet1d, LogisticRegression
 from optimlab.tasks.registry import register_task
 
