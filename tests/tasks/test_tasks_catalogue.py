@@ -134,3 +134,12 @@ def test_small_models_support_hessian_vector_products(name, data_dir):
     minus = grad(False)
     for h, a, b in zip(hvp, plus, minus):
         torch.testing.assert_close(h, (a - b) / (2 * eps), rtol=1e-4, atol=1e-6)
+
+
+def test_build_task_validates_options_like_the_config():
+    with pytest.raises(ConfigError, match="unknown task option 'widht' for task 'mnist1d_mlp'; did you mean width"):
+        build_task("mnist1d_mlp", {"widht": 3})
+    with pytest.raises(ConfigError, match="'width'"):
+        build_task("mnist1d_mlp", {"width": "wide"})
+    with pytest.raises(ConfigError, match="unknown task option 'depth' for task 'cifar10_lenet5'; choose from"):
+        build_task("cifar10_lenet5", {"augment": True, "depth": 3})
