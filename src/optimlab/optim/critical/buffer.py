@@ -129,8 +129,8 @@ class CriticalBuffer:
         old = self.slots[slot]
         if self.is_full:  # a free slot holds zeros: nothing to subtract
             self.total.sub_(old)
-        self.total.add_(value)
         old.copy_(value)
+        self.total.add_(value)
         self.priority[slot] = key
         if self.diagnostics:
             self.state[ADMITTED].add_(1)

@@ -98,19 +98,18 @@ def memory_directions(
         CriticalBuffer.initialise(state, d, options.capacity, options.diagnostics)
         for state, d in zip(states, offered)
     ]
-    keys = priority_keys(
-        grads,
-        [b.offers for b in buffers],
-        priority=options.priority,
-        synced=options.synced,
-        vectorized=vectorized,
-    )
-    was_empty = [b.offers == 0 for b in buffers]
+    offers = [b.offers for b in buffers]
+    was_empty = [n == 0 for n in offers]
+
+    def keys() -> list[Tensor]:
+        return priority_keys(grads, offers, priority=options.priority, synced=options.synced, vectorized=vectorized)
+
     if options.offer == "after_aggregate":
         directions = _directions(buffers, grads, offered, was_empty, options, vectorized, on_host)
-        _offer(buffers, offered, keys, positions, options, group_index, vectorized, on_host)
+        # The norms are taken after the aggregate, which has just read the gradients into the cache.
+        _offer(buffers, offered, keys(), positions, options, group_index, vectorized, on_host)
     else:
-        _offer(buffers, offered, keys, positions, options, group_index, vectorized, on_host)
+        _offer(buffers, offered, keys(), positions, options, group_index, vectorized, on_host)
         directions = _directions(buffers, grads, offered, was_empty, options, vectorized, on_host)
     _finish(buffers, options, vectorized)
     return directions
@@ -126,7 +125,7 @@ def _directions(
     on_host: bool,
 ) -> list[Tensor]:
     # A first step uses the plain gradient (copied: the base optimizer may write into it).
-    directions = [d.clone() if d is g else d for d, g in zip(offered, grads)]
+    directions = [(d.clone() if d is g else d) if empty else d for d, g, empty in zip(offered, grads, was_empty)]
     index = [i for i, empty in enumerate(was_empty) if not empty]
     if not index:
         return directions
@@ -200,8 +199,8 @@ def _offer(
             generator_for=generator_for,
             vectorized=vectorized,
         )
-        if on_host:
-            flags, slots = admit.tolist(), slot.tolist()
+        if on_host:  # one read of the group's decisions
+            flags, slots = torch.stack((admit.to(slot.dtype), slot)).tolist()
             writes.extend((i, s) for i, a, s in zip(index, flags, slots) if a)
         else:
             for j, i in enumerate(index):
@@ -224,8 +223,9 @@ def _write_slots_foreach(
     replacing = [(i, s) for i, s in writes if buffers[i].is_full]
     if replacing:
         torch._foreach_sub_([buffers[i].total for i, _ in replacing], [buffers[i].slots[s] for i, s in replacing])
-    torch._foreach_add_([buffers[i].total for i, _ in writes], [offered[i] for i, _ in writes])
+    # Overwrite the slot right after reading it (still in cache), then finish the sum: (S - old) + d.
     torch._foreach_copy_([buffers[i].slots[s] for i, s in writes], [offered[i] for i, _ in writes])
+    torch._foreach_add_([buffers[i].total for i, _ in writes], [offered[i] for i, _ in writes])
     for i, s in writes:
         buffer = buffers[i]
         buffer.priority[s] = keys[i]
