@@ -138,3 +138,14 @@ def test_named_yaml_specs_python_sweeps_and_module_functions(tmp_path, monkeypat
 def test_repository_specs_expand():
     for name in available_sweeps():
         expand(load_spec(name))  # every shipped sweep is valid
+
+
+def test_configs_validated_once_per_seedless_override_set_equal_full_validation(tmp_path):
+    spec = parse_spec({"name": "s", "grid": {"optim": ["sgd", "adam"], "optim.lr": [0.1, 0.01]}, "seeds": [0, 3, 5]})
+    for extra in ((), ("seed=9",)):
+        runs = expand(spec, tmp_path, extra=extra)
+        assert len(runs) == (12 if not extra else 4)
+        for run in runs:
+            assert run.config == load_config(run.overrides)
+    with pytest.raises(ConfigError, match="'seed'"):
+        expand(parse_spec({"name": "s", "grid": {"optim": "sgd"}, "seeds": 1}), tmp_path, extra=("seed=abc",))

@@ -85,8 +85,9 @@ def execute(
             on_start(process)
         try:
             code = process.wait()
-        except BaseException:
-            stop(process)
+        except BaseException as error:  # this process is being stopped: stop the run too
+            code = stop(process)
+            log.write(f"=== exit code {code} (stopped: {type(error).__name__})\n".encode())
             raise
         log.write(f"=== exit code {code}\n".encode())
     return code
@@ -103,6 +104,32 @@ def stop(process: subprocess.Popen, grace: float = 60.0, sig: int = signal.SIGTE
         except ProcessLookupError:
             pass
     return process.wait()
+
+
+def signal_and_wait(process: subprocess.Popen, sig: int, grace: float = 60.0) -> None:
+    """Send `sig` and wait up to `grace` seconds for the process to exit, then SIGKILL it.
+
+    Safe inside a signal handler that interrupted `process.wait()`: it never takes Popen's internal lock
+    (the interrupted wait holds it) and leaves the exit status for that wait (or `poll`) to collect.
+    """
+    if process.returncode is not None:
+        return
+    try:
+        os.kill(process.pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:  # already collected
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def make_launch(run: Run, command: Callable[[Run], Sequence[str]], env: dict[str, str], logs: Path) -> Launch:

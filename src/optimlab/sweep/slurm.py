@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from optimlab.errors import ConfigError
-from optimlab.sweep.execute import Launch, execute, stop
+from optimlab.sweep.execute import Launch, execute, signal_and_wait
 
 OnDone = Callable[[Launch, "int | None", "str | None"], None]
 
@@ -63,8 +63,8 @@ class TrainJob(_checkpointable_base() if importlib.util.find_spec("submitit") el
         self._process = process
 
     def checkpoint(self, launch: Launch):  # called by submitit in the job process on the preemption signal
-        if self._process is not None:
-            stop(self._process, grace=self.grace, sig=signal.SIGUSR1)
+        if self._process is not None:  # we are in a signal handler that interrupted `execute`'s wait
+            signal_and_wait(self._process, signal.SIGUSR1, self.grace)
         self._process = None
         return super().checkpoint(launch)
 
