@@ -211,3 +211,26 @@ def test_first_order_and_mu_zero_give_the_one_step_derivative(name):
             hyper.step(loss_fn(model, batch), lambda: loss_fn(model, val))
         step = (_flat(model.parameters()) - before) / lr
         torch.testing.assert_close(_flat(hyper.tangent()), step, rtol=1e-9, atol=1e-12)
+
+
+def _zero_feature(data):
+    """Input feature 0 is always 0: its first-layer weights get exactly zero gradients (Adam's v = m = 0)."""
+    return [(x.clone().index_fill_(1, torch.tensor([0]), 0.0), y) for x, y in data]
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "adamw_amsgrad"])
+def test_adam_coordinates_with_zero_gradients(name):
+    """v^ = 0 where the gradient has always been 0: the tangent must stay exact (not 0/0) there."""
+    make_opt, lr = FACTORIES[name]
+    _check_against_fd(make_model, make_opt, lr, _zero_feature(batches(STEPS)), _zero_feature(batches(1, seed=7))[0])
+
+
+def test_adam_tangent_stays_finite_in_float32():
+    """In float32, s * (s + eps)^2 underflows to 0 for tiny s: the division must not produce NaN."""
+    model = make_model().float()
+    data = [(x.float(), y) for x, y in _zero_feature(batches(20))]
+    hyper = Marthe(torch.optim.Adam(model.parameters(), lr=3e-3), hyper_lr=1e-6, mu=1.0)
+    for batch in data:
+        hyper.step(loss_fn(model, batch), lambda: loss_fn(model, data[0]))
+    assert hyper.restarts == 0
+    assert all(torch.isfinite(z).all() for z in hyper.tangent())

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from optimlab.errors import ConfigError
 from optimlab.hyper.dynamics import AdamDynamics, Dynamics, SGDDynamics, make_dynamics
 from optimlab.hyper.heuristics import VARIANTS
 from optimlab.hyper.marthe import Marthe, rtho
@@ -31,14 +32,17 @@ def build_hyper(cfg: Any, optimizer: torch.optim.Optimizer) -> Marthe | None:
     if name == "none":
         return None
     if name not in ("marthe", "rtho"):
-        raise ValueError(f"unknown hyper.name {name!r}; choose from none, marthe, rtho")
-    return Marthe(
-        optimizer,
-        cfg.hyper_lr,
-        mu=1.0 if name == "rtho" else cfg.mu,
-        alpha=cfg.alpha,
-        first_order=cfg.first_order,
-        lr_bounds=(cfg.lr_min, cfg.lr_max),
-        variant=cfg.variant,
-        val_every=cfg.val_every,
-    )
+        raise ConfigError(f"unknown hyper.name {name!r}; choose from none, marthe, rtho")
+    try:
+        return Marthe(
+            optimizer,
+            cfg.hyper_lr,
+            mu=1.0 if name == "rtho" else cfg.mu,
+            alpha=cfg.alpha,
+            first_order=cfg.first_order,
+            lr_bounds=(cfg.lr_min, cfg.lr_max),
+            variant=cfg.variant,
+            val_every=cfg.val_every,
+        )
+    except ValueError as error:
+        raise ConfigError(f"hyper={name}: {error}") from None

@@ -162,7 +162,7 @@ class AdamDynamics(Dynamics):
         b1, b2, eps = self.beta1, self.beta2, self.eps
         exp_avg = [s["exp_avg"] for s in states]
         v_hat = [s["max_exp_avg_sq" if self.amsgrad else "exp_avg_sq"] for s in states]
-        steps = [_as_float(s["step"]) for s in states]
+        steps = _step_counts(states)
         uniform = all(t == steps[0] for t in steps)
         c1 = [1.0 - b1**t for t in steps]
         c2 = [1.0 - b2**t for t in steps]
@@ -200,13 +200,15 @@ class AdamDynamics(Dynamics):
                     # v^' = max(v^, v'): the derivative follows whichever argument won.
                     dvmax[i] = torch.where(v_hat[i] == exp_avg_sq[i], dv[i], dvmax[i])
                 dv_hat = dvmax
-            # c1 du = dm'/den - m' dv^' / (2 c2 s den^2); s > 0 wherever m' != 0 (the clamp avoids 0/0).
+            # c1 du = dm'/den - (m'/s) dv^' / (2 c2 den^2). Where v^' = 0 (a coordinate whose gradient has
+            # always been exactly 0) m' = 0 too: the clamp makes m'/s = 0 there instead of 0/0, and den >= eps
+            # keeps den^2 representable (s * den^2 would underflow to 0 in float32).
             du = torch._foreach_div(dm, den)
-            num = torch._foreach_mul(exp_avg, dv_hat)
             torch._foreach_clamp_min_(s, torch.finfo(s[0].dtype).tiny)
-            torch._foreach_mul_(s, den)
-            torch._foreach_mul_(s, den)
-            torch._foreach_addcdiv_(du, num, s, [-0.5 / c for c in c2])
+            m_over_s = torch._foreach_div(exp_avg, s)
+            torch._foreach_mul_(m_over_s, dv_hat)
+            den_sq = torch._foreach_mul(den, den)
+            torch._foreach_addcdiv_(du, m_over_s, den_sq, [-0.5 / c for c in c2])
             if self.decoupled and self.weight_decay:
                 torch._foreach_mul_(z, 1.0 - lr * self.weight_decay)
             if uniform:
@@ -225,8 +227,12 @@ class AdamDynamics(Dynamics):
         return terms
 
 
-def _as_float(value: Any) -> float:
-    return float(value.item()) if isinstance(value, Tensor) else float(value)
+def _step_counts(states: list[dict]) -> list[float]:
+    """Each parameter's Adam step count as a float (one host transfer when they are tensors)."""
+    steps = [s["step"] for s in states]
+    if all(isinstance(t, Tensor) for t in steps):
+        return torch.stack([t.reshape(()).to("cpu", torch.float64) for t in steps]).tolist()
+    return [float(t) for t in steps]
 
 
 def make_dynamics(optimizer: torch.optim.Optimizer, group: dict) -> Dynamics:

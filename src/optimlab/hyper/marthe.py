@@ -36,6 +36,8 @@ from optimlab.hyper.dynamics import Dynamics, _scale_, make_dynamics
 log = logging.getLogger(__name__)
 
 _STATE_VERSION = 1
+_MAX_EVENTS = 100  # restart events kept in `events` (the `restarts` counter counts them all)
+_LOGGED_RESTARTS = 10  # restarts logged one by one; then every 100th
 
 
 class Marthe:
@@ -264,19 +266,19 @@ class Marthe:
         if not outputs:
             return [None] * len(grads)
         hz = list(torch.autograd.grad(outputs, self._params, grad_outputs=vectors, allow_unused=True))
-        if self.tangent_clip is not None:
-            present = [t for t in hz if t is not None]
+        self._clip(hz)
+        return hz
+
+    def _clip(self, tensors: list[Tensor | None]) -> None:
+        present = [t for t in tensors if t is not None]
+        if self.tangent_clip is not None and present:
             torch._foreach_clamp_min_(present, -self.tangent_clip)
             torch._foreach_clamp_max_(present, self.tangent_clip)
-        return hz
 
     def _hyper_step(self, val_closure: Callable[[], Tensor], grads: list[Tensor | None], directions) -> None:
         val_loss = val_closure()
         e = list(torch.autograd.grad(val_loss, self._params, allow_unused=True))
-        if self.tangent_clip is not None:
-            present = [t for t in e if t is not None]
-            torch._foreach_clamp_min_(present, -self.tangent_clip)
-            torch._foreach_clamp_max_(present, self.tangent_clip)
+        self._clip(e)
         flat_z = [z for zs in self._z for z in zs]
         dots = [_dot(e, flat_z)]
         need_g = self._adapt_mu and self.variant == "adatune"
@@ -331,12 +333,16 @@ class Marthe:
         if self._adapt_mu:
             self._mu, self._c = 0.0, 0.0
         self.restarts += 1
-        event = {"step": self._step, "event": "nonfinite_hypergradient", "value": repr(h), "hyper_lr": self._hyper_lr}
-        self.events.append(event)
-        log.warning(
-            "step %d: non-finite hypergradient (%s); tangent restarted, hyper_lr halved to %g, lr kept at %g",
-            self._step, h, self._hyper_lr, self._lr,
-        )
+        if len(self.events) < _MAX_EVENTS:
+            self.events.append(
+                {"step": self._step, "event": "nonfinite_hypergradient", "value": repr(h), "hyper_lr": self._hyper_lr}
+            )
+        if self.restarts <= _LOGGED_RESTARTS or self.restarts % 100 == 0:
+            log.warning(
+                "step %d: non-finite hypergradient (%s); tangent restarted, hyper_lr halved to %g, lr kept at %g "
+                "(restart %d%s)", self._step, h, self._hyper_lr, self._lr, self.restarts,
+                "; only every 100th is logged from now on" if self.restarts == _LOGGED_RESTARTS else "",
+            )
 
     def _set_lr(self, lr: float) -> None:
         self._lr = float(lr)
