@@ -33,10 +33,7 @@ class Run:
     config: Config
     run_dir: Path  # <root>/<sweep>/<task>/<optim>-<hash>
     key: str  # the directory relative to the sweep folder: <task>/<optim>-<hash>
-
-    @property
-    def config_hash(self) -> str:
-        return config_hash(self.config)
+    config_hash: str  # optimlab.config.config_hash(config)
 
 
 def sweep_dir(root: str | Path, name: str) -> Path:
@@ -67,7 +64,8 @@ def expand(spec: SweepSpec, root: str | Path = "runs", extra: Sequence[str] = ()
             cfg = _validated(overrides, point.get("seed"), cache)
         except ConfigError as error:
             raise ConfigError(f"sweep {spec.name!r}, run {i} ({' '.join(overrides)}): {error}") from None
-        run_key = f"{cfg.task.name}/{cfg.optim.name}-{config_hash(cfg)}"
+        digest = config_hash(cfg)
+        run_key = f"{cfg.task.name}/{cfg.optim.name}-{digest}"
         if run_key in runs:
             if to_tree(runs[run_key].config) != to_tree(cfg):
                 raise ConfigError(
@@ -76,7 +74,7 @@ def expand(spec: SweepSpec, root: str | Path = "runs", extra: Sequence[str] = ()
                     "they would share one directory"
                 )
             continue
-        runs[run_key] = Run(overrides, cfg, sweep_dir(root, spec.name) / run_key, run_key)
+        runs[run_key] = Run(overrides, cfg, sweep_dir(root, spec.name) / run_key, run_key, digest)
     return list(runs.values())
 
 

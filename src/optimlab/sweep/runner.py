@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,15 @@ class _Record:
     exit_code: int | None = None
     error: str | None = None
     log: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    step: int | None = None
+    wall_time: float | None = None
+
+    def refresh(self) -> None:
+        """Read the progress fields from the run's summary.json (once per change, not per save)."""
+        summary = read_summary(self.run.run_dir) or {}
+        self.step, self.wall_time = summary.get("step"), summary.get("wall_time")
 
     def to_json(self) -> dict[str, Any]:
-        summary = read_summary(self.run.run_dir) or {}
         return {
             "dir": self.run.key,
             "path": str(self.run.run_dir),
@@ -89,8 +94,8 @@ class _Record:
             "attempts": self.attempts,
             "exit_code": self.exit_code,
             "error": self.error,
-            "step": summary.get("step"),
-            "wall_time": summary.get("wall_time"),
+            "step": self.step,
+            "wall_time": self.wall_time,
             "log": self.log,
         }
 
@@ -155,6 +160,7 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
         old = previous.get(run.key, {})
         records[run.key] = _Record(run, scan_status(run.run_dir), attempts=int(old.get("attempts") or 0),
                                    exit_code=old.get("exit_code"), error=old.get("error"), log=f"logs/{run.key}.log")
+        records[run.key].refresh()
     todo = [run for run in runs if records[run.key].status not in (*DONE, "busy")]
     skipped = sum(records[run.key].status in DONE for run in runs)
     header = {
@@ -188,6 +194,7 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
             record = records[run.key]
             record.status, record.exit_code, record.error = status, code, detail
             record.attempts += 1
+            record.refresh()
             save()
             if status not in DONE:
                 bar.write(f"optimlab sweep: {status}: {run.key}: {detail or ''}".rstrip(": "), file=sys.stderr)
