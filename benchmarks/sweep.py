@@ -16,7 +16,11 @@ rounds (--rounds) and the best of each is kept. The CPU seconds per run (childre
 printed too: if they are equal alone and in the pool, the runs do not slow each other down and any loss of
 efficiency is the machine's other load, not the pool.
 
-Last line: RESULT local_efficiency=<x> ray_overhead_s=<y>
+The pool's own overhead is measured apart with runs that only wait (2 s, no CPU), which the machine's load
+does not disturb.
+
+Last line: RESULT local_efficiency=<x> ray_overhead_s=<y> cpu_per_run_ratio=<alone / in the pool>
+pool_efficiency_waiting=<z>
 """
 
 from __future__ import annotations
@@ -42,6 +46,17 @@ def spec(name: str, seeds: list[int], steps: int):
         "grid": {"optim.lr": 3e-3},
         "seeds": seeds,
     })
+
+
+# A stand-in run that only waits (no CPU): isolates the pool's own overhead from the machine's CPU load.
+SLEEPER = (
+    "import json, pathlib, sys, time; time.sleep(float(sys.argv[2])); d = pathlib.Path(sys.argv[1]); "
+    "d.mkdir(parents=True, exist_ok=True); (d / 'summary.json').write_text(json.dumps({'status': 'completed'}))"
+)
+
+
+def sleeper(seconds: float):
+    return lambda run: [sys.executable, "-c", SLEEPER, str(run.run_dir), str(seconds)]
 
 
 def children_cpu() -> float:
@@ -88,13 +103,20 @@ def main() -> None:
         print(f"local, {args.workers} workers  {local:7.2f} s  (rounds: {', '.join(f'{w:.2f}' for w, _ in locals_)}); "
               f"{local_cpu:.2f} CPU s per run")
         print(f"ideal {ideal:.2f} s = {args.runs} x {single:.2f} / {args.workers}; efficiency {efficiency:.3f}")
+        sleep_single, _ = timed("sleep1", [3000], args.steps, root, workers=1, command=sleeper(2.0))
+        sleep_pool, _ = timed("sleepN", list(range(3001, 3001 + args.runs)), args.steps, root, workers=args.workers,
+                              command=sleeper(2.0))
+        sleep_efficiency = args.runs * sleep_single / args.workers / sleep_pool
+        print(f"waiting runs (2 s, no CPU): one {sleep_single:.2f} s, {args.runs} on {args.workers} workers "
+              f"{sleep_pool:.2f} s; pool efficiency {sleep_efficiency:.3f} (the pool's own overhead)")
         overhead = float("nan")
         if not args.no_ray:
             ray, _ = timed("ray", list(range(seed, seed + args.runs)), args.steps, root, workers=args.workers,
                            backend="ray")
             overhead = (ray - local) / args.runs * args.workers
             print(f"ray, {args.workers} workers    {ray:7.2f} s  (incl. ray.init; overhead per run {overhead:+.2f} s)")
-        print(f"RESULT local_efficiency={efficiency:.3f} ray_overhead_s={overhead:.2f}")
+        print(f"RESULT local_efficiency={efficiency:.3f} ray_overhead_s={overhead:.2f} "
+              f"cpu_per_run_ratio={single_cpu / local_cpu:.3f} pool_efficiency_waiting={sleep_efficiency:.3f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
