@@ -198,8 +198,8 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
             save()
             if status not in DONE:
                 bar.write(f"optimlab sweep: {status}: {run.key}: {detail or ''}".rstrip(": "), file=sys.stderr)
+            bar.set_postfix_str(_postfix(records), refresh=False)
             bar.update(1)
-            bar.set_postfix_str(_postfix(records), refresh=True)
 
     interrupted = False
     with write_lock:
