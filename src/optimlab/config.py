@@ -11,6 +11,7 @@ constructor signature). `group=value` is shorthand for `group.name=value`. Every
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -190,7 +191,7 @@ def from_tree(tree: dict) -> Config:
     optim = _optim_config(_group(tree, "optim"))
     plain = {k: v for k, v in tree.items() if k not in ("task", "optim")}
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(_PlainConfig), plain)
+        merged = OmegaConf.merge(_schema(_PlainConfig), plain)
     except OmegaConfBaseException as error:
         raise _config_error(error) from None
     obj = OmegaConf.to_object(merged)
@@ -209,6 +210,12 @@ class _PlainConfig:
     hyper: HyperConfig = field(default_factory=HyperConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(dataclass_type: type) -> DictConfig:
+    """The structured config of a dataclass, built once (OmegaConf.structured is slow); merges copy it."""
+    return OmegaConf.structured(dataclass_type)
 
 
 def _group(tree: dict, name: str) -> dict:
@@ -234,12 +241,12 @@ def _task_config(node: dict) -> TaskConfig:
     options.update(node.pop("options", None) or {})
     base = {k: v for k, v in node.items() if k in common}
     try:
-        task = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TaskConfig), base))
+        task = OmegaConf.to_object(OmegaConf.merge(_schema(TaskConfig), base))
     except OmegaConfBaseException as error:
         raise ConfigError(f"config key 'task.{getattr(error, 'full_key', '')}': {str(error).splitlines()[0]}")
     spec = get_task_spec(task.name)
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(spec.options), options)
+        typed = OmegaConf.merge(_schema(spec.options), options)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "")
         raise ConfigError(f"config key 'task.{key}' (task {task.name!r}): {str(error).splitlines()[0]}") from None

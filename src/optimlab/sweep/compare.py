@@ -30,8 +30,8 @@ from optimlab.sweep.spec import SweepSpec, parse_spec
 
 # Learning-rate grids: three log-spaced values around each family's usual default.
 LR_GRIDS: dict[str, tuple[float, ...]] = {
-    "sgd": (0.03, 0.1, 0.3),
-    "adam": (1e-3, 3e-3, 1e-2),
+    "sgd": (0.1, 0.3, 1.0),
+    "adam": (3e-3, 1e-2, 3e-2),
 }
 # Optimizer name -> family. Others fall back to their own default lr x (1/3, 1, 3).
 FAMILIES: dict[str, str] = {
