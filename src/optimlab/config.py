@@ -69,8 +69,9 @@ class HyperConfig:
     """Hypergradient learning-rate control (MARTHE family); `none` trains with a fixed schedule."""
 
     name: str = "none"  # none | marthe | rtho
-    hyper_lr: float = 1e-8
-    mu: float = 0.99999  # tangent discount; < 0 adapts it
+    # Defaults suit small nets (docs/hypergradients.md has tuned values): AdaTune's 1e-8 was for big ones.
+    hyper_lr: float = 1e-6
+    mu: float = -1.0  # tangent discount in [0, 1]; < 0 adapts it (MARTHE), 1 is RTHO
     alpha: float = 0.0  # > 0 adapts hyper_lr
     first_order: bool = False
     variant: str = "adatune"  # adatune | marthe_tf
