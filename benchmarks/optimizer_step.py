@@ -1,8 +1,9 @@
 """Time of `optimizer.step()` alone: each critical-gradient optimizer against its torch.optim base.
 
-Same 1.6M-parameter MLP (784-1024-768-10), same fixed gradients, one process, interleaved: each repeat
-times every configuration back to back, and a ratio is taken within a repeat (ours / base) before the
-median over repeats, so that drifts of a shared machine cancel as far as they can.
+Same 1.6M-parameter MLP (784-1024-768-10), same fixed gradients, one process. Each configuration is timed
+against a fresh instance of its base, the two stepping alternately in short blocks, and the ratio
+(ours / base) of their median step times is taken before the median over repeats, so that the drifts of
+a shared machine cancel as far as they can.
 
 Admission is controlled through the gradient stream: with a constant gradient and ``decay < 1`` every
 offered gradient beats the decayed minimum, so *every* step writes a slot ("always": the worst case,
@@ -33,7 +34,11 @@ LR = {"sgd": 1e-3, "adam": 1e-4, "adamw": 1e-4, "rmsprop": 1e-5}
 def make_model(device: str) -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 768), torch.nn.ReLU(), torch.nn.Linear(768, 10)
+        torch.nn.Linear(784, 1024),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1024, 768),
+        torch.nn.ReLU(),
+        torch.nn.Linear(768, 10),
     ).to(device)
 
 
@@ -69,22 +74,35 @@ def build(config: Config, grads: list[torch.Tensor], device: str) -> tuple[Calla
     return optimizer.step, optimizer
 
 
-def time_steps(
-    step: Callable[[], None], warmup: int, steps: int, sync: Callable[[], None], stat: str, flush: Callable[[], None]
-) -> float:
-    """Seconds of one step (median or minimum of `steps` timed calls) after `warmup` untimed ones."""
-    for _ in range(warmup):
-        step()
+def time_pair(
+    steps: list[Callable[[], None]],
+    warmup: int,
+    count: int,
+    sync: Callable[[], None],
+    flush: Callable[[], None],
+    block: int = 5,
+) -> list[list[float]]:
+    """Step times of several optimizers, interleaved in short blocks so that they share the machine's moods.
+
+    Each block runs one untimed step (which brings that optimizer's arrays back into the caches the other
+    one evicted) and then `block` timed steps, so warm-cache timings stay warm and unbiased.
+    """
+    for step in steps:
+        for _ in range(warmup):
+            step()
     sync()
-    times = []
-    for _ in range(steps):
-        flush()
-        sync()
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) if stat == "median" else min(times)
+    times: list[list[float]] = [[] for _ in steps]
+    while len(times[0]) < count:
+        for step, record in zip(steps, times):
+            step()
+            for _ in range(block):
+                flush()
+                sync()
+                start = time.perf_counter()
+                step()
+                sync()
+                record.append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -130,25 +148,32 @@ def main() -> None:
                 kwargs = {"lr": LR[base], "topC": top_c, "decay": decay, **base_impl}
                 configs.append(Config(f"{name} topC={top_c} admit={admission}", name, kwargs, base=f"torch {base}"))
 
+    statistic = statistics.median if args.stat == "median" else min
     times: dict[str, list[float]] = {c.label: [] for c in configs}
     ratios: dict[str, list[float]] = {c.label: [] for c in configs if c.base}
     memory: dict[str, int] = {}
+    by_label = {c.label: c for c in configs}
     for _ in range(args.repeats):
         for config in configs:
+            if not config.base:
+                continue
+            base_step, base_optimizer = build(by_label[config.base], grads, device)
             step, optimizer = build(config, grads, device)
-            times[config.label].append(time_steps(step, args.warmup, args.steps, sync, args.stat, flush))
+            base_times, own_times = time_pair([base_step, step], args.warmup, args.steps, sync, flush)
+            times[config.base].append(statistic(base_times))
+            times[config.label].append(statistic(own_times))
+            ratios[config.label].append(statistic(own_times) / statistic(base_times))
             memory[config.label] = state_bytes(optimizer)
-            if config.base:
-                ratios[config.label].append(times[config.label][-1] / times[config.base][-1])
-            del step, optimizer
+            memory[config.base] = state_bytes(base_optimizer)
+            del step, optimizer, base_step, base_optimizer
 
     print(f"device={device} threads={args.threads} params={n_params} repeats={args.repeats} steps={args.steps} "
           f"stat={args.stat} caches={'cold' if args.cold else 'warm'}")
-    print(f"{'optimizer':40s} {'ms/step':>8s} {'ratio':>6s} {'state/params':>12s}")
+    print(f"{'optimizer':49s} {'ms/step':>8s} {'ratio':>6s} {'state/params':>12s}")
     for config in configs:
         ms = 1e3 * statistics.median(times[config.label])
         ratio = f"{statistics.median(ratios[config.label]):6.2f}" if config.base else "     -"
-        print(f"{config.label:40s} {ms:8.3f} {ratio} {memory[config.label] / param_bytes:11.2f}x")
+        print(f"{config.label:49s} {ms:8.3f} {ratio} {memory[config.label] / param_bytes:11.2f}x")
 
     results = {}
     for name in args.optimizers:

@@ -88,6 +88,7 @@ _C_BAD = _LR_BAD + [
     {"topC": 2.5},
     {"decay": 1.5},
     {"decay": -0.1},
+    {"decay": 0.0},
     {"kappa": -1.0},
     {"aggr": "average"},
     {"sampling": "pure_random"},

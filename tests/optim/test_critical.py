@@ -102,7 +102,9 @@ PATHS = {"vectorized": (None, None), "loop": (False, None), "device": (None, Fal
 # The device path is checked on a representative subset, to keep the suite fast.
 _DEVICE_CASES = ("sgd_c defaults", "sgd_c min", "adam_c kappa max per-tensor", "sgd_c before_aggregate (double)",
                  "rmsprop_c sum", "sgd_c median")
-_CASE_PATHS = [(case, path) for case in CASES for path in PATHS if case in _DEVICE_CASES or path in ("vectorized", "loop")]
+_CASE_PATHS = [
+    (case, path) for case in CASES for path in PATHS if case in _DEVICE_CASES or path in ("vectorized", "loop")
+]
 
 
 @pytest.mark.parametrize("case, path", _CASE_PATHS)
@@ -114,7 +116,7 @@ def test_matches_the_original_step_for_step(case: str, path: str) -> None:
     ours = cls(ours_params, **base_kwargs, **memory_kwargs, critical_test=False, foreach=foreach, refresh_every=7)
     ours.decisions_on_host = on_host
     reference = ref_cls(ref_params, **base_kwargs, **memory_kwargs)
-    for step, grads in enumerate(_stream(24)):
+    for step, grads in enumerate(_stream(20)):
         _feed(ours_params, grads)
         _feed(ref_params, grads)
         ours.step()

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.optim.adam import adam
 from torch.optim.optimizer import _get_scalar_dtype
 
-from optimlab.optim.critical.base import CriticalOptimizer, _check, memory_defaults
+from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults
 
 
 class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
@@ -70,14 +70,14 @@ class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             weight_decay_mode=weight_decay_mode, priority=priority, update=update, offer=offer,
             refresh_every=refresh_every, diagnostics=diagnostics, seed=seed, foreach=foreach,
         )  # fmt: skip
-        _check(
+        check_argument(
             isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
             "betas", betas, "must be two numbers in [0, 1)",
         )  # fmt: skip
-        _check(isinstance(eps, (int, float)) and eps >= 0.0, "eps", eps, "must be >= 0")
-        _check(isinstance(amsgrad, bool), "amsgrad", amsgrad, "must be True or False")
-        _check(fused is None or isinstance(fused, bool), "fused", fused, "must be None, True or False")
-        _check(not (fused and foreach), "fused", fused, "cannot be combined with foreach=True")
+        check_argument(isinstance(eps, (int, float)) and eps >= 0.0, "eps", eps, "must be >= 0")
+        check_argument(isinstance(amsgrad, bool), "amsgrad", amsgrad, "must be True or False")
+        check_argument(fused is None or isinstance(fused, bool), "fused", fused, "must be None, True or False")
+        check_argument(not (fused and foreach), "fused", fused, "cannot be combined with foreach=True")
         defaults.update(betas=tuple(betas), eps=eps, amsgrad=amsgrad, fused=fused)
         super().__init__(params, defaults)
 

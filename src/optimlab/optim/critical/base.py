@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from optimlab.optim.critical.aggregate import resolve_aggr
-from optimlab.optim.critical.buffer import ADMITTED, BIRTH, BUFFER, OFFERS, PRIORITY, restore_exact_dtypes
+from optimlab.optim.critical.buffer import ADMITTED, BIRTH, BUFFER, OFFERS, restore_exact_dtypes
 from optimlab.optim.critical.memory import MemoryOptions, memory_directions
 from optimlab.optim.critical.priority import PRIORITIES, resolve_synced
 from optimlab.optim.critical.sampling import resolve_sampling
@@ -45,8 +45,8 @@ EXTRA_DEFAULTS: dict[str, Any] = {
 }
 
 
-
-def _check(condition: bool, name: str, value: Any, requirement: str) -> None:
+def check_argument(condition: bool, name: str, value: Any, requirement: str) -> None:
+    """ValueError naming the argument and its value unless `condition` holds."""
     if not condition:
         raise ValueError(f"invalid {name}={value!r}: {requirement}")
 
@@ -82,25 +82,25 @@ def memory_defaults(
     foreach: bool | None,
 ) -> dict[str, Any]:
     """Validate the shared hyperparameters (ValueError naming the bad one) and return them as a dict."""
-    _check(_nonnegative(lr), "lr", lr, "must be a finite number >= 0")
-    _check(_nonnegative(kappa), "kappa", kappa, "must be a finite number >= 0")
-    _check(isinstance(decay, (int, float)) and 0.0 <= decay <= 1.0, "decay", decay, "must be in [0, 1]")
-    _check(_is_int(topC) and topC >= 1, "topC", topC, "must be an integer >= 1")
+    check_argument(_nonnegative(lr), "lr", lr, "must be a finite number >= 0")
+    check_argument(_nonnegative(kappa), "kappa", kappa, "must be a finite number >= 0")
+    check_argument(isinstance(decay, (int, float)) and 0.0 < decay <= 1.0, "decay", decay, "must be in (0, 1]")
+    check_argument(_is_int(topC) and topC >= 1, "topC", topC, "must be an integer >= 1")
     resolve_aggr(aggr)
     resolve_sampling(sampling)
-    _check(isinstance(critical_test, bool), "critical_test", critical_test, "must be True or False")
+    check_argument(isinstance(critical_test, bool), "critical_test", critical_test, "must be True or False")
     resolve_synced(synced)
-    _check(_nonnegative(weight_decay), "weight_decay", weight_decay, "must be a finite number >= 0")
-    _check(weight_decay_mode in WEIGHT_DECAY_MODES, "weight_decay_mode", weight_decay_mode,
-           f"choose from {', '.join(WEIGHT_DECAY_MODES)}")
-    _check(priority in PRIORITIES, "priority", priority, f"choose from {', '.join(PRIORITIES)}")
-    _check(update in UPDATES, "update", update, f"choose from {', '.join(UPDATES)}")
-    _check(offer in OFFER_ORDERS, "offer", offer, f"choose from {', '.join(OFFER_ORDERS)}")
-    _check(_is_int(refresh_every) and refresh_every >= 1, "refresh_every", refresh_every,
-           "must be an integer >= 1")
-    _check(isinstance(diagnostics, bool), "diagnostics", diagnostics, "must be True or False")
-    _check(_is_int(seed), "seed", seed, "must be an integer")
-    _check(foreach is None or isinstance(foreach, bool), "foreach", foreach, "must be None, True or False")
+    check_argument(_nonnegative(weight_decay), "weight_decay", weight_decay, "must be a finite number >= 0")
+    check_argument(weight_decay_mode in WEIGHT_DECAY_MODES, "weight_decay_mode", weight_decay_mode,
+                   f"choose from {', '.join(WEIGHT_DECAY_MODES)}")
+    check_argument(priority in PRIORITIES, "priority", priority, f"choose from {', '.join(PRIORITIES)}")
+    check_argument(update in UPDATES, "update", update, f"choose from {', '.join(UPDATES)}")
+    check_argument(offer in OFFER_ORDERS, "offer", offer, f"choose from {', '.join(OFFER_ORDERS)}")
+    check_argument(_is_int(refresh_every) and refresh_every >= 1, "refresh_every", refresh_every,
+                   "must be an integer >= 1")
+    check_argument(isinstance(diagnostics, bool), "diagnostics", diagnostics, "must be True or False")
+    check_argument(_is_int(seed), "seed", seed, "must be an integer")
+    check_argument(foreach is None or isinstance(foreach, bool), "foreach", foreach, "must be None, True or False")
     return {
         "lr": lr,
         "kappa": kappa,
@@ -128,7 +128,7 @@ class CriticalOptimizer(torch.optim.Optimizer):
     Memory arguments (shared by all critical-gradient optimizers; see docs/critical_gradients.md):
         kappa: weight of the memory in the aggregate; 0 turns the memory off and gives the base
             optimizer exactly.
-        decay: every stored priority is multiplied by it after each step, in [0, 1].
+        decay: every stored priority is multiplied by it after each step, in (0, 1].
         topC: memory size (number of stored gradients per parameter tensor), >= 1.
         aggr: 'sum', 'mid', 'mean', 'min', 'median', 'max', 'min-mean', 'median-mean', 'max-mean'
             (aliases 'add_mean', 'half_add_mean', 'mean_with_current'); see `aggregate.py`.
@@ -247,8 +247,3 @@ class CriticalOptimizer(torch.optim.Optimizer):
             stats["mean_buffer_age"] = float(all_ages.mean())
             stats["max_buffer_age"] = float(all_ages.max())
         return stats
-
-
-def priorities_of(optimizer: torch.optim.Optimizer, param: Tensor) -> Tensor:
-    """The (topC,) priority vector of `param`'s memory (for tests and inspection)."""
-    return optimizer.state[param][PRIORITY]

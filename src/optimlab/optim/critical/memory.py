@@ -166,7 +166,10 @@ def _selected_item(buffer: CriticalBuffer, which: str, on_host: bool) -> Tensor:
     return buffer.slots.index_select(0, slot.reshape(1)).squeeze(0)
 
 
-def _offer(
+Decision = tuple[int, Tensor, Tensor]  # (memory index, slot, admit) kept on the device
+
+
+def _decisions(
     buffers: list[CriticalBuffer],
     offered: list[Tensor],
     keys: list[Tensor],
@@ -175,8 +178,10 @@ def _offer(
     group_index: int,
     vectorized: bool,
     on_host: bool,
-) -> None:
+) -> tuple[list[tuple[int, int]], list[Decision]]:
+    """Who is admitted where: host-known (memory, slot) writes, and device-side decisions (not on_host)."""
     writes = [(i, buffers[i].filled) for i, b in enumerate(buffers) if not b.is_full]  # free slots
+    on_device: list[Decision] = []
     full = [i for i, b in enumerate(buffers) if b.is_full]
     by_device: dict[torch.device, list[int]] = {}
     for i in full:
@@ -203,8 +208,23 @@ def _offer(
             flags, slots = torch.stack((admit.to(slot.dtype), slot)).tolist()
             writes.extend((i, s) for i, a, s in zip(index, flags, slots) if a)
         else:
-            for j, i in enumerate(index):
-                buffers[i].write_slot_masked(slot[j], admit[j], offered[i], keys[i])
+            on_device.extend((i, slot[j], admit[j]) for j, i in enumerate(index))
+    return writes, on_device
+
+
+def _offer(
+    buffers: list[CriticalBuffer],
+    offered: list[Tensor],
+    keys: list[Tensor],
+    positions: list[int],
+    options: MemoryOptions,
+    group_index: int,
+    vectorized: bool,
+    on_host: bool,
+) -> None:
+    writes, on_device = _decisions(buffers, offered, keys, positions, options, group_index, vectorized, on_host)
+    for i, slot, admit in on_device:
+        buffers[i].write_slot_masked(slot, admit, offered[i], keys[i])
     if vectorized:
         _write_slots_foreach(buffers, writes, offered, keys)
     else:

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 from torch.optim.rmsprop import rmsprop
 
-from optimlab.optim.critical.base import CriticalOptimizer, _check, memory_defaults
+from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults
 from optimlab.optim.critical.sgd_c import _shrink
 
 
@@ -70,10 +70,10 @@ class RMSprop_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             weight_decay_mode=weight_decay_mode, priority=priority, update=update, offer=offer,
             refresh_every=refresh_every, diagnostics=diagnostics, seed=seed, foreach=foreach,
         )  # fmt: skip
-        _check(isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0, "alpha", alpha, "must be in [0, 1]")
-        _check(isinstance(eps, (int, float)) and eps >= 0.0, "eps", eps, "must be >= 0")
-        _check(isinstance(momentum, (int, float)) and momentum >= 0.0, "momentum", momentum, "must be >= 0")
-        _check(isinstance(centered, bool), "centered", centered, "must be True or False")
+        check_argument(isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0, "alpha", alpha, "must be in [0, 1]")
+        check_argument(isinstance(eps, (int, float)) and eps >= 0.0, "eps", eps, "must be >= 0")
+        check_argument(isinstance(momentum, (int, float)) and momentum >= 0.0, "momentum", momentum, "must be >= 0")
+        check_argument(isinstance(centered, bool), "centered", centered, "must be True or False")
         defaults.update(alpha=alpha, eps=eps, momentum=momentum, centered=centered)
         super().__init__(params, defaults)
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.optim.sgd import sgd
 
-from optimlab.optim.critical.base import CriticalOptimizer, _check, memory_defaults
+from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults
 
 
 class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
@@ -70,13 +70,13 @@ class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             weight_decay_mode=weight_decay_mode, priority=priority, update=update, offer=offer,
             refresh_every=refresh_every, diagnostics=diagnostics, seed=seed, foreach=foreach,
         )  # fmt: skip
-        _check(isinstance(momentum, (int, float)) and 0.0 <= momentum, "momentum", momentum, "must be >= 0")
-        _check(isinstance(dampening, (int, float)), "dampening", dampening, "must be a number")
-        _check(isinstance(nesterov, bool), "nesterov", nesterov, "must be True or False")
-        _check(not nesterov or (momentum > 0 and dampening == 0), "nesterov", nesterov,
-               "requires momentum > 0 and dampening = 0")
-        _check(fused is None or isinstance(fused, bool), "fused", fused, "must be None, True or False")
-        _check(not (fused and foreach), "fused", fused, "cannot be combined with foreach=True")
+        check_argument(isinstance(momentum, (int, float)) and 0.0 <= momentum, "momentum", momentum, "must be >= 0")
+        check_argument(isinstance(dampening, (int, float)), "dampening", dampening, "must be a number")
+        check_argument(isinstance(nesterov, bool), "nesterov", nesterov, "must be True or False")
+        check_argument(not nesterov or (momentum > 0 and dampening == 0), "nesterov", nesterov,
+                       "requires momentum > 0 and dampening = 0")
+        check_argument(fused is None or isinstance(fused, bool), "fused", fused, "must be None, True or False")
+        check_argument(not (fused and foreach), "fused", fused, "cannot be combined with foreach=True")
         defaults.update(momentum=momentum, dampening=dampening, nesterov=nesterov, fused=fused)
         super().__init__(params, defaults)
 
