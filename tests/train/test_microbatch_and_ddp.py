@@ -19,8 +19,8 @@ from optimlab.train.loop import _backward
 def gradients(task, batch, microbatch_size):
     task.model.zero_grad(set_to_none=True)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    loss = _backward(task.model, task, batch, microbatch_size, None, scaler, World())
-    return loss, [p.grad.clone() for p in task.model.parameters()]
+    loss_sum, count = _backward(task.model, task, batch, microbatch_size, None, scaler, World())
+    return loss_sum / count, [p.grad.clone() for p in task.model.parameters()]
 
 
 @pytest.mark.parametrize("microbatch_size", [1, 3, 4, 7, 10, 16])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import random
 import signal
@@ -99,7 +100,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     checkpoints = run_dir / "checkpoints"
     progress = Progress()
-    window: list[Tensor] = []  # the training losses since the last log, still on the device
+    window: list = []  # (loss sum, count) of each step since the last log, still on the device
     loggers: list = []
     saved_at = [-1]  # the step of the last checkpoint written or loaded
     started = time.perf_counter()
@@ -122,7 +123,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
             set_rng_state(checkpoint["rng"])
             progress = Progress(**checkpoint["progress"])
             saved_at[0] = progress.step
-            window = list(checkpoint["window"].to(device).unbind())
+            window = [(loss, 1) for loss in checkpoint["window"].to(device).unbind()]
         if world.is_main:
             (run_dir / "config.yaml").write_text(to_yaml(cfg))
             metrics.open(offset=checkpoint["metrics_offset"] if checkpoint is not None else 0)
@@ -162,7 +163,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
                     "augment_generator": augment_generator.get_state(),
                     "rng": rng_state(),
                     "progress": dataclasses.asdict(dataclasses.replace(progress, time=elapsed())),
-                    "window": torch.stack(window).cpu() if window else torch.zeros(0),
+                    "window": _step_losses(window).cpu() if window else torch.zeros(0, dtype=torch.float64),
                     "metrics_offset": metrics.offset(),
                     "config_hash": config_hash(cfg),
                 }
@@ -194,12 +195,11 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
                 batch = task.augment(batch, augment_generator)
             if hyper is not None:
                 loss_sum, count = task.loss(task.forward(model, batch), batch)
-                loss = loss_sum / count
-                hyper.step(loss, val_closure)
-                loss = loss.detach()
+                hyper.step(loss_sum / count, val_closure)
+                loss_sum = loss_sum.detach()
             else:
                 optimizer.zero_grad(set_to_none=True)
-                loss = _backward(trained, task, batch, cfg.train.microbatch_size, amp_dtype, scaler, world)
+                loss_sum, count = _backward(trained, task, batch, cfg.train.microbatch_size, amp_dtype, scaler, world)
                 if cfg.train.clip_grad_norm is not None:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
@@ -210,11 +210,11 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
                     optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            window.append(loss)
+            window.append((loss_sum, count))
             progress.step = step + 1
 
             if len(window) == cfg.train.log_every or progress.step == cfg.train.steps:
-                losses = torch.stack(window).double()
+                losses = _step_losses(window)
                 finite = torch.isfinite(losses)
                 if not bool(finite.all()):
                     first_bad = int((~finite).nonzero()[0])
@@ -264,8 +264,8 @@ def _backward(
     amp_dtype: torch.dtype | None,
     scaler: torch.amp.GradScaler,
     world: World,
-) -> Tensor:
-    """Accumulate the gradient of the mean loss over the global batch into `.grad`; return that mean loss.
+) -> tuple[Tensor, Tensor | int]:
+    """Accumulate the gradient of the mean loss over the global batch into `.grad`; return (loss sum, count).
 
     Losses are (sum, count) pairs, so the result is exact for uneven microbatches, uneven rank shares and
     token-count losses: the gradients of the sums are accumulated and divided once by the global count.
@@ -277,9 +277,10 @@ def _backward(
     if (microbatch_size is None or microbatch_size >= size) and not world.distributed:
         with autocast:
             loss_sum, count = task.loss(task.forward(model, batch), batch)
-        loss = _at_least_float32(loss_sum) / count
-        scaler.scale(loss).backward()
-        return loss.detach()
+        loss_sum = _at_least_float32(loss_sum)
+        # Seeding backward with 1/count gives the gradient of sum/count without a division node in the graph.
+        scaler.scale(loss_sum).backward(_reciprocal(count, loss_sum))
+        return loss_sum.detach(), count
 
     step = microbatch_size or size
     starts = range(0, size, step)
@@ -299,7 +300,19 @@ def _backward(
     factor = world.world_size / float(total[1])
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     torch._foreach_mul_(grads, factor)
-    return total[0] / total[1]
+    return total[0], total[1]
+
+
+def _reciprocal(count: Tensor | int, like: Tensor) -> Tensor:
+    if isinstance(count, Tensor):
+        return (1.0 / count).to(like.dtype)
+    return _constant(1.0 / count, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A cached scalar tensor (creating one costs microseconds, a noticeable share of a small step)."""
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def _at_least_float32(loss: Tensor) -> Tensor:
@@ -380,6 +393,11 @@ def _build_hyper(cfg: Config, optimizer, world: World):
     from optimlab.hyper import build_hyper
 
     return build_hyper(cfg.hyper, optimizer)
+
+
+def _step_losses(window: list) -> Tensor:
+    """The mean training loss of each step in the window, in float64."""
+    return torch.stack([loss_sum.double() / count for loss_sum, count in window])
 
 
 def _optimizer_values(optimizer, hyper) -> dict[str, float]:

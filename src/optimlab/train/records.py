@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -103,6 +104,7 @@ def versions() -> dict[str, str]:
     return {"optimlab": optimlab.__version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the optimlab checkout, when it runs from one."""
     try:
