@@ -22,10 +22,11 @@ import fcntl
 import json
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from optimlab.atomic import atomic_write_bytes
 
 DONE = ("completed", "diverged")
 STATUSES = ("pending", "completed", "diverged", "failed", "interrupted", "busy")
@@ -122,20 +123,9 @@ def log_tail(path: str | Path, lines: int = 1) -> str:
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over `path` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as file:
-            json.dump(data, file, indent=1)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (a temporary file in the same folder, fsynced, renamed over `path`)."""
+    blob = (json.dumps(data, indent=1) + "\n").encode()
+    atomic_write_bytes(Path(path), lambda file: file.write(blob))
 
 
 def read_sweep_record(path: str | Path) -> dict[str, Any]:

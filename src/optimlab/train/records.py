@@ -18,7 +18,7 @@ from torch import nn
 
 import optimlab
 from optimlab.errors import ConfigError
-from optimlab.train.checkpoint import atomic_write_bytes
+from optimlab.atomic import atomic_write_bytes
 
 
 class RunLock:
