@@ -29,6 +29,7 @@ parameters, or None when `A_t Z_t` is known to vanish (a zero tangent, `mu = 0`,
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -36,16 +37,17 @@ import torch
 from torch import Tensor
 
 
-class Dynamics:
+class Dynamics(abc.ABC):
     """Tangent equations of one parameter group of one base optimizer (abstract)."""
 
     #: names of the optimizer-state tangents kept next to `dw/dlr`, e.g. ("buf",) for SGD momentum
     aux_names: tuple[str, ...] = ()
 
+    @abc.abstractmethod
     def prepare(self, params: list[Tensor], grads: list[Tensor], states: list[dict]) -> Any:
         """Capture what the step is about to overwrite (called before `optimizer.step()`)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def advance(
         self,
         pre: Any,
@@ -61,7 +63,6 @@ class Dynamics:
         mu: float,
     ) -> list[tuple[list[Tensor], float]]:
         """`Z <- mu * A Z + B` in place (called after `optimizer.step()`); returns the direction terms."""
-        raise NotImplementedError
 
 
 def _scale_(tensors: list[Tensor], factor: float) -> None:

@@ -16,6 +16,7 @@ Weight decay placement, ``weight_decay_mode``:
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from typing import Any
@@ -122,7 +123,7 @@ def memory_defaults(
     }
 
 
-class CriticalOptimizer(torch.optim.Optimizer):
+class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
     """Base class: the memory and the step skeleton. Subclasses implement `_update` only.
 
     Memory arguments (shared by all critical-gradient optimizers; see docs/critical_gradients.md):
@@ -154,11 +155,11 @@ class CriticalOptimizer(torch.optim.Optimizer):
     #: Tests set False to run the device (masked-write) path on CPU.
     decisions_on_host: bool | None = None
 
+    @abc.abstractmethod
     def _update(
         self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor], l2: float, decoupled: float
     ) -> None:
         """Apply the base optimizer to `directions` (`l2`: L2 coefficient, `decoupled`: decoupled one)."""
-        raise NotImplementedError
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
