@@ -33,8 +33,8 @@ from optimlab.sweep.state import (
     read_summary,
     read_sweep_record,
     scan_status,
-    write_json_atomic,
 )
+from optimlab.train.records import write_json
 
 BACKENDS = ("local", "ray", "slurm")
 
@@ -179,7 +179,7 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
     def save(finished: bool = False) -> None:
         entries = [records[run.key].to_json() for run in runs]
         counts = {s: n for s in STATUSES if (n := sum(e["status"] == s for e in entries))}
-        write_json_atomic(folder / "sweep.json",
+        write_json(folder / "sweep.json",
                           {**header, "updated": now(), "finished": finished, "counts": counts, "runs": entries})
 
     bar = _progress(spec.name, len(runs), skipped, enabled=progress)

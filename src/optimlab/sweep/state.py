@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optimlab.atomic import atomic_write_bytes
 
 DONE = ("completed", "diverged")
 STATUSES = ("pending", "completed", "diverged", "failed", "interrupted", "busy")
@@ -121,11 +120,6 @@ def log_tail(path: str | Path, lines: int = 1) -> str:
     kept = [line.strip() for line in text.splitlines() if line.strip()]
     return " | ".join(kept[-lines:])
 
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (a temporary file in the same folder, fsynced, renamed over `path`)."""
-    blob = (json.dumps(data, indent=1) + "\n").encode()
-    atomic_write_bytes(Path(path), lambda file: file.write(blob))
 
 
 def read_sweep_record(path: str | Path) -> dict[str, Any]:

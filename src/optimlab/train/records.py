@@ -6,7 +6,6 @@ import fcntl
 import functools
 import hashlib
 import json
-import math
 import os
 import platform
 import subprocess
@@ -84,10 +83,9 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _plain(value: Any) -> Any:
+    """JSON for what json cannot encode itself: tensors as numbers or lists, anything else as its string."""
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
     return str(value)
 
 
