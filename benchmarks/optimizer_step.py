@@ -10,6 +10,9 @@ offered gradient beats the decayed minimum, so *every* step writes a slot ("alwa
 and also the usual case in training, where with decay=0.7 almost every gradient is admitted); with
 ``decay = 1`` a constant gradient never beats the (equal) minimum once the memory is full ("never").
 
+On CPU, SGD_C is also timed with ``fused=True`` (the memory write and the SGD update as one compiled
+pass, `optimlab/optim/critical/fused_sgd.py`), against the same foreach torch SGD.
+
 Also prints the optimizer-state memory as a multiple of the parameters' size. Ends with a line
 ``RESULT name=value ...``.
 
@@ -145,8 +148,11 @@ def main() -> None:
         for top_c in args.topc:
             for admission in args.admission:
                 decay = 0.7 if admission == "always" else 1.0
-                kwargs = {"lr": LR[base], "topC": top_c, "decay": decay, **base_impl}
-                configs.append(Config(f"{name} topC={top_c} admit={admission}", name, kwargs, base=f"torch {base}"))
+                kwargs = {"lr": LR[base], "topC": top_c, "decay": decay}
+                label = f"{name} topC={top_c} admit={admission}"
+                configs.append(Config(label, name, {**kwargs, **base_impl}, base=f"torch {base}"))
+                if name == "sgd_c" and device == "cpu":  # the compiled one-pass step (fused_sgd.py)
+                    configs.append(Config(f"{label} fused", name, {**kwargs, "fused": True}, base=f"torch {base}"))
 
     statistic = statistics.median if args.stat == "median" else min
     times: dict[str, list[float]] = {c.label: [] for c in configs}
@@ -169,11 +175,11 @@ def main() -> None:
 
     print(f"device={device} threads={args.threads} params={n_params} repeats={args.repeats} steps={args.steps} "
           f"stat={args.stat} caches={'cold' if args.cold else 'warm'}")
-    print(f"{'optimizer':49s} {'ms/step':>8s} {'ratio':>6s} {'state/params':>12s}")
+    print(f"{'optimizer':55s} {'ms/step':>8s} {'ratio':>6s} {'state/params':>12s}")
     for config in configs:
         ms = 1e3 * statistics.median(times[config.label])
         ratio = f"{statistics.median(ratios[config.label]):6.2f}" if config.base else "     -"
-        print(f"{config.label:49s} {ms:8.3f} {ratio} {memory[config.label] / param_bytes:11.2f}x")
+        print(f"{config.label:55s} {ms:8.3f} {ratio} {memory[config.label] / param_bytes:11.2f}x")
 
     results = {}
     for name in args.optimizers:
@@ -182,6 +188,8 @@ def main() -> None:
             label = f"{name} topC={top_c} admit={args.admission[0]}"
             key = f"{name}_over_{base}" if top_c == 10 else f"{name}_top{top_c}_over_{base}"
             results[key] = statistics.median(ratios[label])
+            if f"{label} fused" in ratios:
+                results[key.replace("sgd_c", "sgd_c_fused", 1)] = statistics.median(ratios[f"{label} fused"])
     print("RESULT " + " ".join(f"{k}={v:.2f}" for k, v in results.items()))
 
 

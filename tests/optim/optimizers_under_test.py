@@ -113,6 +113,10 @@ CRITICAL = [
                        "max random", problem_kwargs={"rosenbrock": {"lr": 1e-3}}),
     OptimizerUnderTest("sgd_c", {"lr": 0.02, "priority": "recency", "update": "buffer_only", "diagnostics": True},
                        "fifo buffer_only", problem_kwargs={"rosenbrock": {"lr": 5e-4}}),
+    OptimizerUnderTest("sgd_c", {"lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "fused": True}, "fused",
+                       problem_kwargs={"rosenbrock": {"lr": 3e-5}},
+                       skips={"test_foreach_matches_forloop_float64": "fused=True excludes foreach; "
+                              "test_critical.py compares the fused step with the eager one"}),
     OptimizerUnderTest("sgd_c", {"lr": 0.02, "kappa": 0.0, "momentum": 0.5}, "kappa0",
                        problem_kwargs={"rosenbrock": {"lr": 5e-4}}),
     OptimizerUnderTest("adam_c", {"lr": 0.01}, bad_kwargs=_C_BAD + [{"betas": (0.9, 1.0)}, {"eps": -1.0}],

@@ -202,6 +202,7 @@ def test_fused_kappa_zero_is_torch_fused() -> None:
     [
         ("sgd_c", {"lr": 0.05, "momentum": 0.9, "diagnostics": True, "topC": 3}),
         ("sgd_c", {"lr": 0.05, "sampling": "random", "critical_test": False, "synced": False, "seed": 7}),
+        ("sgd_c", {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01, "topC": 4, "fused": True}),
         ("adam_c", {"lr": 0.01, "sampling": "proportional", "aggr": "median", "topC": 4}),
         ("adam_c", {"lr": 0.01, "sampling": "cos_diversity", "synced": False, "refresh_every": 3}),
         ("adamw_c", {"lr": 0.01, "sampling": "mean_diversity", "amsgrad": True}),
@@ -369,3 +370,90 @@ def test_copy_and_deepcopy_keep_working() -> None:
     optimizer.step()
     clone = copy.deepcopy(optimizer)
     assert clone.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+
+
+# --- SGD_C(fused=True): the compiled one-pass step ------------------------------------------------
+
+
+class _CountFusedSteps:
+    """Wraps `run_sgd_c_step` to count how many steps took the fused path."""
+
+    def __init__(self, monkeypatch) -> None:
+        import optimlab.optim.critical.sgd_c as sgd_c_module
+
+        self.calls = 0
+        original = sgd_c_module.run_sgd_c_step
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(sgd_c_module, "run_sgd_c_step", counted)
+
+
+_FUSABLE = ("sgd_c defaults", "sgd_c momentum wd", "sgd_c nesterov per-tensor", "sgd_c global_l2 mid",
+            "sgd_c mean kappa", "sgd_c topC=1 decay=1", "sgd_c wd after_aggregate", "sgd_c wd decoupled",
+            "sgd_c recency (FIFO)", "sgd_c inverse_norm (bottom-C)")
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if CASES[case][0] is SGD_C])
+def test_fused_sgd_c_matches_the_original_step_for_step(case: str, monkeypatch) -> None:
+    """fused=True against the literal reference, float64; the fusable cases must really take the fused path."""
+    _, ref_cls, base_kwargs, memory_kwargs = CASES[case]
+    fused_steps = _CountFusedSteps(monkeypatch)
+    ours_params, ref_params = _params(), _params()
+    ours = SGD_C(ours_params, **base_kwargs, **memory_kwargs, critical_test=False, fused=True, refresh_every=7)
+    reference = ref_cls(ref_params, **base_kwargs, **memory_kwargs)
+    for step, grads in enumerate(_stream(20)):
+        _feed(ours_params, grads)
+        _feed(ref_params, grads)
+        ours.step()
+        reference.step()
+        for a, b in zip(ours_params, ref_params):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"parameters differ at step {step}")
+        _memory_matches(ours, reference, ours_params)
+    if case in _FUSABLE:
+        # At least every filling step (all tensors admitted) but a first momentum step (torch creates the buffers).
+        assert fused_steps.calls >= max(1, memory_kwargs.get("topC", 10) - 1)
+    else:
+        assert fused_steps.calls == 0
+
+
+def test_fused_sgd_c_equals_the_eager_step_float32() -> None:
+    """On a real model in float32 the fused pass and the eager ops differ by rounding only."""
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    kwargs = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "topC": 4, "decay": 0.9}
+    optimizers = [SGD_C(models[0].parameters(), **kwargs, fused=True), SGD_C(models[1].parameters(), **kwargs)]
+    x, y = torch.randn(64, 20), torch.randint(0, 3, (64,))
+    for _ in range(30):
+        for model, optimizer in zip(models, optimizers):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_sgd_c_runs_eagerly_when_compilation_fails(monkeypatch) -> None:
+    """No C++ toolchain (or any compile failure): one warning, then the same step computed eagerly."""
+    import optimlab.optim.critical.fused_sgd as fused_sgd
+
+    def broken(*args, **kwargs):
+        raise torch._dynamo.exc.TorchDynamoException("no working C++ compiler")
+
+    monkeypatch.setattr(fused_sgd, "_compiled", broken)
+    monkeypatch.setattr(fused_sgd, "_failed", False)
+    params_fused, params_eager = _params(), _params()
+    fused = SGD_C(params_fused, lr=0.05, momentum=0.5, fused=True)
+    eager = SGD_C(params_eager, lr=0.05, momentum=0.5)
+    with pytest.warns(UserWarning, match="no working C"):
+        for grads in _stream(12):
+            _feed(params_fused, grads)
+            _feed(params_eager, grads)
+            fused.step()
+            eager.step()
+    assert fused_sgd._failed
+    for a, b in zip(params_fused, params_eager):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

@@ -74,6 +74,25 @@ def aggregate(
     return out.mul_(0.5) if aggr == "mid" else out
 
 
+#: The aggregators whose direction is a weighted sum of the current gradient and the running sum.
+LINEAR = ("sum", "mid", "mean")
+
+
+def linear_weights(aggr: str, kappa: float, filled: int, with_current: bool = True) -> tuple[float, float]:
+    """``(w_d, w_S)`` with direction ``= w_d * d + w_S * S`` for an aggregator in `LINEAR`.
+
+    `filled` = 0 (an empty memory, the first step) gives the plain gradient, as `memory.py` does.
+    """
+    if aggr not in LINEAR:
+        raise ValueError(f"aggr {aggr!r} is not a weighted sum; choose from {', '.join(LINEAR)}")
+    if filled == 0:
+        return 1.0, 0.0
+    if aggr == "mean" and with_current:
+        return 1.0 / (filled + 1), kappa / (filled + 1)
+    scale = 0.5 if aggr == "mid" else 1.0
+    return (scale if with_current else 0.0), scale * kappa / filled
+
+
 def aggregate_foreach(
     ds: list[Tensor],
     totals: list[Tensor],

@@ -26,7 +26,13 @@ from torch import Tensor
 
 from optimlab.optim.critical.aggregate import resolve_aggr
 from optimlab.optim.critical.buffer import ADMITTED, BIRTH, BUFFER, OFFERS, restore_exact_dtypes
-from optimlab.optim.critical.memory import MemoryOptions, memory_directions
+from optimlab.optim.critical.memory import (
+    FusedWrite,
+    MemoryOptions,
+    fusable,
+    fused_memory_step,
+    memory_directions,
+)
 from optimlab.optim.critical.priority import PRIORITIES, resolve_synced
 from optimlab.optim.critical.sampling import resolve_sampling
 
@@ -195,28 +201,46 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
                 self._update(group, params, grads, weight_decay - decoupled, decoupled)
                 continue
             vectorized = group["foreach"] is not False
-            offered = grads
-            if mode == "before_buffer" and weight_decay != 0:
-                if vectorized:
-                    offered = list(torch._foreach_add(grads, params, alpha=weight_decay))
-                else:
-                    offered = [g.add(p, alpha=weight_decay) for g, p in zip(grads, params)]
+            l2_before = weight_decay if mode == "before_buffer" else 0.0
             on_host = self.decisions_on_host
             if on_host is None:
                 on_host = all(p.device.type == "cpu" for p in params)
-            directions = memory_directions(
-                [self.state[p] for p in params],
-                positions,
-                grads,
-                offered,
-                MemoryOptions.from_group(group),
-                group_index=group_index,
-                vectorized=vectorized,
-                on_host=on_host,
-            )
+            options = MemoryOptions.from_group(group)
+            states = [self.state[p] for p in params]
+            fused_write = None
+            if on_host and vectorized and fusable(options):
+                fused_write = self._fused_write(group, params, grads)
+            if fused_write is not None:
+                directions = fused_memory_step(
+                    states,
+                    positions,
+                    grads,
+                    lambda: _offered(grads, params, l2_before, vectorized),
+                    options,
+                    group_index=group_index,
+                    fused_write=fused_write,
+                )
+                if directions is None:  # the fused pass has updated the parameters
+                    continue
+            else:
+                directions = memory_directions(
+                    states,
+                    positions,
+                    grads,
+                    _offered(grads, params, l2_before, vectorized),
+                    options,
+                    group_index=group_index,
+                    vectorized=vectorized,
+                    on_host=on_host,
+                )
             l2 = weight_decay if mode == "after_aggregate" else 0.0
             self._update(group, params, directions, l2, decoupled)
         return loss
+
+    def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
+        """A one-pass update for a step in which every tensor is admitted, or None (the default: no fused
+        path; the memory and `_update` run separately)."""
+        return None
 
     def critical_stats(self) -> dict[str, float]:
         """Memory statistics over all parameters (admission rate, slot age, stored norms).
@@ -248,3 +272,12 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
             stats["mean_buffer_age"] = float(all_ages.mean())
             stats["max_buffer_age"] = float(all_ages.max())
         return stats
+
+
+def _offered(grads: list[Tensor], params: list[Tensor], l2_before: float, vectorized: bool) -> list[Tensor]:
+    """What the memory stores and aggregates: the gradients, with L2 decay added when placed before it."""
+    if l2_before == 0:
+        return grads
+    if vectorized:
+        return list(torch._foreach_add(grads, params, alpha=l2_before))
+    return [g.add(p, alpha=l2_before) for g, p in zip(grads, params)]

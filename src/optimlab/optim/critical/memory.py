@@ -23,13 +23,21 @@ the device and the slot writes are masked (`CriticalBuffer.write_slot_masked`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from optimlab.optim.critical.aggregate import aggregate, aggregate_foreach, resolve_aggr, selection
+from optimlab.optim.critical.aggregate import (
+    LINEAR,
+    aggregate,
+    aggregate_foreach,
+    linear_weights,
+    resolve_aggr,
+    selection,
+)
 from optimlab.optim.critical.buffer import CriticalBuffer
 from optimlab.optim.critical.priority import priority_keys, resolve_synced
 from optimlab.optim.critical.sampling import decide, resolve_sampling
@@ -112,6 +120,67 @@ def memory_directions(
         _offer(buffers, offered, keys(), positions, options, group_index, vectorized, on_host)
         directions = _directions(buffers, grads, offered, was_empty, options, vectorized, on_host)
     _finish(buffers, options, vectorized)
+    return directions
+
+
+#: Called by `fused_memory_step` when every tensor or none is admitted, with each tensor's running sum,
+#: the slot its gradient goes to (an empty list when none is admitted) and its aggregator weights
+#: ``(w_d, w_S)``: it must apply the whole update and write the offered gradients into the slots,
+#: keeping the sums in step (``S += d - slot; slot = d``).
+FusedWrite = Callable[[list[Tensor], list[Tensor], list[tuple[float, float]]], None]
+
+
+def fusable(options: MemoryOptions) -> bool:
+    """Whether a step with these options can run through `fused_memory_step`."""
+    return (
+        options.aggr in LINEAR
+        and options.update == "aggregate"
+        and options.offer == "after_aggregate"
+        and options.sampling in ("KotH", "random", "proportional")  # decisions that never read the tensors
+    )
+
+
+def fused_memory_step(
+    states: list[dict[str, Any]],
+    positions: list[int],
+    grads: list[Tensor],
+    offered: Callable[[], list[Tensor]],
+    options: MemoryOptions,
+    *,
+    group_index: int,
+    fused_write: FusedWrite,
+) -> list[Tensor] | None:
+    """`memory_directions` for a fused optimizer on the host (CPU), where the decisions come first.
+
+    If every tensor is admitted, or none, `fused_write` does the aggregate, the update and the slot
+    writes in one pass and None is returned; otherwise (some admitted, some not) the directions are returned for the base optimizer and
+    the admitted gradients are written here, as `memory_directions` does. `offered()` gives the tensors
+    to store (only called then: the fused pass forms them itself). Requires `fusable(options)`.
+    """
+    buffers = [CriticalBuffer.initialise(s, g, options.capacity, options.diagnostics) for s, g in zip(states, grads)]
+    filled = [b.filled for b in buffers]
+    keys = priority_keys(
+        grads, [b.offers for b in buffers], priority=options.priority, synced=options.synced, vectorized=True
+    )
+    # The admitted policies never read the offered tensors, so the raw gradients stand in for them.
+    writes, _ = _decisions(buffers, grads, keys, positions, options, group_index, vectorized=True, on_host=True)
+    directions = None
+    if len(writes) in (0, len(buffers)):
+        slot_of = dict(writes)
+        fused_write(
+            [b.total for b in buffers],
+            [b.slots[slot_of[i]] for i, b in enumerate(buffers)] if writes else [],
+            [linear_weights(options.aggr, options.kappa, n) for n in filled],
+        )
+        _record_admissions(buffers, writes, keys)
+    else:
+        stored = offered()
+        was_empty = [n == 0 for n in filled]
+        directions = _directions(buffers, grads, stored, was_empty, options, vectorized=True, on_host=True)
+        _write_slots_foreach(buffers, writes, stored, keys)
+    for buffer in buffers:
+        buffer.count_offer()
+    _finish(buffers, options, vectorized=True)
     return directions
 
 
@@ -246,6 +315,11 @@ def _write_slots_foreach(
     # Overwrite the slot right after reading it (still in cache), then finish the sum: (S - old) + d.
     torch._foreach_copy_([buffers[i].slots[s] for i, s in writes], [offered[i] for i, _ in writes])
     torch._foreach_add_([buffers[i].total for i, _ in writes], [offered[i] for i, _ in writes])
+    _record_admissions(buffers, writes, keys)
+
+
+def _record_admissions(buffers: list[CriticalBuffer], writes: list[tuple[int, int]], keys: list[Tensor]) -> None:
+    """The bookkeeping of the slot writes: each new slot's priority, and the diagnostics."""
     for i, s in writes:
         buffer = buffers[i]
         buffer.priority[s] = keys[i]

@@ -22,6 +22,9 @@ from torch import Tensor
 from torch.optim.sgd import sgd
 
 from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults
+from optimlab.optim.critical.buffer import priority_dtype
+from optimlab.optim.critical.fused_sgd import SCALARS, run_sgd_c_step
+from optimlab.optim.critical.memory import FusedWrite
 
 
 class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
@@ -113,6 +116,45 @@ class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
         if momentum != 0:
             for p, buffer in zip(params, buffers):
                 self.state[p]["momentum_buffer"] = buffer
+
+
+    def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
+        """With ``fused=True`` on CPU, admitted steps run as one compiled pass (`fused_sgd.py`)."""
+        if not group["fused"] or len({(p.dtype, p.device) for p in params + grads}) != 1:
+            return None
+        momentum = group["momentum"]
+        buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
+        if any(b is None for b in buffers):  # torch's first momentum step creates them
+            return None
+        lr, weight_decay, mode = group["lr"], group["weight_decay"], group["weight_decay_mode"]
+        values = {
+            "lr": lr,
+            "l2_before": weight_decay if mode == "before_buffer" else 0.0,
+            "l2_after": weight_decay if mode == "after_aggregate" else 0.0,
+            "shrink": 1 - lr * weight_decay if mode == "decoupled" else 1.0,
+            "momentum": momentum,
+            "one_minus_dampening": 1 - group["dampening"],
+        }
+        dtype = priority_dtype(params[0])  # float32 arithmetic for half / bfloat16 parameters
+        scalars = torch.tensor([float(values[name]) for name in SCALARS], dtype=dtype)
+
+        def write(totals: list[Tensor], slots: list[Tensor], weights: list[tuple[float, float]]) -> None:
+            run_sgd_c_step(
+                params,
+                grads,
+                totals,
+                slots,
+                buffers,
+                scalars,
+                torch.tensor(weights, dtype=dtype).T.contiguous(),
+                l2_before=values["l2_before"] != 0,
+                l2_after=values["l2_after"] != 0,
+                decoupled=mode == "decoupled" and weight_decay != 0,
+                momentum=momentum != 0,
+                nesterov=group["nesterov"],
+            )
+
+        return write
 
 
 def _shrink(params: list[Tensor], amount: Any, vectorized: bool) -> None:
