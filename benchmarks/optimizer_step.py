@@ -10,8 +10,9 @@ offered gradient beats the decayed minimum, so *every* step writes a slot ("alwa
 and also the usual case in training, where with decay=0.7 almost every gradient is admitted); with
 ``decay = 1`` a constant gradient never beats the (equal) minimum once the memory is full ("never").
 
-On CPU, SGD_C is also timed with ``fused=True`` (the memory write and the SGD update as one compiled
-pass, `optimlab/optim/critical/fused_sgd.py`), against the same foreach torch SGD.
+On CPU, SGD_C, Adam_C and AdamW_C are also timed with ``fused=True`` (the memory write and the base
+update as one compiled pass, `optimlab/optim/critical/fused.py`) against the same foreach base, and torch's
+own fused CPU kernel against its foreach one for comparison.
 
 Also prints the optimizer-state memory as a multiple of the parameters' size. Ends with a line
 ``RESULT name=value ...``.
@@ -31,6 +32,7 @@ import torch
 from optimlab.optim import build_optimizer
 
 BASES = {"sgd_c": "sgd", "adam_c": "adam", "adamw_c": "adamw", "rmsprop_c": "rmsprop"}
+FUSED = ("sgd_c", "adam_c", "adamw_c")  # the optimizers with a fused=True CPU step
 LR = {"sgd": 1e-3, "adam": 1e-4, "adamw": 1e-4, "rmsprop": 1e-5}
 
 
@@ -151,8 +153,10 @@ def main() -> None:
                 kwargs = {"lr": LR[base], "topC": top_c, "decay": decay}
                 label = f"{name} topC={top_c} admit={admission}"
                 configs.append(Config(label, name, {**kwargs, **base_impl}, base=f"torch {base}"))
-                if name == "sgd_c" and device == "cpu":  # the compiled one-pass step (fused_sgd.py)
+                if name in FUSED and device == "cpu":  # the compiled one-pass step (fused.py)
                     configs.append(Config(f"{label} fused", name, {**kwargs, "fused": True}, base=f"torch {base}"))
+        if name in FUSED and device == "cpu":  # torch's own fused CPU kernel, for comparison
+            configs.append(Config(f"torch {base} fused", base, {"lr": LR[base], "fused": True}, base=f"torch {base}"))
 
     statistic = statistics.median if args.stat == "median" else min
     times: dict[str, list[float]] = {c.label: [] for c in configs}
@@ -189,7 +193,7 @@ def main() -> None:
             key = f"{name}_over_{base}" if top_c == 10 else f"{name}_top{top_c}_over_{base}"
             results[key] = statistics.median(ratios[label])
             if f"{label} fused" in ratios:
-                results[key.replace("sgd_c", "sgd_c_fused", 1)] = statistics.median(ratios[f"{label} fused"])
+                results[key.replace(name, f"{name}_fused", 1)] = statistics.median(ratios[f"{label} fused"])
     print("RESULT " + " ".join(f"{k}={v:.2f}" for k, v in results.items()))
 
 

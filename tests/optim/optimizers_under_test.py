@@ -121,6 +121,10 @@ CRITICAL = [
                        problem_kwargs={"rosenbrock": {"lr": 5e-4}}),
     OptimizerUnderTest("adam_c", {"lr": 0.01}, bad_kwargs=_C_BAD + [{"betas": (0.9, 1.0)}, {"eps": -1.0}],
                        problem_kwargs={"rosenbrock": {"lr": 0.1}}),
+    OptimizerUnderTest("adam_c", {"lr": 0.01, "weight_decay": 1e-4, "fused": True}, "fused",
+                       problem_kwargs={"rosenbrock": {"lr": 0.1}},
+                       skips={"test_foreach_matches_forloop_float64": "fused=True excludes foreach; "
+                              "test_critical.py compares the fused step with the eager one"}),
     OptimizerUnderTest("adam_c", {"lr": 0.01, "amsgrad": True, "weight_decay": 1e-4, "synced": False}, "amsgrad",
                        problem_kwargs={"rosenbrock": {"lr": 0.05}}),
     OptimizerUnderTest("adam_c", {"lr": 0.05, "aggr": "min", "sampling": "proportional", "kappa": 0.5},

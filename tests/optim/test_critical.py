@@ -203,6 +203,7 @@ def test_fused_kappa_zero_is_torch_fused() -> None:
         ("sgd_c", {"lr": 0.05, "momentum": 0.9, "diagnostics": True, "topC": 3}),
         ("sgd_c", {"lr": 0.05, "sampling": "random", "critical_test": False, "synced": False, "seed": 7}),
         ("sgd_c", {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01, "topC": 4, "fused": True}),
+        ("adamw_c", {"lr": 0.01, "amsgrad": True, "topC": 4, "fused": True}),
         ("adam_c", {"lr": 0.01, "sampling": "proportional", "aggr": "median", "topC": 4}),
         ("adam_c", {"lr": 0.01, "sampling": "cos_diversity", "synced": False, "refresh_every": 3}),
         ("adamw_c", {"lr": 0.01, "sampling": "mean_diversity", "amsgrad": True}),
@@ -376,33 +377,36 @@ def test_copy_and_deepcopy_keep_working() -> None:
 
 
 class _CountFusedSteps:
-    """Wraps `run_sgd_c_step` to count how many steps took the fused path."""
+    """Wraps `run_fused` where the optimizer classes call it, to count the steps that took the fused path."""
 
     def __init__(self, monkeypatch) -> None:
+        import optimlab.optim.critical.adam_c as adam_c_module
         import optimlab.optim.critical.sgd_c as sgd_c_module
 
         self.calls = 0
-        original = sgd_c_module.run_sgd_c_step
+        original = sgd_c_module.run_fused
 
         def counted(*args, **kwargs):
             self.calls += 1
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(sgd_c_module, "run_sgd_c_step", counted)
+        for module in (sgd_c_module, adam_c_module):
+            monkeypatch.setattr(module, "run_fused", counted)
 
 
 _FUSABLE = ("sgd_c defaults", "sgd_c momentum wd", "sgd_c nesterov per-tensor", "sgd_c global_l2 mid",
             "sgd_c mean kappa", "sgd_c topC=1 decay=1", "sgd_c wd after_aggregate", "sgd_c wd decoupled",
-            "sgd_c recency (FIFO)", "sgd_c inverse_norm (bottom-C)")
+            "sgd_c recency (FIFO)", "sgd_c inverse_norm (bottom-C)", "adam_c defaults", "adam_c amsgrad wd",
+            "adam_c wd before_buffer", "adamw_c")
 
 
-@pytest.mark.parametrize("case", [case for case in CASES if CASES[case][0] is SGD_C])
-def test_fused_sgd_c_matches_the_original_step_for_step(case: str, monkeypatch) -> None:
+@pytest.mark.parametrize("case", [case for case in CASES if CASES[case][0] in (SGD_C, Adam_C, AdamW_C)])
+def test_fused_matches_the_original_step_for_step(case: str, monkeypatch) -> None:
     """fused=True against the literal reference, float64; the fusable cases must really take the fused path."""
-    _, ref_cls, base_kwargs, memory_kwargs = CASES[case]
+    cls, ref_cls, base_kwargs, memory_kwargs = CASES[case]
     fused_steps = _CountFusedSteps(monkeypatch)
     ours_params, ref_params = _params(), _params()
-    ours = SGD_C(ours_params, **base_kwargs, **memory_kwargs, critical_test=False, fused=True, refresh_every=7)
+    ours = cls(ours_params, **base_kwargs, **memory_kwargs, critical_test=False, fused=True, refresh_every=7)
     reference = ref_cls(ref_params, **base_kwargs, **memory_kwargs)
     for step, grads in enumerate(_stream(20)):
         _feed(ours_params, grads)
@@ -419,13 +423,20 @@ def test_fused_sgd_c_matches_the_original_step_for_step(case: str, monkeypatch) 
         assert fused_steps.calls == 0
 
 
-def test_fused_sgd_c_equals_the_eager_step_float32() -> None:
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (SGD_C, {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "topC": 4, "decay": 0.9}),
+        (Adam_C, {"lr": 1e-2, "amsgrad": True, "weight_decay": 1e-3, "topC": 4, "decay": 0.9}),
+        (AdamW_C, {"lr": 1e-2, "topC": 4}),
+    ],
+)
+def test_fused_equals_the_eager_step_float32(cls, kwargs) -> None:
     """On a real model in float32 the fused pass and the eager ops differ by rounding only."""
     torch.manual_seed(0)
     models = [torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3)) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
-    kwargs = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "topC": 4, "decay": 0.9}
-    optimizers = [SGD_C(models[0].parameters(), **kwargs, fused=True), SGD_C(models[1].parameters(), **kwargs)]
+    optimizers = [cls(models[0].parameters(), **kwargs, fused=True), cls(models[1].parameters(), **kwargs)]
     x, y = torch.randn(64, 20), torch.randint(0, 3, (64,))
     for _ in range(30):
         for model, optimizer in zip(models, optimizers):
@@ -438,13 +449,13 @@ def test_fused_sgd_c_equals_the_eager_step_float32() -> None:
 
 def test_fused_sgd_c_runs_eagerly_when_compilation_fails(monkeypatch) -> None:
     """No C++ toolchain (or any compile failure): one warning, then the same step computed eagerly."""
-    import optimlab.optim.critical.fused_sgd as fused_sgd
+    import optimlab.optim.critical.fused as fused_module
 
     def broken(*args, **kwargs):
         raise torch._dynamo.exc.TorchDynamoException("no working C++ compiler")
 
-    monkeypatch.setattr(fused_sgd, "_compiled", broken)
-    monkeypatch.setattr(fused_sgd, "_failed", False)
+    monkeypatch.setattr(fused_module, "_compiled", {fused_module.sgd_c_step: broken})
+    monkeypatch.setattr(fused_module, "_failed", False)
     params_fused, params_eager = _params(), _params()
     fused = SGD_C(params_fused, lr=0.05, momentum=0.5, fused=True)
     eager = SGD_C(params_eager, lr=0.05, momentum=0.5)
@@ -454,6 +465,6 @@ def test_fused_sgd_c_runs_eagerly_when_compilation_fails(monkeypatch) -> None:
             _feed(params_eager, grads)
             fused.step()
             eager.step()
-    assert fused_sgd._failed
+    assert fused_module._failed
     for a, b in zip(params_fused, params_eager):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

@@ -5,8 +5,8 @@ docs/critical_gradients.md for usage, every option and the differences from the 
 
 Files: `buffer.py` (the per-parameter memory), `priority.py` (what gradients are ranked by),
 `sampling.py` (admission policies), `aggregate.py` (memory + gradient -> direction), `memory.py`
-(one memory step for a param group, loop and vectorized), `base.py` (shared class), and one file per
-base optimizer.
+(one memory step for a param group, loop and vectorized), `fused.py` (the compiled one-pass steps of
+``fused=True``), `base.py` (shared class), and one file per base optimizer.
 """
 
 from optimlab.optim.critical.adam_c import Adam_C, AdamW_C

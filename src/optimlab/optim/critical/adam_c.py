@@ -22,6 +22,9 @@ from torch.optim.adam import adam
 from torch.optim.optimizer import _get_scalar_dtype
 
 from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults
+from optimlab.optim.critical.buffer import priority_dtype
+from optimlab.optim.critical.fused import ADAM_SCALARS, adam_c_step, on_cpu_in_one_dtype, run_fused
+from optimlab.optim.critical.memory import FusedWrite
 
 
 class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
@@ -90,24 +93,7 @@ class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
     def _update(
         self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor], l2: float, decoupled: float
     ) -> None:
-        fused = bool(group["fused"])
-        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], []
-        for p in params:
-            state = self.state[p]
-            if "step" not in state:  # lazily, exactly as torch.optim.Adam
-                if fused:
-                    state["step"] = torch.zeros((), dtype=_get_scalar_dtype(is_fused=True), device=p.device)
-                else:
-                    state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if group["amsgrad"] and "max_exp_avg_sq" not in state:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            if group["amsgrad"]:
-                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
-            steps.append(state["step"])
+        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = self._moments(group, params)
         beta1, beta2 = group["betas"]
         adam(
             params,
@@ -127,6 +113,76 @@ class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             eps=group["eps"],
             maximize=False,
         )
+
+
+    def _moments(
+        self, group: dict[str, Any], params: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """torch Adam's state for `params` (created lazily, exactly as torch.optim.Adam does): the first and
+        second moments, the AMSGrad maxima (empty without amsgrad) and the step counters."""
+        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], []
+        for p in params:
+            state = self.state[p]
+            if "step" not in state:
+                if group["fused"]:
+                    state["step"] = torch.zeros((), dtype=_get_scalar_dtype(is_fused=True), device=p.device)
+                else:
+                    state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["amsgrad"] and "max_exp_avg_sq" not in state:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            if group["amsgrad"]:
+                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+            steps.append(state["step"])
+        return exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps
+
+    def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
+        """With ``fused=True`` on CPU, a step that admits every tensor or none is one compiled pass (`fused.py`)."""
+        if not group["fused"] or not on_cpu_in_one_dtype(params + grads):
+            return None
+        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = self._moments(group, params)
+        lr, weight_decay, mode = group["lr"], group["weight_decay"], group["weight_decay_mode"]
+        beta1, beta2 = group["betas"]
+        values = {
+            "l2_before": weight_decay if mode == "before_buffer" else 0.0,
+            "l2_after": weight_decay if mode == "after_aggregate" else 0.0,
+            "shrink": 1 - lr * weight_decay if mode == "decoupled" else 1.0,
+            "one_minus_beta1": 1 - beta1,
+            "beta2": beta2,
+            "one_minus_beta2": 1 - beta2,
+            "eps": group["eps"],
+        }
+        dtype = priority_dtype(params[0])  # float32 arithmetic for half / bfloat16 parameters
+        scalars = torch.tensor([float(values[name]) for name in ADAM_SCALARS], dtype=dtype)
+
+        def write(totals: list[Tensor], slots: list[Tensor], weights: list[tuple[float, float]]) -> None:
+            torch._foreach_add_(steps, 1)
+            counts = [float(step) for step in steps]
+            # Bias corrections in Python floats, as torch's (non-capturable) Adam computes them.
+            per_tensor = [
+                (w_d, w_s, lr / (1 - beta1**n), (1 - beta2**n) ** 0.5) for (w_d, w_s), n in zip(weights, counts)
+            ]
+            run_fused(
+                adam_c_step,
+                params,
+                grads,
+                totals,
+                slots,
+                exp_avgs,
+                exp_avg_sqs,
+                max_exp_avg_sqs,
+                scalars,
+                torch.tensor(per_tensor, dtype=dtype).T.contiguous(),
+                l2_before=values["l2_before"] != 0,
+                l2_after=values["l2_after"] != 0,
+                decoupled=mode == "decoupled" and weight_decay != 0,
+                amsgrad=group["amsgrad"],
+            )
+
+        return write
 
 
 class AdamW_C(Adam_C):  # noqa: N801 -- CGOptimizer's class name

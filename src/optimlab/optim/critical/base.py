@@ -4,6 +4,8 @@ The class validates the memory's hyperparameters, runs the memory (`memory.py`) 
 gradients and hands the aggregated directions to the subclass's `_update`, which calls torch's own
 functional optimizer (`torch.optim.sgd.sgd`, `adam.adam`, `rmsprop.rmsprop`). So the base math is
 torch's, and ``kappa=0`` (which skips the memory entirely) is bit-identical to the torch.optim optimizer.
+With ``fused=True`` on CPU, a subclass's `_fused_write` may instead do the aggregate, its update and the
+memory writes in one compiled pass (`fused.py`).
 
 Weight decay placement, ``weight_decay_mode``:
 
@@ -238,8 +240,8 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
         return loss
 
     def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
-        """A one-pass update for a step in which every tensor is admitted, or None (the default: no fused
-        path; the memory and `_update` run separately)."""
+        """A one-pass update for a step in which every tensor or none is admitted (see `FusedWrite`), or
+        None: the memory and `_update` run separately (the default; SGD_C and Adam_C fuse with ``fused=True``)."""
         return None
 
     def critical_stats(self) -> dict[str, float]:

@@ -19,6 +19,10 @@ Two implementations, tested equal in float64: a plain loop over tensors and a ve
 tensor on the host per parameter: on CPU the group's admission flags are read once (a host read
 costs nothing there, and it lets a rejected gradient skip its writes); on an accelerator they stay on
 the device and the slot writes are masked (`CriticalBuffer.write_slot_masked`).
+
+`fused_memory_step` is the host-side variant for ``fused=True``: it decides first, and when every tensor
+(or none) is admitted it hands the aggregate, the base update and the slot writes to one compiled pass
+(`fused.py`).
 """
 
 from __future__ import annotations

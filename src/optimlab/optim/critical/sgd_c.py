@@ -23,7 +23,7 @@ from torch.optim.sgd import sgd
 
 from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults
 from optimlab.optim.critical.buffer import priority_dtype
-from optimlab.optim.critical.fused_sgd import SCALARS, run_sgd_c_step
+from optimlab.optim.critical.fused import SGD_SCALARS, on_cpu_in_one_dtype, run_fused, sgd_c_step
 from optimlab.optim.critical.memory import FusedWrite
 
 
@@ -119,8 +119,8 @@ class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
 
 
     def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
-        """With ``fused=True`` on CPU, admitted steps run as one compiled pass (`fused_sgd.py`)."""
-        if not group["fused"] or len({(p.dtype, p.device) for p in params + grads}) != 1:
+        """With ``fused=True`` on CPU, a step that admits every tensor or none is one compiled pass (`fused.py`)."""
+        if not group["fused"] or not on_cpu_in_one_dtype(params + grads):
             return None
         momentum = group["momentum"]
         buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
@@ -136,10 +136,11 @@ class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             "one_minus_dampening": 1 - group["dampening"],
         }
         dtype = priority_dtype(params[0])  # float32 arithmetic for half / bfloat16 parameters
-        scalars = torch.tensor([float(values[name]) for name in SCALARS], dtype=dtype)
+        scalars = torch.tensor([float(values[name]) for name in SGD_SCALARS], dtype=dtype)
 
         def write(totals: list[Tensor], slots: list[Tensor], weights: list[tuple[float, float]]) -> None:
-            run_sgd_c_step(
+            run_fused(
+                sgd_c_step,
                 params,
                 grads,
                 totals,
