@@ -45,8 +45,13 @@ def wait_for_step(process: subprocess.Popen, run_dir: Path, step: int) -> None:
         time.sleep(0.01)
 
 
-def test_sigkill_at_arbitrary_steps_then_resume_is_bit_identical(tmp_path, plugin_env):
-    steps = ["train.steps=60", "task.delay=0.01"]
+# Adam, and a critical-gradient optimizer whose memory (slots, priorities, running sum) must resume too.
+OPTIMIZERS = {"adam": [], "sgd_c": ["optim=sgd_c", "optim.momentum=0.9", "optim.topC=3", "optim.decay=0.9"]}
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_sigkill_at_arbitrary_steps_then_resume_is_bit_identical(tmp_path, plugin_env, optimizer):
+    steps = ["train.steps=60", "task.delay=0.01", *OPTIMIZERS[optimizer]]
     reference = start(tmp_path / "reference", plugin_env, *steps)
     assert reference.wait(timeout=120) == 0, reference.communicate()
 
