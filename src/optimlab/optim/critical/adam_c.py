@@ -114,7 +114,6 @@ class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             maximize=False,
         )
 
-
     def _moments(
         self, group: dict[str, Any], params: list[Tensor]
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:

@@ -157,11 +157,14 @@ def fused_memory_step(
     """`memory_directions` for a fused optimizer on the host (CPU), where the decisions come first.
 
     If every tensor is admitted, or none, `fused_write` does the aggregate, the update and the slot
-    writes in one pass and None is returned; otherwise (some admitted, some not) the directions are returned for the base optimizer and
-    the admitted gradients are written here, as `memory_directions` does. `offered()` gives the tensors
-    to store (only called then: the fused pass forms them itself). Requires `fusable(options)`.
+    writes in one pass and None is returned. Otherwise (some admitted, some not) the directions are
+    returned for the base optimizer and the admitted gradients are written here, as `memory_directions`
+    does; `offered()` gives the tensors to store (only called then: the fused pass forms them itself).
+    Requires `fusable(options)`.
     """
-    buffers = [CriticalBuffer.initialise(s, g, options.capacity, options.diagnostics) for s, g in zip(states, grads)]
+    buffers = [
+        CriticalBuffer.initialise(state, g, options.capacity, options.diagnostics) for state, g in zip(states, grads)
+    ]
     filled = [b.filled for b in buffers]
     keys = priority_keys(
         grads, [b.offers for b in buffers], priority=options.priority, synced=options.synced, vectorized=True

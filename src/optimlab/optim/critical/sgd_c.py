@@ -117,7 +117,6 @@ class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             for p, buffer in zip(params, buffers):
                 self.state[p]["momentum_buffer"] = buffer
 
-
     def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
         """With ``fused=True`` on CPU, a step that admits every tensor or none is one compiled pass (`fused.py`)."""
         if not group["fused"] or not on_cpu_in_one_dtype(params + grads):
