@@ -51,6 +51,18 @@ def _memory_matches(optimizer, reference, params) -> None:
         torch.testing.assert_close(state[SUM], sum(item[1] for item in items), rtol=1e-10, atol=1e-12)
 
 
+def _step_alongside_the_reference(ours, ours_params, reference, ref_params, steps: int = 20) -> None:
+    """Both optimizers take the same gradients; parameters and memory must agree after every step."""
+    for step, grads in enumerate(_stream(steps)):
+        _feed(ours_params, grads)
+        _feed(ref_params, grads)
+        ours.step()
+        reference.step()
+        for a, b in zip(ours_params, ref_params):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"parameters differ at step {step}")
+        _memory_matches(ours, reference, ours_params)
+
+
 # (our class, reference class, shared kwargs, memory kwargs) -----------------------------------------
 CASES = {
     "sgd_c defaults": (SGD_C, ReferenceSGD_C, {"lr": 0.05}, {}),
@@ -116,14 +128,7 @@ def test_matches_the_original_step_for_step(case: str, path: str) -> None:
     ours = cls(ours_params, **base_kwargs, **memory_kwargs, critical_test=False, foreach=foreach, refresh_every=7)
     ours.decisions_on_host = on_host
     reference = ref_cls(ref_params, **base_kwargs, **memory_kwargs)
-    for step, grads in enumerate(_stream(20)):
-        _feed(ours_params, grads)
-        _feed(ref_params, grads)
-        ours.step()
-        reference.step()
-        for a, b in zip(ours_params, ref_params):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"parameters differ at step {step}")
-        _memory_matches(ours, reference, ours_params)
+    _step_alongside_the_reference(ours, ours_params, reference, ref_params)
 
 
 @pytest.mark.parametrize("critical_test", [True, False])
@@ -408,14 +413,7 @@ def test_fused_matches_the_original_step_for_step(case: str, monkeypatch) -> Non
     ours_params, ref_params = _params(), _params()
     ours = cls(ours_params, **base_kwargs, **memory_kwargs, critical_test=False, fused=True, refresh_every=7)
     reference = ref_cls(ref_params, **base_kwargs, **memory_kwargs)
-    for step, grads in enumerate(_stream(20)):
-        _feed(ours_params, grads)
-        _feed(ref_params, grads)
-        ours.step()
-        reference.step()
-        for a, b in zip(ours_params, ref_params):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"parameters differ at step {step}")
-        _memory_matches(ours, reference, ours_params)
+    _step_alongside_the_reference(ours, ours_params, reference, ref_params)
     if case in _FUSABLE:
         # At least every filling step (all tensors admitted) but a first momentum step (torch creates the buffers).
         assert fused_steps.calls >= max(1, memory_kwargs.get("topC", 10) - 1)

@@ -21,9 +21,9 @@ from torch import Tensor
 from torch.optim.adam import adam
 from torch.optim.optimizer import _get_scalar_dtype
 
-from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults
+from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults, split_weight_decay
 from optimlab.optim.critical.buffer import priority_dtype
-from optimlab.optim.critical.fused import ADAM_SCALARS, adam_c_step, on_cpu_in_one_dtype, run_fused
+from optimlab.optim.critical.fused import ADAM_SCALARS, adam_c_step, run_fused
 from optimlab.optim.critical.memory import FusedWrite
 
 
@@ -140,15 +140,14 @@ class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
 
     def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
         """With ``fused=True`` on CPU, a step that admits every tensor or none is one compiled pass (`fused.py`)."""
-        if not group["fused"] or not on_cpu_in_one_dtype(params + grads):
-            return None
         exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = self._moments(group, params)
-        lr, weight_decay, mode = group["lr"], group["weight_decay"], group["weight_decay_mode"]
+        lr = group["lr"]
+        l2_before, l2_after, decoupled = split_weight_decay(group)
         beta1, beta2 = group["betas"]
         values = {
-            "l2_before": weight_decay if mode == "before_buffer" else 0.0,
-            "l2_after": weight_decay if mode == "after_aggregate" else 0.0,
-            "shrink": 1 - lr * weight_decay if mode == "decoupled" else 1.0,
+            "l2_before": l2_before,
+            "l2_after": l2_after,
+            "shrink": 1 - lr * decoupled,
             "one_minus_beta1": 1 - beta1,
             "beta2": beta2,
             "one_minus_beta2": 1 - beta2,
@@ -175,9 +174,9 @@ class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
                 max_exp_avg_sqs,
                 scalars,
                 torch.tensor(per_tensor, dtype=dtype).T.contiguous(),
-                l2_before=values["l2_before"] != 0,
-                l2_after=values["l2_after"] != 0,
-                decoupled=mode == "decoupled" and weight_decay != 0,
+                l2_before=l2_before != 0,
+                l2_after=l2_after != 0,
+                decoupled=decoupled != 0,
                 amsgrad=group["amsgrad"],
             )
 

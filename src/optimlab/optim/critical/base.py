@@ -197,20 +197,18 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 if torch.is_complex(p):
                     raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
-            weight_decay, mode = group["weight_decay"], group["weight_decay_mode"]
-            decoupled = weight_decay if mode == "decoupled" else 0.0
+            l2_before, l2_after, decoupled = split_weight_decay(group)
             if group["kappa"] == 0:  # no memory at all: exactly the base optimizer
-                self._update(group, params, grads, weight_decay - decoupled, decoupled)
+                self._update(group, params, grads, l2_before + l2_after, decoupled)
                 continue
             vectorized = group["foreach"] is not False
-            l2_before = weight_decay if mode == "before_buffer" else 0.0
             on_host = self.decisions_on_host
             if on_host is None:
                 on_host = all(p.device.type == "cpu" for p in params)
             options = MemoryOptions.from_group(group)
             states = [self.state[p] for p in params]
             fused_write = None
-            if on_host and vectorized and fusable(options):
+            if group.get("fused") and on_host and vectorized and fusable(options) and _one_cpu_dtype(params + grads):
                 fused_write = self._fused_write(group, params, grads)
             if fused_write is not None:
                 directions = fused_memory_step(
@@ -235,13 +233,13 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
                     vectorized=vectorized,
                     on_host=on_host,
                 )
-            l2 = weight_decay if mode == "after_aggregate" else 0.0
-            self._update(group, params, directions, l2, decoupled)
+            self._update(group, params, directions, l2_after, decoupled)
         return loss
 
     def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
         """A one-pass update for a step in which every tensor or none is admitted (see `FusedWrite`), or
-        None: the memory and `_update` run separately (the default; SGD_C and Adam_C fuse with ``fused=True``)."""
+        None: the memory and `_update` run separately (the default). Asked only with ``fused=True``, for a
+        fusable step on CPU tensors of one dtype (SGD_C and Adam_C implement it)."""
         return None
 
     def critical_stats(self) -> dict[str, float]:
@@ -274,6 +272,17 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
             stats["mean_buffer_age"] = float(all_ages.mean())
             stats["max_buffer_age"] = float(all_ages.max())
         return stats
+
+
+def split_weight_decay(group: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The group's weight decay as (L2 before the memory, L2 after the aggregate, decoupled): one is nonzero."""
+    weight_decay, mode = group["weight_decay"], group["weight_decay_mode"]
+    return tuple(weight_decay if mode == m else 0.0 for m in WEIGHT_DECAY_MODES)
+
+
+def _one_cpu_dtype(tensors: list[Tensor]) -> bool:
+    """Whether the fused kernels apply: every tensor on the CPU, all in one dtype."""
+    return all(t.device.type == "cpu" for t in tensors) and len({t.dtype for t in tensors}) == 1
 
 
 def _offered(grads: list[Tensor], params: list[Tensor], l2_before: float, vectorized: bool) -> list[Tensor]:

@@ -36,11 +36,6 @@ SGD_SCALARS = ("lr", "l2_before", "l2_after", "shrink", "momentum", "one_minus_d
 ADAM_SCALARS = ("l2_before", "l2_after", "shrink", "one_minus_beta1", "beta2", "one_minus_beta2", "eps")
 
 
-def on_cpu_in_one_dtype(tensors: list[Tensor]) -> bool:
-    """Whether the fused kernels apply: every tensor on the CPU, all in one dtype."""
-    return all(t.device.type == "cpu" for t in tensors) and len({t.dtype for t in tensors}) == 1
-
-
 def _direction(p: Tensor, g: Tensor, total: Tensor, w_d: Tensor, w_s: Tensor, l2_before, l2_after):
     """The offered tensor and the aggregated direction (`l2_*` are None when absent)."""
     offered = g if l2_before is None else g + l2_before * p

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from torch.optim.sgd import sgd
 
-from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults
+from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults, split_weight_decay
 from optimlab.optim.critical.buffer import priority_dtype
-from optimlab.optim.critical.fused import SGD_SCALARS, on_cpu_in_one_dtype, run_fused, sgd_c_step
+from optimlab.optim.critical.fused import SGD_SCALARS, run_fused, sgd_c_step
 from optimlab.optim.critical.memory import FusedWrite
 
 
@@ -119,18 +119,17 @@ class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
 
     def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
         """With ``fused=True`` on CPU, a step that admits every tensor or none is one compiled pass (`fused.py`)."""
-        if not group["fused"] or not on_cpu_in_one_dtype(params + grads):
-            return None
         momentum = group["momentum"]
         buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
         if any(b is None for b in buffers):  # torch's first momentum step creates them
             return None
-        lr, weight_decay, mode = group["lr"], group["weight_decay"], group["weight_decay_mode"]
+        lr = group["lr"]
+        l2_before, l2_after, decoupled = split_weight_decay(group)
         values = {
             "lr": lr,
-            "l2_before": weight_decay if mode == "before_buffer" else 0.0,
-            "l2_after": weight_decay if mode == "after_aggregate" else 0.0,
-            "shrink": 1 - lr * weight_decay if mode == "decoupled" else 1.0,
+            "l2_before": l2_before,
+            "l2_after": l2_after,
+            "shrink": 1 - lr * decoupled,
             "momentum": momentum,
             "one_minus_dampening": 1 - group["dampening"],
         }
@@ -147,9 +146,9 @@ class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
                 buffers,
                 scalars,
                 torch.tensor(weights, dtype=dtype).T.contiguous(),
-                l2_before=values["l2_before"] != 0,
-                l2_after=values["l2_after"] != 0,
-                decoupled=mode == "decoupled" and weight_decay != 0,
+                l2_before=l2_before != 0,
+                l2_after=l2_after != 0,
+                decoupled=decoupled != 0,
                 momentum=momentum != 0,
                 nesterov=group["nesterov"],
             )
