@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import inspect
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from optimlab import rundir
 from optimlab.errors import ConfigError, suggest, unknown_name
 
 NAMED_GROUPS = ("task", "optim", "schedule", "hyper")
@@ -377,25 +376,17 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_tree(cfg), sort_keys=False)
 
 
-# Keys that do not change what a run computes; they are left out of its identity.
-_NOT_IDENTITY = ("run_dir", "log", "train.resume", "train.device", "train.log_every", "task.data_dir")
-
-
 def identity(cfg: Config) -> dict:
-    tree = to_tree(cfg)
-    for key in _NOT_IDENTITY:
-        group, _, name = key.partition(".")
-        if name:
-            tree[group].pop(name, None)
-        else:
-            tree.pop(group, None)
-    return tree
+    """The config tree without the keys that do not change what the run computes."""
+    return rundir.identity(to_tree(cfg))
 
 
-def config_hash(cfg: Config) -> str:
-    """A short stable hash of what the run computes: same config, same run directory."""
-    blob = json.dumps(identity(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+def config_hash(cfg: Config, *, with_seed: bool = True) -> str:
+    """A short stable hash of what the run computes: same config, same run directory.
+
+    `with_seed=False` gives the configuration's hash, shared by all seeds of one configuration.
+    """
+    return rundir.identity_hash(to_tree(cfg), with_seed=with_seed)
 
 
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:

@@ -34,7 +34,7 @@ from optimlab.sweep.state import (
     read_sweep_record,
     scan_status,
 )
-from optimlab.train.records import write_json
+from optimlab.rundir import write_json
 
 BACKENDS = ("local", "ray", "slurm")
 

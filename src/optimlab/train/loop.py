@@ -32,7 +32,8 @@ from optimlab.train import records
 from optimlab.train.checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from optimlab.train.distributed import World, all_reduce_sum, init_world, resolve_device
 from optimlab.train.loggers import build_loggers
-from optimlab.train.records import MetricsFile, RunLock, params_sha256, read_json, write_json
+from optimlab.rundir import MetricsFile, RunLock, read_json, write_json
+from optimlab.train.records import params_sha256
 from optimlab.train.sampler import BatchSampler, rank_slice
 from optimlab.train.schedules import build_scheduler
 
