@@ -55,7 +55,7 @@ def _vmapped(model: nn.Module, loss_fn: LossFn, batch: Batch, names: Sequence[st
 
     # Dropout draws an independent mask for every example, as it does in a batched forward.
     grads = vmap(grad(one), in_dims=(None, *([0] * len(batch))), randomness="different")(wrt, *batch)
-    return {name: grads[f"model.{name}"] for name in names}
+    return {name: grads[f"model.{name}"].detach() for name in names}
 
 
 def _looped(model: nn.Module, loss_fn: LossFn, batch: Batch, names: Sequence[str]) -> dict[str, Tensor]:
