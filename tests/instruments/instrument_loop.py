@@ -51,8 +51,9 @@ class Outcome:
 
 
 def train(build_model, build_optimizer, cfg: InstrumentsConfig | None, steps: int = 8, hyper=None,
-          batch_size: int = 12, clip: float | None = None) -> Outcome:
-    """`hyper(optimizer)` builds a hypergradient controller that replaces backward + step (MARTHE)."""
+          batch_size: int = 12, clip: float | None = None, grad_scale: bool = False) -> Outcome:
+    """`hyper(optimizer)` builds a hypergradient controller that replaces backward + step (MARTHE);
+    `grad_scale`: tell the hooks the backward's seed (StepInfo.grad_scale), enabling by-product statistics."""
     torch.manual_seed(0)
     model = build_model()
     optimizer = build_optimizer(model.parameters())
@@ -80,6 +81,8 @@ def train(build_model, build_optimizer, cfg: InstrumentsConfig | None, steps: in
             optimizer.zero_grad(set_to_none=True)
             loss_sum, count = task.loss(task.forward(model, batch), batch)
             (loss_sum / count).backward()
+            if grad_scale:
+                info.grad_scale = 1.0 / count
             if clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
             for hook in hooks:

@@ -56,3 +56,31 @@ def test_stats_are_emitted_once_per_measurement():
     out = train(mlp_dropout, OPTIMIZERS["adam"], instruments_config(names=["step_stats"], every=3), steps=7)
     steps = [stats.get("instr/step_stats/step") for stats in out.stats]
     assert steps == [0.0, None, None, 3.0, None, None, 6.0]
+
+
+def mlp():
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+
+
+def test_grad_stats_by_product_equals_its_recomputation_and_changes_nothing():
+    cfg = instruments_config(names=["grad_stats"], every=2)
+    plain = train(mlp, OPTIMIZERS["adam"], None)
+    recomputed = train(mlp, OPTIMIZERS["adam"], cfg)
+    byproduct = train(mlp, OPTIMIZERS["adam"], cfg, grad_scale=True)
+    assert_same(plain, byproduct)
+    for a, b in zip(recomputed.stats, byproduct.stats):
+        assert a.keys() == b.keys()
+        for key in a:
+            if key.endswith(("byproduct", "cost/seconds", "cost/grad_evals")):
+                continue
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-9), key
+    assert byproduct.stats[0]["instr/grad_stats/byproduct"] == 1.0
+    assert byproduct.stats[0]["instr/grad_stats/cost/grad_evals"] == 0
+    assert recomputed.stats[0]["instr/grad_stats/byproduct"] == 0.0
+
+
+def test_by_product_mode_with_dropout_leaves_the_trajectory_unchanged():
+    plain = train(mlp_dropout, OPTIMIZERS["sgd_c"], None)
+    measured = train(mlp_dropout, OPTIMIZERS["sgd_c"], instruments_config(), grad_scale=True)
+    assert_same(plain, measured)
+    assert measured.stats[0]["instr/grad_stats/byproduct"] == 1.0
