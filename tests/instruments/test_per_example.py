@@ -107,3 +107,12 @@ def test_by_product_recorder_matches_with_a_mean_loss():
         torch.testing.assert_close(ours[name].mean, mean)
         torch.testing.assert_close(ours[name].second_moment, second)
         torch.testing.assert_close(ours[name].variance, variance)
+
+
+@pytest.mark.parametrize("kernel,dilation,padding,stride", [((3, 3), (1, 1), (1, 1), (1, 1)), ((2, 3), (2, 1), (0, 2), (2, 3))])
+def test_strided_unfold_equals_torch_unfold(kernel, dilation, padding, stride):
+    from optimlab.instruments.layers import unfold
+
+    x = torch.randn(3, 2, 9, 11)
+    expected = nn.functional.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+    assert torch.equal(unfold(x, kernel, dilation, padding, stride), expected)
