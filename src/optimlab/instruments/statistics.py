@@ -8,6 +8,7 @@ over a set of D coordinates (one layer, or all):
     snr   = (1/D) sum_j log(s_j + 1e-10) - log(v_j + 1e-10)     mean log(E[d^2] / Var)
     gnorm = (1/D) sum_j s_j                                     mean second moment (E||d||^2 / D)
     bias  = (1/D) sum_j |m_j - m_sgd_j|                         against the SGD direction at the same parameters
+    nvar_global = sum_j v_j / sum_j s_j  (= var / gnorm)        a ratio of means, not a mean of ratios
 
 (Faghri, Duvenaud, Fleet & Ba, "A Study of Gradient Variance in Deep Learning", arXiv 2007.04532; the
 statistics of its code, fartashf/gvar_code `get_Ege_var`, now also per layer.) Two ways to estimate
@@ -82,4 +83,9 @@ def layer_statistics(
         count += size
     for stat, value in totals.items():
         out[f"{prefix}{stat}"] = float(value) / count
+    # The ratio of means, sum_j v_j / sum_j s_j: stable where nvar's per-coordinate ratios are heavy-tailed
+    # (a single-batch s_j = m_j^2 near 0).
+    for key in [k for k in out if k.startswith(f"{prefix}var")]:
+        gnorm = out[f"{prefix}gnorm" + key[len(f"{prefix}var") :]]
+        out[f"{prefix}nvar_global" + key[len(f"{prefix}var") :]] = out[key] / gnorm if gnorm > 0 else 0.0
     return out
