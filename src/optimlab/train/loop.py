@@ -24,7 +24,7 @@ from optimlab import rundir
 from optimlab.config import Config, default_run_dir
 from optimlab.errors import ConfigError
 from optimlab.rundir import MetricsFile, RunLock
-from optimlab.train.checkpoint import load_latest_checkpoint, save_checkpoint
+from optimlab.train.checkpoint import resume_latest, save_checkpoint
 from optimlab.train.distributed import init_world, resolve_device
 from optimlab.train.evaluate import evaluate, is_better
 from optimlab.train.gradients import clip_and_measure
@@ -95,9 +95,10 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
     saved_at = [-1]  # the step of the last checkpoint written or loaded
     try:
         # Resume from the newest usable checkpoint, or start over.
-        resumed = load_latest_checkpoint(record.checkpoints) if cfg.train.resume else None
+        resumed = None
+        if cfg.train.resume:
+            resumed = resume_latest(record.checkpoints, lambda found: state.load_state_dict(upgrade_checkpoint(found)))
         if resumed is not None:
-            state.load_state_dict(upgrade_checkpoint(resumed))
             saved_at[0] = progress.step
             if world.is_main:
                 print(f"optimlab: resumed from step {progress.step} in {record.path}", file=sys.stderr)
