@@ -15,7 +15,7 @@ from torch import nn
 
 from optimlab import rundir
 from optimlab.config import Config, config_hash, from_tree, to_tree, to_yaml
-from optimlab.errors import ConfigError
+from optimlab.errors import ConfigError, RunFailed
 from optimlab.tasks import Task
 from optimlab.train import records
 from optimlab.train.state import Progress
@@ -106,3 +106,13 @@ class RunRecord:
         if self.writes:
             rundir.write_json(self.path / rundir.SUMMARY, summary)
         return summary
+
+    def write_failure(self, status: str, error: BaseException, progress: Progress, task: Task, model, device) -> None:
+        """Record how the run ended; never raises (it runs while another error is on its way up)."""
+        message = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
+        try:
+            summary = self.summary(status, progress, task, model, device)
+            summary["error"] = message.splitlines()[0] if message else type(error).__name__
+            self.write_summary(summary)
+        except Exception:  # noqa: BLE001 - the disk may be full or read-only: the error itself says so
+            pass
