@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
 from optimlab import rundir
-from optimlab.config import Config, config_hash, from_tree, to_tree, to_yaml
+from optimlab.config import Config, config_hash, from_tree, read_yaml_mapping, to_tree, to_yaml
 from optimlab.errors import ConfigError, RunFailed
 from optimlab.tasks import Task
 from optimlab.train import records
@@ -37,8 +36,8 @@ class RunRecord:
         if not saved_path.exists():
             return
         try:
-            saved = to_tree(from_tree(yaml.safe_load(saved_path.read_text())))
-        except (ConfigError, yaml.YAMLError) as error:
+            saved = to_tree(from_tree(read_yaml_mapping(saved_path, "the run's config")))
+        except ConfigError as error:
             raise ConfigError(f"{saved_path} cannot be read ({error}); use train.resume=false to start over") from None
         new = to_tree(self.cfg)
         changed = rundir.identity_changes(saved, new)
