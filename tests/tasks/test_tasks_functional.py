@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_tasks_catalogue import tiny_options
 from torch.func import functional_call, grad
 
 from optimlab.tasks import available_tasks, build_task
-from test_tasks_catalogue import tiny_options
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
