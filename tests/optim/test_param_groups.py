@@ -126,3 +126,27 @@ def test_no_decay_in_the_config_keeps_existing_hashes():
     assert from_tree(to_tree(cfg)) == cfg
     assert config_hash(cfg) != config_hash(load_config(["optim=adamw"]))
     assert config_hash(cfg) == config_hash(load_config(["optim=adamw", "optim.no_decay=[bias,norm]"]))
+
+
+def _decays() -> list[str]:
+    from optimlab.optim.registry import available, optimizer_arguments
+
+    return [name for name in available() if "weight_decay" in optimizer_arguments(name)]
+
+
+@pytest.mark.parametrize("name", _decays())
+def test_every_optimizer_with_weight_decay_honours_the_exemption(name):
+    """With zero gradients only weight decay moves a parameter: the decayed ones move, the exempt ones do not."""
+    torch.manual_seed(0)
+    model = _mlp_with_norms()
+    # ASGD's own `lambd` shrinks every parameter at every step, whatever its weight_decay: switched off here.
+    extra = {"lambd": 0.0} if name == "asgd" else {}
+    optimizer = build_optimizer(name, build_param_groups(model, name, ["bias", "norm"]), weight_decay=0.1, **extra)
+    if hasattr(optimizer, "train"):  # schedule-free optimizers step only in training mode
+        optimizer.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    moved = sorted(n for n, p in model.named_parameters() if not torch.equal(p, before[n]))
+    assert moved == ["0.weight", "3.weight", "6.weight"]

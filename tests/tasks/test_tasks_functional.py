@@ -3,6 +3,8 @@ at given parameters through `torch.func.functional_call`)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from test_tasks_catalogue import tiny_options
@@ -33,6 +35,14 @@ def test_new_model_is_the_seeded_initial_model_and_leaves_the_rng_alone(name, da
     if name != "rosenbrock":
         assert not _same_weights(first, other)
     assert first is not task.model and all(p.requires_grad for p in first.parameters())
+
+
+def test_a_task_without_a_factory_says_so():
+    torch.manual_seed(0)
+    task = build_task("quadratic", FUNCTIONAL["quadratic"])
+    bare = dataclasses.replace(task, model_factory=None)
+    with pytest.raises(ValueError, match="'quadratic' has no model_factory"):
+        bare.new_model(0)
 
 
 def test_rosenbrock_start_noise_makes_seeds_differ(data_dir):

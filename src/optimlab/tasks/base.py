@@ -95,12 +95,15 @@ class Task:
     info: dict = field(default_factory=dict)
     # Builds a fresh, randomly initialised model from the global torch generator: the very closure the
     # builder called to make `model`, so `new_model(seed)` and a run with that seed start from the same weights
-    # whenever the builder draws nothing from the torch generator before its model.
-    model_factory: Callable[[], nn.Module] = field(kw_only=True)
+    # whenever the builder draws nothing from the torch generator before its model. Every registered task
+    # sets it (tested); a Task assembled by hand for a one-off loop may leave it out.
+    model_factory: Callable[[], nn.Module] | None = None
 
     def new_model(self, seed: int) -> nn.Module:
         """A freshly initialised model for `seed` (same data, new weights); the caller's torch RNG state is
         left as it was, so drawing models for a population does not shift the caller's random stream."""
+        if self.model_factory is None:
+            raise ValueError(f"task {self.name!r} has no model_factory, so it cannot build fresh models")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.model_factory()
