@@ -29,6 +29,7 @@ from optimlab.instruments.layers import Rule, rule_for
 
 Batch = tuple[Tensor, ...]
 BATCH_NORM_POLICIES = ("error", "eval")
+_HALF = (torch.float16, torch.bfloat16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +125,13 @@ class MomentRecorder:
 
             def on_grad(g: Tensor) -> None:
                 scale = self.grad_scale
+                g = g.detach()
+                inputs = x
+                if g.dtype in _HALF:  # under autocast: squares of half-precision gradients under/overflow
+                    g = g.float()
+                    inputs = x.float() if x.is_floating_point() else x
                 with torch.no_grad():
-                    for attr, (total, squares) in rule(module, x, g.detach()).items():
+                    for attr, (total, squares) in rule(module, inputs, g).items():
                         if getattr(module, attr).requires_grad:
                             prefix = f"{name}." if name else ""
                             self.add(prefix + attr, total / scale, squares / (scale * scale))
