@@ -59,13 +59,16 @@ class DirectionVariance(Instrument):
         if cfg.draws < 2:
             raise ValueError(f"draws must be at least 2, got {cfg.draws}")
         self.sampler = ctx.sampler(ctx.task.train, SAMPLER_OFFSET, cfg.draw_batch_size or ctx.batch_size)
+        # The parameters the optimizer moves (a trainable parameter left out of it has no direction).
+        owned = {id(p) for group in ctx.optimizer.param_groups for p in group["params"]}
+        self._optimized = [(name, p) for name, p in self.named_trainable() if id(p) in owned]
 
     def _draw(self, step: int, index: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(SGD direction, optimizer direction) on one fresh batch."""
         batch = self.ctx.to_device(self.ctx.task.train.batch(self.sampler.next()))
         if self.ctx.task.augment is not None:
             batch = self.ctx.task.augment(batch, step_generator(self.ctx.seed, step, 1000 + index))
-        named = self.named_trainable()
+        named = self._optimized
         params = [p for _, p in named]
         loss_sum, count = self.loss_fn(self.model, batch)
         grads = torch.autograd.grad(loss_sum / count, params, allow_unused=True)
