@@ -4,9 +4,12 @@
 
 RUNS_ROOT holds sgd-0, sgd-1, adam-0, adam-1; the x axis is each measurement's own step (instr/<name>/step)."""
 
-import json, sys
+import json
+import sys
 from pathlib import Path
+
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np

@@ -37,7 +37,7 @@ ALL = ["grad_stats", "direction_variance", "hessian_top", "step_stats"]
 
 
 def instruments_config(names=ALL, **overrides) -> InstrumentsConfig:
-    base = dict(names=list(names), every=3, draws=3, hessian_iterations=3, draw_batch_size=8)
+    base = {"names": list(names), "every": 3, "draws": 3, "hessian_iterations": 3, "draw_batch_size": 8}
     return dataclasses.replace(InstrumentsConfig(), **{**base, **overrides})
 
 
@@ -76,7 +76,7 @@ def train(build_model, build_optimizer, cfg: InstrumentsConfig | None, steps: in
                 hook.after_backward(info)
             loss_sum, count = task.loss(task.forward(model, batch), batch)
             val = task.val.batch(torch.arange(16))
-            controller.step(loss_sum / count, lambda: task.loss(task.forward(model, val), val)[0] / 16)
+            controller.step(loss_sum / count, lambda val=val: task.loss(task.forward(model, val), val)[0] / 16)
         else:
             optimizer.zero_grad(set_to_none=True)
             loss_sum, count = task.loss(task.forward(model, batch), batch)

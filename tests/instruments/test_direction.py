@@ -9,7 +9,11 @@ from torch import nn
 
 from optimlab.instruments import Schedule, peek_direction
 from optimlab.instruments.direction_variance import SAMPLER_OFFSET, DirectionVariance
-from optimlab.instruments.statistics import layer_statistics, study_estimate, unbiased_estimate
+from optimlab.instruments.statistics import (
+    layer_statistics,
+    study_estimate,
+    unbiased_estimate,
+)
 from optimlab.optim import get_optimizer_class
 from optimlab.train.hooks import RunContext, StepInfo
 

@@ -2,7 +2,16 @@
 
 import pytest
 import torch
-from instrument_models import classification_loss, convnet1d, convnet2d, lstm_lm, mlp, naive_moments, token_loss, twice
+from instrument_models import (
+    classification_loss,
+    convnet1d,
+    convnet2d,
+    lstm_lm,
+    mlp,
+    naive_moments,
+    token_loss,
+    twice,
+)
 from torch import nn
 
 from optimlab.instruments import per_example_moments, record_moments

@@ -20,7 +20,11 @@ from torch import Tensor
 from optimlab.instruments.base import Instrument, step_generator
 from optimlab.instruments.direction import peek_direction
 from optimlab.instruments.isolation import isolated
-from optimlab.instruments.statistics import Estimate, layer_statistics, study_estimate, unbiased_estimate
+from optimlab.instruments.statistics import (
+    layer_statistics,
+    study_estimate,
+    unbiased_estimate,
+)
 from optimlab.train.hooks import RunContext, StepInfo
 
 SAMPLER_OFFSET = 104_729  # separates this sampler's seed from the training sampler's

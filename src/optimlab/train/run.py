@@ -39,7 +39,8 @@ HOOK_BUILDERS: list[Callable[[Config, RunContext], list[StepHook]]] = [
 
 
 def _build_instruments(cfg: Config, ctx: RunContext) -> list[StepHook]:
-    from optimlab.instruments.registry import build_instruments  # imports the train package: not at load time
+    # Imported here: the instruments import the train package, which imports this module.
+    from optimlab.instruments.registry import build_instruments
 
     return build_instruments(cfg.instruments, ctx)
 
