@@ -119,7 +119,7 @@ def _list(argv: list[str]) -> int:
         from optimlab.instruments.registry import INSTRUMENTS
 
         for name, cls in INSTRUMENTS.items():
-            print(f"{name:20s} {cls.description}")
+            print(f"{name:20s} {cls.description} [needs: {', '.join(cls.needs)}]")
     else:
         raise ConfigError(f"list what? expected tasks, optimizers, sweeps or instruments, got {what!r}")
     return 0

@@ -412,9 +412,11 @@ def _validate_instruments(cfg: InstrumentsConfig) -> None:
     if cfg.names:
         from optimlab.instruments.registry import INSTRUMENTS
 
-        for name in cfg.names:
+        for i, name in enumerate(cfg.names):
             if name not in INSTRUMENTS:
                 raise ConfigError(f"config key 'instruments.names': unknown instrument {name!r}{suggest(name, INSTRUMENTS)}")
+            if name in cfg.names[:i]:
+                raise ConfigError(f"config key 'instruments.names': {name!r} is listed twice")
     positive = {"every": cfg.every, "draws": cfg.draws - 1, "hessian_iterations": cfg.hessian_iterations}
     for key in ("draw_batch_size", "microbatch_size"):
         if getattr(cfg, key) is not None:

@@ -136,3 +136,15 @@ def test_direction_variance_matches_a_hand_computed_estimate():
     assert stats["bias"] == pytest.approx(0.0, abs=1e-7)  # plain SGD's direction is the SGD direction
     assert stats["cost/grad_evals"] == 4
     assert "nvar/2.weight" in stats and "snr/0.bias" in stats
+
+
+def test_instruments_config_errors_name_the_key():
+    from optimlab.config import load_config
+    from optimlab.errors import ConfigError
+
+    assert load_config(["instruments=[grad_stats,hessian_top]"]).instruments.names == ["grad_stats", "hessian_top"]
+    for bad, key in (("instruments=[grad_stat]", "instruments.names"), ("instruments=[step_stats,step_stats]",
+                     "instruments.names"), ("instruments.draws=1", "instruments.draws"),
+                     ("instruments.compat=biased", "instruments.compat"), ("instruments.every=0", "instruments.every")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config([bad])
