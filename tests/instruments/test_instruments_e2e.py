@@ -63,7 +63,7 @@ def test_kill_9_and_resume_with_instruments_is_bit_identical(tmp_path, plugin_en
     steps = ["task=toy", "task.batch_size=16", "task.samples=512", "task.delay=0.01", "optim=sgd_c",
              "optim.lr=0.05", "train.steps=24", "train.log_every=1", "train.eval_every=10",
              "train.checkpoint_every=7", "log.progress=never", "instruments.every=3"]
-    names = "instruments=[grad_stats,direction_variance,step_stats]"
+    names = "instruments=[grad_stats,direction_variance,hessian_top,step_stats]"
 
     def start(run_dir, *extra):
         command = [sys.executable, "-m", "optimlab", "train", *steps, *extra, f"run_dir={run_dir}"]
