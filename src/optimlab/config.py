@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optimlab import rundir
 from optimlab.errors import ConfigError, suggest, unknown_name
+from optimlab.registry import RegistryNames
 
 NAMED_GROUPS = ("task", "optim", "schedule", "hyper")
 
@@ -117,9 +118,10 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
 
+# Names chosen from a registry are read from it when a config is validated (the registries import torch).
 _CHOICES = {
-    "schedule.name": ("constant", "step", "exponential", "cosine", "sgdr"),
-    "hyper.name": ("none", "marthe", "rtho"),
+    "schedule.name": RegistryNames("optimlab.train.schedules", "SCHEDULES"),
+    "hyper.name": RegistryNames("optimlab.hyper", "CONTROLLERS"),
     "hyper.variant": ("adatune", "marthe_tf"),
     "train.amp": ("none", "bf16", "fp16"),
     "log.wandb_mode": ("offline", "online", "disabled"),
