@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar, overload
 from optimlab.errors import unknown_name
 
 T = TypeVar("T")
+D = TypeVar("D")  # what a decorator registers, returned unchanged
 
 _MISSING = object()
 
@@ -36,7 +37,7 @@ class Registry(Generic[T]):
     def register(self, name: str, obj: T, description: str = "") -> T: ...
 
     @overload
-    def register(self, name: str, *, description: str = "") -> Callable[[T], T]: ...
+    def register(self, name: str, *, description: str = "") -> Callable[[D], D]: ...
 
     def register(self, name: str, obj: Any = _MISSING, description: str = "") -> Any:
         """Register `obj` under `name`; without `obj`, a decorator that registers what it decorates.
@@ -46,7 +47,7 @@ class Registry(Generic[T]):
         """
         if obj is _MISSING:
 
-            def decorator(target: T) -> T:
+            def decorator(target: Any) -> Any:
                 return self.register(name, target, description)
 
             return decorator

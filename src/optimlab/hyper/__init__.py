@@ -35,22 +35,26 @@ def _none(cfg: Any, optimizer: torch.optim.Optimizer) -> None:
 
 
 @CONTROLLERS.register("marthe", description="MARTHE (Donini et al. 2020): hypergradient of the lr, mu = hyper.mu")
-def _marthe(cfg: Any, optimizer: torch.optim.Optimizer, mu: float | None = None) -> Marthe:
+def _marthe(cfg: Any, optimizer: torch.optim.Optimizer) -> Marthe:
+    return _controller(cfg, optimizer, mu=cfg.mu)
+
+
+@CONTROLLERS.register("rtho", description="RTHO (Franceschi et al. 2017): MARTHE with mu = 1")
+def _rtho(cfg: Any, optimizer: torch.optim.Optimizer) -> Marthe:
+    return _controller(cfg, optimizer, mu=1.0)
+
+
+def _controller(cfg: Any, optimizer: torch.optim.Optimizer, mu: float) -> Marthe:
     return Marthe(
         optimizer,
         cfg.hyper_lr,
-        mu=cfg.mu if mu is None else mu,
+        mu=mu,
         alpha=cfg.alpha,
         first_order=cfg.first_order,
         lr_bounds=(cfg.lr_min, cfg.lr_max),
         variant=cfg.variant,
         val_every=cfg.val_every,
     )
-
-
-@CONTROLLERS.register("rtho", description="RTHO (Franceschi et al. 2017): MARTHE with mu = 1")
-def _rtho(cfg: Any, optimizer: torch.optim.Optimizer) -> Marthe:
-    return _marthe(cfg, optimizer, mu=1.0)
 
 
 def build_hyper(cfg: Any, optimizer: torch.optim.Optimizer) -> Marthe | None:
