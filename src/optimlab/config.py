@@ -83,17 +83,17 @@ class HyperConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
-    microbatch_size: Optional[int] = None
-    clip_grad_norm: Optional[float] = None
+    steps: int = 1000  # optimizer steps (iterations) in the whole run
+    microbatch_size: Optional[int] = None  # examples per forward/backward, gradients accumulated (None: whole batch)
+    clip_grad_norm: Optional[float] = None  # max global L2 norm of the gradient before each step (None: no clipping)
     amp: str = "none"  # none | bf16 | fp16 (GPU only: on CPU it is ignored)
-    length_bucketing: bool = False
-    log_every: int = 10
-    eval_every: int = 200
+    length_bucketing: bool = False  # batches of similar sequence length (sequence tasks only)
+    log_every: int = 10  # steps between training-loss log lines (metrics.jsonl and loggers)
+    eval_every: int = 200  # steps between validation evaluations
     eval_batches: Optional[int] = None  # cap on evaluation batches per split (None: the whole split)
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    resume: bool = True
+    checkpoint_every: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 2  # most recent checkpoints kept on disk (older ones deleted)
+    resume: bool = True  # continue from the run directory's latest checkpoint (false: start over)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 
