@@ -1,10 +1,8 @@
 """Gradients: uneven microbatches equal one batch (float64); two gloo ranks equal one process."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
