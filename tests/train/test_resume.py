@@ -73,17 +73,21 @@ def test_sigkill_at_arbitrary_steps_then_resume_is_bit_identical(tmp_path, plugi
     assert train_losses(run_dir) == train_losses(tmp_path / "reference")
 
 
-def test_sigterm_checkpoints_and_exits_75_then_resumes(tmp_path, plugin_env):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_checkpoints_and_exits_75_then_resumes(tmp_path, plugin_env, stop_signal):
     steps = ["train.steps=40", "task.delay=0.01"]
     run_dir = tmp_path / "run"
     process = start(run_dir, plugin_env, *steps)
     wait_for_step(process, run_dir, 12)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop_signal)  # SIGINT is Ctrl-C: it must checkpoint too, not lose the steps since the last
     assert process.wait(timeout=60) == 75
     interrupted = summary(run_dir)
     assert interrupted["status"] == "interrupted"
     assert (run_dir / "checkpoints" / f"step-{interrupted['step']}.pt").exists()
-    assert start(run_dir, plugin_env, *steps).wait(timeout=120) == 0
+    resumed = start(run_dir, plugin_env, *steps)
+    _, stderr = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, stderr
+    assert f"resumed from step {interrupted['step']}" in stderr
 
     reference = load_config([*COMMON, *steps, f"run_dir={tmp_path / 'reference'}", "task.delay=0"])
     assert summary(run_dir)["params_sha256"] == train(reference)["params_sha256"]

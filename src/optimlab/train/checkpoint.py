@@ -1,4 +1,4 @@
-"""Atomic checkpoints that load with `torch.load(weights_only=True)`, and the RNG state they carry.
+"""Atomic checkpoints that load with `torch.load(weights_only=True)`.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts only. It is written to a temporary file
 in the same folder, fsynced and renamed, so a kill at any moment leaves either the old file or the new one.
@@ -8,13 +8,11 @@ unreadable.
 
 from __future__ import annotations
 
-import random
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from optimlab.atomic import atomic_write_bytes
@@ -47,27 +45,3 @@ def load_latest_checkpoint(folder: Path) -> dict[str, Any] | None:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             print(f"optimlab: warning: checkpoint {path} is unreadable ({reason}); trying an older one", file=sys.stderr)
     return None
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch (and CUDA) generator states in weights_only-loadable types."""
-    version, mt_state, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [version, list(mt_state), gauss],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    version, mt_state, gauss = state["python"]
-    random.setstate((version, tuple(mt_state), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
