@@ -49,7 +49,8 @@ from optimlab.optim.critical.sampling import decide, resolve_sampling
 
 @dataclass(frozen=True)
 class MemoryStepOptions:
-    """The memory's hyperparameters, read from a param group every step (so they can be scheduled)."""
+    """The memory's hyperparameters as one step uses them (aliases resolved), read from a param group every
+    step so that they can be scheduled. Their constructor defaults are `base.MemoryOptions`."""
 
     capacity: int
     decay: float
