@@ -236,7 +236,7 @@ class _PlainConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schema(dataclass_type: type) -> DictConfig:
     """The structured config of a dataclass, built once (OmegaConf.structured is slow); merges copy it."""
     return OmegaConf.structured(dataclass_type)
@@ -267,7 +267,7 @@ def _task_config(node: dict) -> TaskConfig:
     try:
         task = OmegaConf.to_object(OmegaConf.merge(_schema(TaskConfig), base))
     except OmegaConfBaseException as error:
-        raise ConfigError(f"config key 'task.{getattr(error, 'full_key', '')}': {str(error).splitlines()[0]}")
+        raise ConfigError(f"config key 'task.{getattr(error, 'full_key', '')}': {str(error).splitlines()[0]}") from None
     spec = get_task_spec(task.name)
     try:
         typed = OmegaConf.merge(_schema(spec.options), options)
