@@ -118,8 +118,8 @@ def _list(argv: list[str]) -> int:
     elif what == "instruments":
         from optimlab.instruments.registry import INSTRUMENTS
 
-        for name, cls in INSTRUMENTS.items():
-            print(f"{name:20s} {cls.description} [needs: {', '.join(cls.needs)}]")
+        for name in INSTRUMENTS.names():
+            print(f"{name:20s} {INSTRUMENTS.describe(name)} [needs: {', '.join(INSTRUMENTS.get(name).needs)}]")
     else:
         raise ConfigError(f"list what? expected tasks, optimizers, sweeps or instruments, got {what!r}")
     return 0

@@ -102,6 +102,6 @@ def test_cli_run_logs_per_layer_series(tmp_path, plugin_env, capsys):
     capsys.readouterr()
     assert main(["list", "instruments"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [
-        "grad_stats", "direction_variance", "hessian_top", "step_stats"]
+        "direction_variance", "grad_stats", "hessian_top", "step_stats"]
     assert main(["train", "task=toy", "instruments=[grad_stat]", f"run_dir={tmp_path / 'bad'}"]) == 2
     assert "instruments.names" in capsys.readouterr().err
