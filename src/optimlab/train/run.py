@@ -84,6 +84,8 @@ class Run:
         # The seed of every backward call above: per-example gradients seen by layer hooks are grad_scale x
         # the gradients of the per-example loss summands (gradients.backward: 1/count unless microbatched,
         # times the fp16 loss scale).
+        if not self.hooks:
+            return
         size, microbatch = len(step.batch[0]), self.cfg.train.microbatch_size
         whole = (microbatch is None or microbatch >= size) and not self.world.distributed
         loss_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
