@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tasks_formats_writers import write_fake_vision_data
+from tasks_text_writers import write_ptb, write_wikitext
 
 # CI clones the repository with shared/ beside it: <clone>/../shared/data.
 SHARED_DATA = (Path(__file__).parents[2] / "../shared/data").resolve()
@@ -29,6 +30,10 @@ def data_dir(vision_arrays) -> Path:
     """A data directory shared by the session: fake image files, Tiny Shakespeare (linked from shared/),
     and the MNIST-1D cache once generated."""
     data_dir = vision_arrays[0]
+    if not (data_dir / "ptb").exists():  # small text corpora in their real formats
+        write_ptb(data_dir / "ptb")
+        write_wikitext(data_dir / "wikitext-2")
+        write_wikitext(data_dir / "wikitext-103")
     if SHAKESPEARE.exists() and not (data_dir / SHAKESPEARE.name).exists():
         os.symlink(SHAKESPEARE, data_dir / SHAKESPEARE.name)
     return data_dir
