@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from tasks_formats_writers import write_fake_vision_data
-from tasks_text_writers import write_ptb, write_wikitext
+from tasks_text_writers import write_multiwoz, write_ptb, write_snli, write_tiny_roberta, write_wikitext
 
 # CI clones the repository with shared/ beside it: <clone>/../shared/data.
 SHARED_DATA = (Path(__file__).parents[2] / "../shared/data").resolve()
@@ -34,6 +35,10 @@ def data_dir(vision_arrays) -> Path:
         write_ptb(data_dir / "ptb")
         write_wikitext(data_dir / "wikitext-2")
         write_wikitext(data_dir / "wikitext-103")
+        write_snli(data_dir / "snli_1.0")
+        write_multiwoz(data_dir / "multiwoz")
+        if importlib.util.find_spec("transformers") is not None:
+            write_tiny_roberta(data_dir / "roberta-base")
     if SHAKESPEARE.exists() and not (data_dir / SHAKESPEARE.name).exists():
         os.symlink(SHAKESPEARE, data_dir / SHAKESPEARE.name)
     return data_dir

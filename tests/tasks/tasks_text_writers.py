@@ -103,3 +103,34 @@ def write_multiwoz(folder: Path, dialogues: int = 12) -> dict:
     (folder / "valListFile.txt").write_text("MUL0008.json\nMUL0009.json\n")
     (folder / "testListFile.txt").write_text("MUL0010.json\nMUL0011.json\n")
     return data
+
+
+def _byte_level_alphabet() -> list[str]:
+    """GPT-2's byte-to-unicode mapping (Radford et al. 2019): printable bytes stand for themselves."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted, extra = [], 0
+    for byte in range(256):
+        if byte in printable:
+            shifted.append(chr(byte))
+        else:
+            shifted.append(chr(256 + extra))
+            extra += 1
+    return shifted
+
+
+def write_tiny_roberta(folder: Path) -> None:
+    """A randomly initialised 2-layer RoBERTa and a byte-level BPE tokenizer without merges, as
+    save_pretrained writes them (needs transformers; nothing is downloaded)."""
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {token: i for i, token in enumerate(["<s>", "<pad>", "</s>", "<unk>", *_byte_level_alphabet(), "<mask>"])}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tokenizer.save_pretrained(str(folder))
+    config = transformers.RobertaConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=160, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )  # fmt: skip
+    transformers.RobertaModel(config).save_pretrained(str(folder))

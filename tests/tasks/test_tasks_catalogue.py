@@ -23,7 +23,21 @@ TINY: dict[str, dict] = {
     "_cnn": {"channels": [4, 8]},
     "_mlp": {"width": 16},
     "_lstm": {"hidden": 8, "embedding_size": 8, "bptt": 5, "eval_lanes": 2},
+    "snli_lstm": {"hidden": 6, "mlp_hidden": 5, "embedding_size": 4},
+    "snli_infersent": {"hidden": 6, "mlp_hidden": 5, "embedding_size": 4},
+    "snli_convnet": {"hidden": 6, "mlp_hidden": 5, "embedding_size": 4},
+    "multiwoz_bilstm": {"hidden": 6, "embedding_size": 4},
 }
+
+# Tasks that need an optional library.
+NEEDS = {"multiwoz_roberta": "transformers"}
+
+
+@pytest.fixture(autouse=True)
+def _optional_library(request):
+    name = getattr(request.node, "callspec", None) and request.node.callspec.params.get("name")
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name], reason=f"task {name} needs {NEEDS[name]}")
 
 
 def tiny_options(name: str) -> dict:
