@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optimlab.config import Config, config_hash
+from optimlab.config import Config, config_hash, to_tree
 from optimlab.errors import ConfigError
 from optimlab.optim import build_optimizer
 from optimlab.rundir import MetricsFile
@@ -25,6 +25,7 @@ from optimlab.train.gradients import backward
 from optimlab.train.hooks import RunContext, StepHook, StepInfo, prefixed
 from optimlab.train.carried_state_hook import build_carried_state_hook
 from optimlab.train.hyper_hook import build_hypergradient_hook
+from optimlab.train.init_from import init_from
 from optimlab.train.importance import ImportanceSampler, importance_hooks, weighted_task, with_weights
 from optimlab.train.sampler import BatchSampler, rank_slice
 from optimlab.train.sampler_choice import build_sampler
@@ -132,11 +133,14 @@ class Run:
         )
         state.add("metrics_offset", metrics.offset)  # read by the loop to rewind metrics.jsonl on resume
         state.add("config_hash", lambda: config_hash(self.cfg))  # for inspection
+        state.add("config", lambda: to_tree(self.cfg))  # read by `optimlab train --restore CHECKPOINT`
         return state
 
 
 def build_run(cfg: Config, device: torch.device, world: World) -> Run:
     task = build_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+    if cfg.train.init_from is not None:  # weights only; a resumed run then loads its own checkpoint over them
+        init_from(task.model, cfg.train.init_from)
     model = task.model.to(device)
     optimizer = build_optimizer(cfg.optim.name, model.parameters(), **cfg.optim.kwargs)
     scheduler = build_scheduler(cfg.schedule, optimizer, cfg.train.steps)
