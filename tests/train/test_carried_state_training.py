@@ -9,7 +9,7 @@ import torch
 from optimlab.config import load_config
 from optimlab.train import train
 from optimlab.train.carried_state_hook import CarriedStateHook
-from optimlab.train.checkpoint import list_checkpoints
+from optimlab.train.checkpoint import list_checkpoints, save_checkpoint
 from optimlab.train.distributed import World
 from optimlab.train.run import build_run
 
@@ -45,7 +45,7 @@ def test_stream_batches_read_contiguous_lanes_and_carry_the_state(lm_overrides, 
     assert run.model.carried.keys.tolist() == (first.indices + 1).tolist()
 
 
-def test_resume_with_the_carried_state_is_bit_identical(lm_overrides, tmp_path):
+def test_resume_with_the_carried_state_is_bit_identical(lm_overrides, tmp_path, capsys):
     straight = train(load_config([*lm_overrides, "train.steps=23", f"run_dir={tmp_path / 'straight'}"]))
     train(load_config([*lm_overrides, "train.steps=12", f"run_dir={tmp_path / 'resumed'}"]))
     saved = torch.load(list_checkpoints(tmp_path / "resumed" / "checkpoints")[-1], weights_only=True)
@@ -56,11 +56,13 @@ def test_resume_with_the_carried_state_is_bit_identical(lm_overrides, tmp_path):
 
     # The state matters: resuming without it diverges from the straight run.
     train(load_config([*lm_overrides, "train.steps=12", f"run_dir={tmp_path / 'dropped'}"]))
-    for path in list_checkpoints(tmp_path / "dropped" / "checkpoints"):
+    folder = tmp_path / "dropped" / "checkpoints"
+    for path in list_checkpoints(folder):
         checkpoint = torch.load(path, weights_only=True)
         del checkpoint["hooks"]["carried_state"]
-        torch.save(checkpoint, path)
+        save_checkpoint(folder, checkpoint["progress"]["step"], checkpoint, keep=10)  # with its new checksum
     dropped = train(load_config([*lm_overrides, "train.steps=23", f"run_dir={tmp_path / 'dropped'}"]))
+    assert "resumed from step 12" in capsys.readouterr().err
     assert dropped["params_sha256"] != straight["params_sha256"]
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from optimlab.errors import ConfigError
+from optimlab.train.checkpoint import CheckpointError, read_checkpoint
 
 KEY = "train.init_from"
 
@@ -26,9 +27,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"config key '{KEY}': file not found: {path}")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors have no common base class
-        raise ConfigError(f"config key '{KEY}': {path} is not a weights-only torch file ({str(error).splitlines()[0]})") from None
+        saved = read_checkpoint(path)  # weights_only; checked against its .sha256 file when it has one
+    except CheckpointError as error:
+        raise ConfigError(f"config key '{KEY}': {path} {error}") from None
     if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
         saved = saved["model"]  # an optimlab checkpoint
     elif isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict):

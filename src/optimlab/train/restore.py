@@ -20,23 +20,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from optimlab import rundir
-from optimlab.atomic import atomic_write_bytes
 from optimlab.config import Config, default_run_dir, load_config
 from optimlab.errors import ConfigError
-from optimlab.train.checkpoint import list_checkpoints
+from optimlab.train.checkpoint import CheckpointError, list_checkpoints, read_checkpoint, save_checkpoint
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_source(path: Path) -> dict[str, Any]:
+    """The checkpoint at `path`, checked against its sha256 file when it has one."""
     if not path.is_file():
         raise ConfigError(f"--restore: checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors have no common base class
-        raise ConfigError(f"--restore: {path} is not a readable checkpoint ({str(error).splitlines()[0]})") from None
+        return read_checkpoint(path)
+    except CheckpointError as error:
+        raise ConfigError(f"--restore: checkpoint {path} {error}") from None
 
 
 def saved_config(path: Path, checkpoint: dict[str, Any]) -> dict:
@@ -52,7 +51,7 @@ def saved_config(path: Path, checkpoint: dict[str, Any]) -> dict:
 def prepare_restore(checkpoint_path: str | Path, overrides: list[str]) -> Config:
     """The restored run's config, with its new run directory seeded from the checkpoint."""
     path = Path(checkpoint_path).expanduser().resolve()
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_source(path)
     if not isinstance(checkpoint.get("progress"), dict) or "model" not in checkpoint:
         raise ConfigError(f"--restore: {path} is not an optimlab checkpoint (use train.init_from=PATH for weights only)")
     tree = {k: v for k, v in saved_config(path, checkpoint).items() if k != "run_dir"}
@@ -74,7 +73,7 @@ def prepare_restore(checkpoint_path: str | Path, overrides: list[str]) -> Config
     checkpoint = _apply_overrides(checkpoint, tree, cfg)
     checkpoint["metrics_offset"] = _copy_metrics(path.parent.parent / rundir.METRICS, target, checkpoint.get("metrics_offset", 0))
     (target / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target / rundir.CHECKPOINTS / f"step-{step}.pt", lambda file: torch.save(checkpoint, file))
+    save_checkpoint(target / rundir.CHECKPOINTS, step, checkpoint, keep=1)
     print(f"optimlab: restoring {path} (step {step}) into {target}", file=sys.stderr)
     return cfg
 
