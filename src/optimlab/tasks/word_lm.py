@@ -145,6 +145,15 @@ def loss(outputs: tuple[Tensor, Tensor], batch: Batch) -> tuple[Tensor, int]:
     return nll.sum(), nll.numel()
 
 
+def example_loss(outputs: tuple[Tensor, Tensor], batch: Batch) -> tuple[Tensor, Tensor]:
+    """Each row's summed loss and its token count (for importance sampling, optimlab.train.importance)."""
+    nll, _ = outputs
+    return nll.sum(dim=1), torch.full((len(nll),), nll.shape[1], dtype=nll.dtype, device=nll.device)
+
+
+loss.per_example = example_loss
+
+
 def metrics(outputs: tuple[Tensor, Tensor], batch: Batch) -> dict[str, tuple[Tensor, int]]:
     _, correct = outputs
     return {"accuracy": (correct.sum(), correct.numel())}
