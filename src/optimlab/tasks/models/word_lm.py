@@ -52,7 +52,8 @@ class WordLanguageModel(nn.Module):
 
     def forward(self, tokens: Tensor, targets: Tensor, keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
         n = len(tokens)
-        zeros = tuple(torch.zeros(self.layers, n, self.hidden, device=tokens.device) for _ in range(2))
+        weight = self.embedding.weight
+        zeros = tuple(weight.new_zeros(self.layers, n, self.hidden) for _ in range(2))
         carry = self.training and keys is not None
         state = self.carried.read(keys, zeros) if carry else zeros
         features, (h, c) = self.lstm(self.dropout(self.embedding(tokens)), state)
