@@ -42,6 +42,9 @@ def test_glove_vectors_are_loaded_for_the_vocabulary_and_frozen(snli_dir):
     table = task.model.embedding.table
     assert table.weight.shape[1] == 5 and not table.weight.requires_grad
     assert build_task("snli_lstm", {**SMALL, "glove": "absent.txt"}, data_dir).info["embeddings"] == "learned"
+    assert len(list((data_dir / "glove-subsets").glob("*.npz"))) == 1  # the vocabulary's vectors, cached
+    again = build_task("snli_infersent", {**SMALL, "glove": "glove.test.5d.txt"}, data_dir)
+    assert torch.equal(again.model.embedding.table.weight, table.weight)
     rows = {tuple(row.tolist()) for row in table.weight}
     for word in ("A", "the", "cat", "dog"):
         assert tuple(torch.from_numpy(vectors[word]).tolist()) in rows

@@ -20,17 +20,19 @@ label); `lengths` (the longer sentence of each pair) enables `train.length_bucke
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from optimlab.errors import ConfigError
 from optimlab.tasks.base import Split, Task
 from optimlab.tasks.common import make_model
-from optimlab.tasks.data import check_non_negative, check_positive
+from optimlab.tasks.data import cached_arrays, check_non_negative, check_positive
 from optimlab.tasks.models.sentence_encoders import Embedding, PairClassifier, SentenceEncoder
 from optimlab.tasks.registry import register_task
 from optimlab.tasks.text import Download, Vocabulary, ensure_files, pad_sequences, read_glove, tokenize
@@ -85,6 +87,20 @@ def glove_dimension(path: Path) -> int:
     return len(first) - 1
 
 
+def glove_subset(data_dir: Path, path: Path, vocabulary: Vocabulary, dim: int) -> tuple[torch.Tensor, int]:
+    """The vocabulary's GloVe vectors, read once and cached (`glove-subsets/<hash>.npz`)."""
+    stat = path.stat()
+    key = {"file": path.name, "size": stat.st_size, "mtime": stat.st_mtime_ns, "dim": dim,
+           "vocabulary": hashlib.sha256("\n".join(vocabulary.tokens).encode()).hexdigest()}  # fmt: skip
+
+    def make() -> dict[str, np.ndarray]:
+        vectors, covered = read_glove(path, vocabulary, dim)
+        return {"vectors": vectors.numpy(), "covered": np.array(covered)}
+
+    arrays = cached_arrays(data_dir, "glove-subsets", key, make)
+    return torch.from_numpy(arrays["vectors"]), int(arrays["covered"])
+
+
 def build_snli(name: str, encoder: str, options: SNLIOptions, data_dir: Path) -> Task:
     check_positive(hidden=options.hidden, mlp_hidden=options.mlp_hidden, embedding_size=options.embedding_size)
     check_positive(min_count=options.min_count, train_samples=options.train_samples)
@@ -101,7 +117,7 @@ def build_snli(name: str, encoder: str, options: SNLIOptions, data_dir: Path) ->
     vectors, size, covered = None, options.embedding_size, 0
     if options.glove and glove_path.is_file():
         size = glove_dimension(glove_path)
-        vectors, covered = read_glove(glove_path, vocabulary, size)
+        vectors, covered = glove_subset(data_dir, glove_path, vocabulary, size)
 
     def split(pairs) -> Split:
         premise, premise_lengths = pad_sequences([vocabulary.encode(p) for p, _, _ in pairs])

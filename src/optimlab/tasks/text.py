@@ -141,8 +141,9 @@ def read_glove(path: Path, vocabulary: Vocabulary, dim: int) -> tuple[torch.Tens
     """(len(vocabulary), dim) float32 vectors from a GloVe text file, and how many words it covered.
 
     Words the file lacks keep a small random vector (seeded, so every run sees the same); the padding row
-    is zero. Lines are `word v1 ... vd`; a word may itself contain spaces in glove.840B (a few lines), so the
-    vector is the last `dim` fields.
+    is zero. Lines are `word v1 ... vd`; only lines whose first field is a vocabulary word are parsed, so the
+    5.6 GB glove.840B file is read in one pass without splitting its 2.2M lines (a few of its words contain
+    spaces; those never match a token and are skipped).
     """
     generator = np.random.default_rng(0)
     vectors = generator.normal(0.0, 0.1, size=(len(vocabulary), dim)).astype(np.float32)
@@ -150,12 +151,12 @@ def read_glove(path: Path, vocabulary: Vocabulary, dim: int) -> tuple[torch.Tens
     found = 0
     with open(path, encoding="utf-8", errors="replace") as file:
         for number, line in enumerate(file, 1):
+            row = vocabulary.index.get(line[: line.find(" ")])
+            if row is None:
+                continue
             fields = line.rstrip("\n").rstrip(" ").split(" ")
-            if len(fields) < dim + 1:
+            if len(fields) != dim + 1:
                 raise ConfigError(f"GloVe file {path} line {number} has {len(fields) - 1} values, expected {dim}")
-            word = " ".join(fields[:-dim])
-            row = vocabulary.index.get(word)
-            if row is not None:
-                vectors[row] = np.asarray(fields[-dim:], dtype=np.float32)
-                found += 1
+            vectors[row] = np.asarray(fields[1:], dtype=np.float32)
+            found += 1
     return torch.from_numpy(vectors), found
