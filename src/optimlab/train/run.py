@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from optimlab.config import Config, config_hash, to_tree
 from optimlab.errors import ConfigError
 from optimlab.optim import build_optimizer
+from optimlab.optim.param_groups import build_param_groups
 from optimlab.rundir import MetricsFile
 from optimlab.tasks import Split, Task, build_task
 from optimlab.train.distributed import World
@@ -142,7 +143,8 @@ def build_run(cfg: Config, device: torch.device, world: World) -> Run:
     if cfg.train.init_from is not None:  # weights only; a resumed run then loads its own checkpoint over them
         init_from(task.model, cfg.train.init_from)
     model = task.model.to(device)
-    optimizer = build_optimizer(cfg.optim.name, model.parameters(), **cfg.optim.kwargs)
+    groups = build_param_groups(model, cfg.optim.name, cfg.optim.no_decay)
+    optimizer = build_optimizer(cfg.optim.name, groups, **cfg.optim.kwargs)
     scheduler = build_scheduler(cfg.schedule, optimizer, cfg.train.steps)
     amp_dtype = _amp_dtype(cfg.train.amp, device)
     if amp_dtype is torch.float16 and _needs_closure(optimizer):
