@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from optimlab.errors import ConfigError
 from optimlab.tasks.base import Split, Task
-from optimlab.tasks.common import make_model
+from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import check_non_negative, check_positive
 from optimlab.tasks.models.sentence_encoders import BiLSTMClassifier
 from optimlab.tasks.registry import register_task
@@ -112,11 +112,12 @@ def build_bilstm(options: MultiWOZOptions, data_dir: Path) -> Task:
         return Split((tokens, lengths, torch.tensor([y for *_, y in labels])), lengths, padded=(0,))
 
     train, val, test = (split(w, s) for w, s in zip(words, splits))
-    model = make_model(
+    factory = model_factory(
         "multiwoz_bilstm",
         lambda: BiLSTMClassifier(len(vocabulary), options.embedding_size, options.hidden, len(DOMAINS), options.dropout),
     )
-    return Task("multiwoz_bilstm", train, val, test, model, info={"vocab_size": len(vocabulary), "labels": list(DOMAINS)})
+    info = {"vocab_size": len(vocabulary), "labels": list(DOMAINS)}
+    return Task("multiwoz_bilstm", train, val, test, factory(), info=info, model_factory=factory)
 
 
 class RobertaClassifier(nn.Module):
@@ -132,7 +133,11 @@ class RobertaClassifier(nn.Module):
 
 
 def load_roberta(path: Path, classes: int):
-    """(tokenizer, classification model) from a local folder; a ConfigError saying what is needed otherwise."""
+    """(tokenizer, model factory) from a local folder; a ConfigError saying what is needed otherwise.
+
+    The factory loads the pretrained weights each time and draws the new classification head from torch's
+    generator, so `Task.new_model(seed)` gives the pretrained encoder with a seeded head.
+    """
     try:
         import transformers
     except ImportError:
@@ -140,21 +145,25 @@ def load_roberta(path: Path, classes: int):
     needs = f"RoBERTa-base saved with save_pretrained (config.json, weights, vocab.json, merges.txt) in {path}; set task.roberta_path"
     if not (path / "config.json").is_file():
         raise ConfigError(f"task 'multiwoz_roberta' needs {needs}")
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            str(path), num_labels=classes, local_files_only=True
-        )
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"task 'multiwoz_roberta' cannot load {path} ({str(error).splitlines()[0]}); it needs {needs}") from None
-    return tokenizer, model
+    def load(what: str):
+        try:
+            if what == "tokenizer":
+                return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            return transformers.AutoModelForSequenceClassification.from_pretrained(
+                str(path), num_labels=classes, local_files_only=True
+            )
+        except (OSError, ValueError) as error:
+            reason = str(error).splitlines()[0]
+            raise ConfigError(f"task 'multiwoz_roberta' cannot load its {what} from {path} ({reason}); it needs {needs}") from None
+
+    return load("tokenizer"), lambda: RobertaClassifier(load("model"))
 
 
 def build_roberta(options: MultiWOZOptions, data_dir: Path) -> Task:
     check_positive(max_tokens=options.max_tokens)
     splits = read_multiwoz(Path(data_dir) / "multiwoz", options.context)
     path = Path(options.roberta_path).expanduser() if options.roberta_path else Path(data_dir) / "roberta-base"
-    tokenizer, classifier = load_roberta(path, len(DOMAINS))
+    tokenizer, roberta = load_roberta(path, len(DOMAINS))
 
     def split(turns) -> Split:
         users = [u for _, u, _ in turns]
@@ -167,8 +176,9 @@ def build_roberta(options: MultiWOZOptions, data_dir: Path) -> Task:
         return Split((tokens, lengths, torch.tensor([y for *_, y in turns])), lengths, padded=(0,))
 
     train, val, test = (split(t) for t in splits)
-    model = make_model("multiwoz_roberta", lambda: RobertaClassifier(classifier))
-    return Task("multiwoz_roberta", train, val, test, model, info={"labels": list(DOMAINS), "roberta_path": str(path)})
+    factory = model_factory("multiwoz_roberta", roberta)
+    info = {"labels": list(DOMAINS), "roberta_path": str(path)}
+    return Task("multiwoz_roberta", train, val, test, factory(), info=info, model_factory=factory)
 
 
 register_task("multiwoz_bilstm", options=MultiWOZOptions, description="MultiWOZ user-turn domain, Bi-LSTM")(build_bilstm)

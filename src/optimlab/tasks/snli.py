@@ -31,7 +31,7 @@ import torch
 
 from optimlab.errors import ConfigError
 from optimlab.tasks.base import Split, Task
-from optimlab.tasks.common import make_model
+from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import cached_arrays, check_non_negative, check_positive
 from optimlab.tasks.models.sentence_encoders import Embedding, PairClassifier, SentenceEncoder
 from optimlab.tasks.registry import register_task
@@ -142,7 +142,8 @@ def build_snli(name: str, encoder: str, options: SNLIOptions, data_dir: Path) ->
         "vocab_size": len(vocabulary), "labels": list(LABELS), "encoder": encoder,
         "embeddings": f"glove ({covered} of {len(vocabulary)} words from {glove_path.name})" if vectors is not None else "learned",
     }  # fmt: skip
-    return Task(name, train, val, test, make_model(name, model), info=info)
+    factory = model_factory(name, model)
+    return Task(name, train, val, test, factory(), info=info, model_factory=factory)
 
 
 def _register(encoder: str) -> None:

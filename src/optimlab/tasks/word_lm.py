@@ -35,7 +35,7 @@ from torch import Tensor
 
 from optimlab.errors import ConfigError
 from optimlab.tasks.base import Batch, Split, Task
-from optimlab.tasks.common import make_model
+from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import cached_arrays, check_non_negative, check_positive
 from optimlab.tasks.models.word_lm import WordLanguageModel
 from optimlab.tasks.registry import register_task
@@ -169,7 +169,7 @@ def build_word_lm(name: str, corpus: Corpus, options: WordLMOptions, data_dir: P
             f"{options.hidden}; set task.tie_weights=false or make them equal"
         )
     vocabulary, (train, valid, test) = load_corpus(corpus, data_dir, options.download)
-    model = make_model(
+    factory = model_factory(
         name,
         lambda: WordLanguageModel(
             len(vocabulary), options.embedding_size, options.hidden, options.layers, options.dropout,
@@ -181,13 +181,14 @@ def build_word_lm(name: str, corpus: Corpus, options: WordLMOptions, data_dir: P
         stream_windows(train, options.bptt),
         stream_lanes(valid, options.eval_lanes),
         stream_lanes(test, options.eval_lanes),
-        model,
+        factory(),
         loss=loss,
         metrics=metrics,
         forward=forward,
         main_metric="perplexity",
         higher_is_better=False,
         info={"vocab_size": len(vocabulary), "train_words": len(train), "order": "stream", "perplexity": True},
+        model_factory=factory,
     )
 
 

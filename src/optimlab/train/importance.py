@@ -163,15 +163,12 @@ class GradNormHook(StepHook):
 
 def example_grad_norms(task: Task, model: nn.Module, batch: Batch) -> Tensor:
     """(N,) norms of each example's mean-loss gradient with respect to the trainable parameters."""
-    from torch.func import functional_call, grad, vmap
+    from torch.func import grad, vmap
 
     params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
-    buffers = dict(model.named_buffers())
 
     def one(p: dict, *example: Tensor) -> Tensor:
-        rows = tuple(t.unsqueeze(0) for t in example)
-        outputs = task.forward(lambda *args: functional_call(model, (p, buffers), args), rows)
-        loss_sum, count = task.loss(outputs, rows)
+        loss_sum, count = task.functional_loss(p, tuple(t.unsqueeze(0) for t in example), model)
         return loss_sum / count
 
     try:
