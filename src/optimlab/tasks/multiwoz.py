@@ -181,7 +181,5 @@ def build_roberta(options: MultiWOZOptions, data_dir: Path) -> Task:
     return Task("multiwoz_roberta", train, val, test, factory(), info=info, model_factory=factory)
 
 
-register_task("multiwoz_bilstm", options=MultiWOZOptions, description="MultiWOZ user-turn domain, Bi-LSTM")(build_bilstm)
-register_task("multiwoz_roberta", options=MultiWOZOptions, description="MultiWOZ user-turn domain, RoBERTa-base (local weights)")(
-    build_roberta
-)
+register_task("multiwoz_bilstm", MultiWOZOptions, "MultiWOZ user-turn domain, Bi-LSTM")(build_bilstm)
+register_task("multiwoz_roberta", MultiWOZOptions, "MultiWOZ user-turn domain, RoBERTa-base (local weights)")(build_roberta)

@@ -146,14 +146,16 @@ def build_snli(name: str, encoder: str, options: SNLIOptions, data_dir: Path) ->
     return Task(name, train, val, test, factory(), info=info, model_factory=factory)
 
 
-def _register(encoder: str) -> None:
-    name = f"snli_{encoder}"
-
-    @register_task(name, options=SNLIOptions, description=f"SNLI sentence pairs, {encoder} encoder (InferSent classifier)")
-    def build(options: SNLIOptions, data_dir: Path) -> Task:
-        return build_snli(name, encoder, options, data_dir)
+@register_task("snli_lstm", options=SNLIOptions, description="SNLI sentence pairs, LSTM encoder (InferSent classifier)")
+def build_lstm(options: SNLIOptions, data_dir: Path) -> Task:
+    return build_snli("snli_lstm", "lstm", options, data_dir)
 
 
-for _encoder in ("lstm", "infersent", "convnet"):
-    _register(_encoder)
+@register_task("snli_infersent", options=SNLIOptions, description="SNLI sentence pairs, InferSent max-pooled BiLSTM")
+def build_infersent(options: SNLIOptions, data_dir: Path) -> Task:
+    return build_snli("snli_infersent", "infersent", options, data_dir)
 
+
+@register_task("snli_convnet", options=SNLIOptions, description="SNLI sentence pairs, hierarchical ConvNet encoder")
+def build_convnet(options: SNLIOptions, data_dir: Path) -> Task:
+    return build_snli("snli_convnet", "convnet", options, data_dir)
