@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optimlab import rundir
 from optimlab.errors import ConfigError, suggest, unknown_name
+from optimlab.registry import RegistryNames
 
 NAMED_GROUPS = ("task", "optim", "schedule", "hyper")
 
@@ -87,17 +88,17 @@ class HyperConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
-    microbatch_size: Optional[int] = None
-    clip_grad_norm: Optional[float] = None
+    steps: int = 1000  # optimizer steps (iterations) in the whole run
+    microbatch_size: Optional[int] = None  # examples per forward/backward, gradients accumulated (None: whole batch)
+    clip_grad_norm: Optional[float] = None  # max global L2 norm of the gradient before each step (None: no clipping)
     amp: str = "none"  # none | bf16 | fp16 (GPU only: on CPU it is ignored)
-    length_bucketing: bool = False
-    log_every: int = 10
-    eval_every: int = 200
+    length_bucketing: bool = False  # batches of similar sequence length (sequence tasks only)
+    log_every: int = 10  # steps between training-loss log lines (metrics.jsonl and loggers)
+    eval_every: int = 200  # steps between validation evaluations
     eval_batches: Optional[int] = None  # cap on evaluation batches per split (None: the whole split)
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    resume: bool = True
+    checkpoint_every: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 2  # most recent checkpoints kept on disk (older ones deleted)
+    resume: bool = True  # continue from the run directory's latest checkpoint (false: start over)
     device: str = "auto"  # auto (the GPU with the most free memory, else CPU) | cpu | cuda | cuda:N
     # Training order: auto (the task's own: contiguous lanes for language models, else shuffled) | uniform |
     # loss | gradnorm (importance sampling with unbiasing weights, optimlab.train.importance).
@@ -127,9 +128,10 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
 
+# Names chosen from a registry are read from it when a config is validated (the registries import torch).
 _CHOICES = {
-    "schedule.name": ("constant", "step", "exponential", "cosine", "sgdr"),
-    "hyper.name": ("none", "marthe", "rtho"),
+    "schedule.name": RegistryNames("optimlab.train.schedules", "SCHEDULES"),
+    "hyper.name": RegistryNames("optimlab.hyper", "CONTROLLERS"),
     "hyper.variant": ("adatune", "marthe_tf"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.sampler": ("auto", "uniform", "loss", "gradnorm"),
@@ -240,7 +242,7 @@ class _PlainConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schema(dataclass_type: type) -> DictConfig:
     """The structured config of a dataclass, built once (OmegaConf.structured is slow); merges copy it."""
     return OmegaConf.structured(dataclass_type)
@@ -271,7 +273,7 @@ def _task_config(node: dict) -> TaskConfig:
     try:
         task = OmegaConf.to_object(OmegaConf.merge(_schema(TaskConfig), base))
     except OmegaConfBaseException as error:
-        raise ConfigError(f"config key 'task.{getattr(error, 'full_key', '')}': {str(error).splitlines()[0]}")
+        raise ConfigError(f"config key 'task.{getattr(error, 'full_key', '')}': {str(error).splitlines()[0]}") from None
     spec = get_task_spec(task.name)
     try:
         typed = OmegaConf.merge(_schema(spec.options), options)

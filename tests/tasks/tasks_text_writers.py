@@ -45,7 +45,9 @@ def write_wikitext(folder: Path, counts=(40, 10, 10)) -> dict[str, list[list[str
     out = {}
     for seed, (split, count) in enumerate(zip(("train", "valid", "test"), counts)):
         lines = [[], ["=", "Heading", "="], []] + sentences(10 + seed, count)
-        (folder / f"wiki.{split}.tokens").write_text("".join((" " + " ".join(line) + " \n") if line else " \n" for line in lines))
+        (folder / f"wiki.{split}.tokens").write_text(
+            "".join((" " + " ".join(line) + " \n") if line else " \n" for line in lines)
+        )
         out[split] = lines
     return out
 

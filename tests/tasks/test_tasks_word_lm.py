@@ -21,7 +21,9 @@ def expected_stream(lines, vocabulary):
     return [vocabulary.index(w) if w in vocabulary else vocabulary.index("<unk>") for w in words]
 
 
-@pytest.mark.parametrize("name, folder, writer", [("ptb_lstm", "ptb", write_ptb), ("wikitext2_lstm", "wikitext-2", write_wikitext)])
+@pytest.mark.parametrize(
+    "name, folder, writer", [("ptb_lstm", "ptb", write_ptb), ("wikitext2_lstm", "wikitext-2", write_wikitext)]
+)
 def test_loader_reads_the_real_format(tmp_path, name, folder, writer):
     lines = writer(tmp_path / folder)
     task = build_task(name, {**SMALL, "download": False}, tmp_path)
@@ -65,7 +67,9 @@ def test_perplexity_is_exp_of_the_mean_token_loss(tmp_path):
 
     write_ptb(tmp_path / "ptb")
     task = build_task("ptb_lstm", {**SMALL, "download": False}, tmp_path)
-    values = evaluate(task.model, task, task.val, 100, None, torch.device("cpu"), torch.optim.SGD(task.model.parameters()), "val")
+    values = evaluate(
+        task.model, task, task.val, 100, None, torch.device("cpu"), torch.optim.SGD(task.model.parameters()), "val"
+    )
     assert values["val/perplexity"] == pytest.approx(math.exp(values["val/loss"]), rel=1e-12)
     # A fresh model is close to uniform over the vocabulary.
     assert values["val/perplexity"] == pytest.approx(task.info["vocab_size"], rel=0.2)

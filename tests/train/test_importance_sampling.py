@@ -14,7 +14,10 @@ from optimlab.train.importance import (
 
 def linear_task(n=40, features=3, classes=3, seed=0) -> Task:
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, features, generator=generator, dtype=torch.float64) * torch.linspace(0.2, 3.0, n, dtype=torch.float64)[:, None]
+    x = (
+        torch.randn(n, features, generator=generator, dtype=torch.float64)
+        * torch.linspace(0.2, 3.0, n, dtype=torch.float64)[:, None]
+    )
     y = torch.randint(0, classes, (n,), generator=generator)
     torch.manual_seed(seed)
     model = nn.Linear(features, classes).double()
@@ -123,7 +126,9 @@ def test_importance_sampled_run_resumes_bit_identically(tmp_path, toy_overrides,
     train(load_config([*common, "train.steps=17", f"run_dir={tmp_path / 'resumed'}"]))
     resumed = train(load_config([*common, "train.steps=30", f"run_dir={tmp_path / 'resumed'}"]))
     assert resumed["params_sha256"] == straight["params_sha256"]
-    uniform = train(load_config([*toy_overrides[:-2], "log.progress=never", "train.steps=30", f"run_dir={tmp_path / 'u'}"]))
+    uniform = train(
+        load_config([*toy_overrides[:-2], "log.progress=never", "train.steps=30", f"run_dir={tmp_path / 'u'}"])
+    )
     assert uniform["params_sha256"] != straight["params_sha256"]
 
 

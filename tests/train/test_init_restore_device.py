@@ -22,7 +22,9 @@ def test_new_keys_leave_the_default_config_hash_alone():
     assert config_hash(load_config(["train.init_from=/some/weights.pt"])) != default
     assert config_hash(load_config(["train.sampler=loss"])) != default
     assert config_hash(load_config(["train.sampler_floor=0.5"])) != default
-    assert config_hash(load_config(["train.sampler=auto", "train.sampler_floor=0.1", "train.init_from=null"])) == default
+    assert (
+        config_hash(load_config(["train.sampler=auto", "train.sampler_floor=0.1", "train.init_from=null"])) == default
+    )
 
 
 def test_init_from_a_checkpoint_loads_the_weights_only(tmp_path, toy_overrides, capsys):
@@ -92,7 +94,9 @@ def test_restore_from_the_command_line(tmp_path, toy_overrides, plugin_env):
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "second" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["step"] == 15
-    bad = subprocess.run([*command[:5], str(tmp_path / "absent.pt")], env=plugin_env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*command[:5], str(tmp_path / "absent.pt")], env=plugin_env, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and "checkpoint not found" in bad.stderr
 
 

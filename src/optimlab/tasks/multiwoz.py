@@ -39,7 +39,6 @@ from optimlab.tasks.base import Split, Task
 from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import check_non_negative, check_positive
 from optimlab.tasks.models.sentence_encoders import BiLSTMClassifier
-from optimlab.tasks.registry import register_task
 from optimlab.tasks.text import Vocabulary, pad_sequences, tokenize
 
 DOMAINS = ("attraction", "booking", "general", "hospital", "hotel", "police", "restaurant", "taxi", "train")
@@ -52,7 +51,9 @@ class MultiWOZOptions:
     embedding_size: int = 300  # multiwoz_bilstm
     hidden: int = 256  # multiwoz_bilstm: LSTM units per direction
     dropout: float = 0.1
-    roberta_path: Optional[str] = None  # multiwoz_roberta: a local save_pretrained folder (default data_dir/roberta-base)
+    roberta_path: Optional[str] = (
+        None  # multiwoz_roberta: a local save_pretrained folder (default data_dir/roberta-base)
+    )
     max_tokens: int = 128  # multiwoz_roberta: subword tokens per input (longer inputs keep their end)
 
 
@@ -104,7 +105,9 @@ def build_bilstm(options: MultiWOZOptions, data_dir: Path) -> Task:
     check_positive(embedding_size=options.embedding_size, hidden=options.hidden)
     check_non_negative(dropout=options.dropout)
     splits = read_multiwoz(Path(data_dir) / "multiwoz", options.context)
-    words = [[(*tokenize(s), USER_MARK, *tokenize(u)) if s else (USER_MARK, *tokenize(u)) for s, u, _ in t] for t in splits]
+    words = [
+        [(*tokenize(s), USER_MARK, *tokenize(u)) if s else (USER_MARK, *tokenize(u)) for s, u, _ in t] for t in splits
+    ]
     vocabulary = Vocabulary.build(collections.Counter(w for turn in words[0] for w in turn))
 
     def split(turns, labels) -> Split:
@@ -114,7 +117,9 @@ def build_bilstm(options: MultiWOZOptions, data_dir: Path) -> Task:
     train, val, test = (split(w, s) for w, s in zip(words, splits))
     factory = model_factory(
         "multiwoz_bilstm",
-        lambda: BiLSTMClassifier(len(vocabulary), options.embedding_size, options.hidden, len(DOMAINS), options.dropout),
+        lambda: BiLSTMClassifier(
+            len(vocabulary), options.embedding_size, options.hidden, len(DOMAINS), options.dropout
+        ),
     )
     info = {"vocab_size": len(vocabulary), "labels": list(DOMAINS)}
     return Task("multiwoz_bilstm", train, val, test, factory(), info=info, model_factory=factory)
@@ -141,10 +146,13 @@ def load_roberta(path: Path, classes: int):
     try:
         import transformers
     except ImportError:
-        raise ConfigError("task 'multiwoz_roberta' needs the transformers library: pip install 'optimlab[nlp]'") from None
+        raise ConfigError(
+            "task 'multiwoz_roberta' needs the transformers library: pip install 'optimlab[nlp]'"
+        ) from None
     needs = f"RoBERTa-base saved with save_pretrained (config.json, weights, vocab.json, merges.txt) in {path}; set task.roberta_path"
     if not (path / "config.json").is_file():
         raise ConfigError(f"task 'multiwoz_roberta' needs {needs}")
+
     def load(what: str):
         try:
             if what == "tokenizer":
@@ -154,7 +162,9 @@ def load_roberta(path: Path, classes: int):
             )
         except (OSError, ValueError) as error:
             reason = str(error).splitlines()[0]
-            raise ConfigError(f"task 'multiwoz_roberta' cannot load its {what} from {path} ({reason}); it needs {needs}") from None
+            raise ConfigError(
+                f"task 'multiwoz_roberta' cannot load its {what} from {path} ({reason}); it needs {needs}"
+            ) from None
 
     return load("tokenizer"), lambda: RobertaClassifier(load("model"))
 
@@ -168,7 +178,9 @@ def build_roberta(options: MultiWOZOptions, data_dir: Path) -> Task:
     def split(turns) -> Split:
         users = [u for _, u, _ in turns]
         if options.context:  # a sentence pair: <s> system </s></s> user </s>, the longer one truncated first
-            encoded = tokenizer([s for s, _, _ in turns], users, truncation="longest_first", max_length=options.max_tokens)
+            encoded = tokenizer(
+                [s for s, _, _ in turns], users, truncation="longest_first", max_length=options.max_tokens
+            )
         else:
             encoded = tokenizer(users, truncation=True, max_length=options.max_tokens)
         encoded = encoded["input_ids"]
@@ -179,7 +191,3 @@ def build_roberta(options: MultiWOZOptions, data_dir: Path) -> Task:
     factory = model_factory("multiwoz_roberta", roberta)
     info = {"labels": list(DOMAINS), "roberta_path": str(path)}
     return Task("multiwoz_roberta", train, val, test, factory(), info=info, model_factory=factory)
-
-
-register_task("multiwoz_bilstm", MultiWOZOptions, "MultiWOZ user-turn domain, Bi-LSTM")(build_bilstm)
-register_task("multiwoz_roberta", MultiWOZOptions, "MultiWOZ user-turn domain, RoBERTa-base (local weights)")(build_roberta)

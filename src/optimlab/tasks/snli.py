@@ -34,7 +34,6 @@ from optimlab.tasks.base import Split, Task
 from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import cached_arrays, check_non_negative, check_positive
 from optimlab.tasks.models.sentence_encoders import Embedding, PairClassifier, SentenceEncoder
-from optimlab.tasks.registry import register_task
 from optimlab.tasks.text import Download, Vocabulary, ensure_files, pad_sequences, read_glove, tokenize
 
 LABELS = ("entailment", "neutral", "contradiction")
@@ -105,7 +104,9 @@ def build_snli(name: str, encoder: str, options: SNLIOptions, data_dir: Path) ->
     check_positive(hidden=options.hidden, mlp_hidden=options.mlp_hidden, embedding_size=options.embedding_size)
     check_positive(min_count=options.min_count, train_samples=options.train_samples)
     check_non_negative(dropout=options.dropout)
-    paths = ensure_files(Path(data_dir) / FOLDER, list(FILES), [DOWNLOAD], download=options.download, what="the SNLI 1.0 jsonl files")
+    paths = ensure_files(
+        Path(data_dir) / FOLDER, list(FILES), [DOWNLOAD], download=options.download, what="the SNLI 1.0 jsonl files"
+    )
     splits = [read_snli(path) for path in paths]
     if options.train_samples is not None:
         splits[0] = splits[0][: options.train_samples]
@@ -136,7 +137,9 @@ def build_snli(name: str, encoder: str, options: SNLIOptions, data_dir: Path) ->
 
     def model():
         embedding = Embedding(len(vocabulary), size, vectors, options.freeze_embeddings)
-        return PairClassifier(embedding, SentenceEncoder(encoder, size, options.hidden), 3, options.mlp_hidden, options.dropout)
+        return PairClassifier(
+            embedding, SentenceEncoder(encoder, size, options.hidden), 3, options.mlp_hidden, options.dropout
+        )
 
     info = {
         "vocab_size": len(vocabulary), "labels": list(LABELS), "encoder": encoder,
@@ -146,16 +149,13 @@ def build_snli(name: str, encoder: str, options: SNLIOptions, data_dir: Path) ->
     return Task(name, train, val, test, factory(), info=info, model_factory=factory)
 
 
-@register_task("snli_lstm", options=SNLIOptions, description="SNLI sentence pairs, LSTM encoder (InferSent classifier)")
 def build_lstm(options: SNLIOptions, data_dir: Path) -> Task:
     return build_snli("snli_lstm", "lstm", options, data_dir)
 
 
-@register_task("snli_infersent", options=SNLIOptions, description="SNLI sentence pairs, InferSent max-pooled BiLSTM")
 def build_infersent(options: SNLIOptions, data_dir: Path) -> Task:
     return build_snli("snli_infersent", "infersent", options, data_dir)
 
 
-@register_task("snli_convnet", options=SNLIOptions, description="SNLI sentence pairs, hierarchical ConvNet encoder")
 def build_convnet(options: SNLIOptions, data_dir: Path) -> Task:
     return build_snli("snli_convnet", "convnet", options, data_dir)

@@ -65,8 +65,7 @@ def ensure_files(folder: Path, names: list[str], downloads: list[Download], *, d
             _fetch(folder, source)
         except OSError as error:
             raise ConfigError(
-                f"data file not found: {missing[0]}, and downloading {source.url} failed ({error}); "
-                f"place {what} there"
+                f"data file not found: {missing[0]}, and downloading {source.url} failed ({error}); place {what} there"
             ) from None
     still = [path for path in paths if not path.exists()]
     if still:
@@ -117,7 +116,9 @@ class Vocabulary:
     @classmethod
     def build(cls, counts: collections.Counter, specials: tuple[str, ...] = (PAD, UNK), min_count: int = 1):
         """Specials first, then tokens seen at least `min_count` times, most frequent first, ties by spelling."""
-        kept = sorted((t for t, c in counts.items() if c >= min_count and t not in specials), key=lambda t: (-counts[t], t))
+        kept = sorted(
+            (t for t, c in counts.items() if c >= min_count and t not in specials), key=lambda t: (-counts[t], t)
+        )
         return cls([*specials, *kept])
 
     def __len__(self) -> int:

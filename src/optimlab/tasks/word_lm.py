@@ -38,7 +38,6 @@ from optimlab.tasks.base import Batch, Split, Task
 from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import cached_arrays, check_non_negative, check_positive
 from optimlab.tasks.models.word_lm import WordLanguageModel
-from optimlab.tasks.registry import register_task
 from optimlab.tasks.text import UNK, Download, Vocabulary, ensure_files
 
 EOS = "<eos>"
@@ -172,7 +171,11 @@ def build_word_lm(name: str, corpus: Corpus, options: WordLMOptions, data_dir: P
     factory = model_factory(
         name,
         lambda: WordLanguageModel(
-            len(vocabulary), options.embedding_size, options.hidden, options.layers, options.dropout,
+            len(vocabulary),
+            options.embedding_size,
+            options.hidden,
+            options.layers,
+            options.dropout,
             options.tie_weights,
         ),
     )
@@ -192,16 +195,13 @@ def build_word_lm(name: str, corpus: Corpus, options: WordLMOptions, data_dir: P
     )
 
 
-@register_task("ptb_lstm", options=WordLMOptions, description="Penn Treebank words, LSTM LM (truncated BPTT)")
 def build_ptb(options: WordLMOptions, data_dir: Path) -> Task:
     return build_word_lm("ptb_lstm", CORPORA["ptb"], options, data_dir)
 
 
-@register_task("wikitext2_lstm", options=WordLMOptions, description="WikiText-2 words, LSTM LM (truncated BPTT)")
 def build_wikitext2(options: WordLMOptions, data_dir: Path) -> Task:
     return build_word_lm("wikitext2_lstm", CORPORA["wikitext-2"], options, data_dir)
 
 
-@register_task("wikitext103_lstm", options=WordLMOptions, description="WikiText-103 words, LSTM LM (truncated BPTT)")
 def build_wikitext103(options: WordLMOptions, data_dir: Path) -> Task:
     return build_word_lm("wikitext103_lstm", CORPORA["wikitext-103"], options, data_dir)

@@ -38,7 +38,9 @@ class CarriedStateHook(StepHook):
 
 def carried_stores(model: nn.Module) -> dict[str, CarriedState]:
     """Every module's carried state, by module name ('' for the model itself)."""
-    return {name: m.carried for name, m in model.named_modules() if isinstance(getattr(m, "carried", None), CarriedState)}
+    return {
+        name: m.carried for name, m in model.named_modules() if isinstance(getattr(m, "carried", None), CarriedState)
+    }
 
 
 def build_carried_state_hook(cfg: Any, ctx: RunContext) -> list[StepHook]:

@@ -77,7 +77,12 @@ class ImportanceSampler:
         self.seen[indices[ok]] = True
 
     def state_dict(self) -> dict:
-        return {"scores": self.scores.clone(), "seen": self.seen.clone(), "probs": self.probs.clone(), "draws": self.draws}
+        return {
+            "scores": self.scores.clone(),
+            "seen": self.seen.clone(),
+            "probs": self.probs.clone(),
+            "draws": self.draws,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.scores, self.seen, self.probs = state["scores"].clone(), state["seen"].clone(), state["probs"].clone()

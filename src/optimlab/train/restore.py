@@ -53,7 +53,9 @@ def prepare_restore(checkpoint_path: str | Path, overrides: list[str]) -> Config
     path = Path(checkpoint_path).expanduser().resolve()
     checkpoint = read_source(path)
     if not isinstance(checkpoint.get("progress"), dict) or "model" not in checkpoint:
-        raise ConfigError(f"--restore: {path} is not an optimlab checkpoint (use train.init_from=PATH for weights only)")
+        raise ConfigError(
+            f"--restore: {path} is not an optimlab checkpoint (use train.init_from=PATH for weights only)"
+        )
     tree = {k: v for k, v in saved_config(path, checkpoint).items() if k != "run_dir"}
     cfg = load_config(overrides, tree)
     step = int(checkpoint["progress"]["step"])
@@ -71,7 +73,9 @@ def prepare_restore(checkpoint_path: str | Path, overrides: list[str]) -> Config
     if (target / rundir.CONFIG).exists():
         raise ConfigError(f"--restore: run_dir {target} already holds a run; choose another")
     checkpoint = _apply_overrides(checkpoint, tree, cfg)
-    checkpoint["metrics_offset"] = _copy_metrics(path.parent.parent / rundir.METRICS, target, checkpoint.get("metrics_offset", 0))
+    checkpoint["metrics_offset"] = _copy_metrics(
+        path.parent.parent / rundir.METRICS, target, checkpoint.get("metrics_offset", 0)
+    )
     (target / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     save_checkpoint(target / rundir.CHECKPOINTS, step, checkpoint, keep=1)
     print(f"optimlab: restoring {path} (step {step}) into {target}", file=sys.stderr)

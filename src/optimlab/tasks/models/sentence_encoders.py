@@ -29,7 +29,9 @@ def masked_max(features: Tensor, lengths: Tensor) -> Tensor:
 class Embedding(nn.Module):
     """Word embeddings, learned or initialised from pretrained vectors (optionally frozen)."""
 
-    def __init__(self, vocab: int, size: int, vectors: Tensor | None = None, freeze: bool = False, dropout: float = 0.0):
+    def __init__(
+        self, vocab: int, size: int, vectors: Tensor | None = None, freeze: bool = False, dropout: float = 0.0
+    ):
         super().__init__()
         self.table = nn.Embedding(vocab, size, padding_idx=0)
         if vectors is not None:
@@ -62,7 +64,9 @@ class SentenceEncoder(nn.Module):
         if self.kind == "convnet":
             # Zeroing padded positions after every layer makes each sentence's vector independent of how much
             # padding its batch has: a convolution then sees zeros past the end, as with its own zero padding.
-            valid = (torch.arange(embedded.shape[1], device=embedded.device)[None, :] < lengths.to(embedded.device)[:, None])
+            valid = (
+                torch.arange(embedded.shape[1], device=embedded.device)[None, :] < lengths.to(embedded.device)[:, None]
+            )
             valid = valid[:, None, :].to(embedded.dtype)
             x, pooled = embedded.transpose(1, 2) * valid, []
             for conv in self.convs:
@@ -88,7 +92,9 @@ class PairClassifier(nn.Module):
             nn.Dropout(dropout), nn.Linear(mlp_hidden, classes),
         )  # fmt: skip
 
-    def forward(self, premise: Tensor, premise_lengths: Tensor, hypothesis: Tensor, hypothesis_lengths: Tensor) -> Tensor:
+    def forward(
+        self, premise: Tensor, premise_lengths: Tensor, hypothesis: Tensor, hypothesis_lengths: Tensor
+    ) -> Tensor:
         u = self.encoder(self.embedding(premise), premise_lengths)
         v = self.encoder(self.embedding(hypothesis), hypothesis_lengths)
         return self.classifier(torch.cat([u, v, (u - v).abs(), u * v], dim=1))
