@@ -1,8 +1,6 @@
 """train.init_from (weights only), `optimlab train --restore CHECKPOINT`, and train.device=auto."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -85,19 +83,17 @@ def test_restore_applies_optimizer_overrides_and_picks_a_new_directory(tmp_path,
         prepare_restore(checkpoint, [f"run_dir={tmp_path / 'first'}"])
 
 
-def test_restore_from_the_command_line(tmp_path, toy_overrides, plugin_env):
+def test_restore_from_the_command_line(tmp_path, toy_overrides, capsys):
+    from optimlab.cli import main
+
     common = [*toy_overrides[:-2], "log.progress=never"]
     train(load_config([*common, "train.steps=10", f"run_dir={tmp_path / 'first'}"]))
-    command = [sys.executable, "-m", "optimlab", "train", "--restore", str(tmp_path / "first" / "checkpoints" / "step-10.pt"),
-               "train.steps=15", f"run_dir={tmp_path / 'second'}"]  # fmt: skip
-    done = subprocess.run(command, env=plugin_env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    source = str(tmp_path / "first" / "checkpoints" / "step-10.pt")
+    assert main(["train", "--restore", source, "train.steps=15", f"run_dir={tmp_path / 'second'}"]) == 0
     summary = json.loads((tmp_path / "second" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["step"] == 15
-    bad = subprocess.run(
-        [*command[:5], str(tmp_path / "absent.pt")], env=plugin_env, capture_output=True, text=True, timeout=120
-    )
-    assert bad.returncode == 2 and "checkpoint not found" in bad.stderr
+    assert main(["train", "--restore", str(tmp_path / "absent.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
 
 
 def test_device_auto_picks_the_gpu_with_the_most_free_memory(monkeypatch):
