@@ -137,3 +137,17 @@ def test_importance_sampling_rejects_length_bucketing(tmp_path, toy_overrides):
 
     with pytest.raises(ConfigError, match="length_bucketing|sequence lengths"):
         train(load_config([*toy_overrides, "train.sampler=loss", "train.length_bucketing=true"]))
+
+
+def test_gradnorm_hook_in_chunks_matches_one_pass():
+    from optimlab.train.hooks import StepInfo
+    from optimlab.train.importance import GradNormHook
+
+    task = linear_task()
+    indices = torch.arange(10)
+    step = StepInfo(0, task.train.batch(indices), indices)
+    whole, chunked = (ImportanceSampler(40, 4, 0, "gradnorm", 0.1) for _ in range(2))
+    GradNormHook(task, task.model, whole).after_backward(step)
+    GradNormHook(task, task.model, chunked, chunk=3).after_backward(step)
+    assert bool(whole.seen[:10].all()) and not bool(whole.seen[10:].any())
+    torch.testing.assert_close(whole.scores, chunked.scores, rtol=1e-12, atol=0)

@@ -149,14 +149,20 @@ class GradNormHook(StepHook):
     name = "importance"
     prefix = "sampler"
 
-    def __init__(self, task: Task, model: nn.Module, sampler: ImportanceSampler):
+    def __init__(self, task: Task, model: nn.Module, sampler: ImportanceSampler, chunk: int | None = None):
         self.task, self.model, self.sampler = task, model, sampler
+        self.chunk = chunk  # examples per vmapped pass (train.microbatch_size): bounds the per-example memory
 
     def after_backward(self, step: StepInfo) -> None:
         was_training = self.model.training
         self.model.eval()
         try:
-            norms = example_grad_norms(self.task, self.model, step.batch)
+            size = len(step.batch[0])
+            chunk = self.chunk or size
+            norms = torch.cat([
+                example_grad_norms(self.task, self.model, tuple(t[start : start + chunk] for t in step.batch))
+                for start in range(0, size, chunk)
+            ])  # fmt: skip
         finally:
             self.model.train(was_training)
         self.sampler.observe(step.indices, norms)
@@ -191,7 +197,7 @@ def _one_norm(task: Task, model: nn.Module, rows: Batch) -> Tensor:
     return torch.sqrt(sum(g.pow(2).sum() for g in grads if g is not None)).detach()
 
 
-def importance_hooks(task: Task, model: nn.Module, sampler) -> list[StepHook]:
+def importance_hooks(task: Task, model: nn.Module, sampler, chunk: int | None = None) -> list[StepHook]:
     if isinstance(sampler, ImportanceSampler) and sampler.kind == "gradnorm":
-        return [GradNormHook(task, model, sampler)]
+        return [GradNormHook(task, model, sampler, chunk)]
     return []

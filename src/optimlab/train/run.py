@@ -159,7 +159,7 @@ def build_run(cfg: Config, device: torch.device, world: World) -> Run:
     if cfg.train.length_bucketing and lengths is None:
         raise ConfigError(f"train.length_bucketing=true: task {task.name!r} has no sequence lengths")
     sampler = build_sampler(cfg, task, train_split, lengths, world.world_size)
-    hooks += importance_hooks(task, model, sampler)
+    hooks += importance_hooks(task, model, sampler, cfg.train.microbatch_size)
     train_task = weighted_task(task, sampler) if isinstance(sampler, ImportanceSampler) else task
     trained = nn.parallel.DistributedDataParallel(model) if world.distributed else model
     return Run(
