@@ -45,6 +45,11 @@ def test_loader_reads_the_real_format(tmp_path, name, folder, writer):
     assert task.test.tensors[1][1].tolist() == test[lane + 1 : 2 * lane + 1]
     if name == "ptb_lstm":
         assert vocabulary.index("<unk>") in task.test.tensors[0][0].tolist()  # 'zebra' was unseen
+    # The second build reads the cached word streams and vocabulary: the same task.
+    assert len(list((tmp_path / f"{folder}-words").glob("*.npz"))) == 1
+    again = build_task(name, {**SMALL, "download": False}, tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(again.train.tensors, task.train.tensors))
+    assert again.info["vocab_size"] == task.info["vocab_size"]
 
 
 def test_missing_files_are_a_config_error_naming_the_file(tmp_path):

@@ -105,10 +105,11 @@ def load_corpus(corpus: Corpus, data_dir: Path, download: bool) -> tuple[Vocabul
         counts = collections.Counter(read_words(paths[0]))
         vocabulary = Vocabulary.build(counts, specials=(EOS, UNK))  # <unk> present even if training never uses it
         streams = {name: vocabulary.encode(read_words(p)) for name, p in zip(("train", "valid", "test"), paths)}
-        return {**streams, "vocabulary": np.array(vocabulary.tokens)}
+        # Words never contain whitespace: the vocabulary is stored as its words joined by newlines, in UTF-8.
+        return {**streams, "vocabulary": np.frombuffer("\n".join(vocabulary.tokens).encode(), dtype=np.uint8)}
 
     arrays = cached_arrays(data_dir, f"{corpus.folder}-words", stamp, make)
-    vocabulary = Vocabulary([str(t) for t in arrays["vocabulary"]])
+    vocabulary = Vocabulary(arrays["vocabulary"].tobytes().decode().split("\n"))
     return vocabulary, [arrays[name] for name in ("train", "valid", "test")]
 
 
