@@ -127,3 +127,36 @@ def test_carried_state_merges_microbatch_writes_and_round_trips():
     zeros = (torch.zeros(1, 2, 2),)
     read = store.read(torch.tensor([5, 2]), zeros)[0]
     assert torch.equal(read[0, 0], h[0, 3]) and torch.equal(read[0, 1], torch.zeros(2))
+
+
+def test_download_checks_the_digest_and_extracts_the_members(tmp_path, monkeypatch):
+    """`ensure_files` with the network replaced by a local copy: digest check, zip members, a bad digest."""
+    import hashlib
+    import shutil
+    import zipfile
+
+    from optimlab.tasks.text import Download, ensure_files
+
+    served = tmp_path / "served"
+    write_wikitext(served / "wikitext-2")
+    archive = tmp_path / "wikitext-2-v1.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"):
+            zf.write(served / "wikitext-2" / name, f"wikitext-2/{name}")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    fetched = []
+    monkeypatch.setattr(
+        "optimlab.tasks.text.download_file", lambda url, path: (fetched.append(url), shutil.copy(archive, path))
+    )
+    names = ["wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"]
+    members = {n: f"wikitext-2/{n}" for n in names}
+    source = Download("https://example.org/wikitext-2-v1.zip", "md5", md5, members)
+    paths = ensure_files(tmp_path / "data" / "wikitext-2", names, [source], download=True, what="WikiText-2")
+    assert [p.read_bytes() for p in paths] == [(served / "wikitext-2" / n).read_bytes() for n in names]
+    assert not (tmp_path / "data" / "wikitext-2" / ".download").exists()
+    ensure_files(tmp_path / "data" / "wikitext-2", names, [source], download=True, what="WikiText-2")
+    assert len(fetched) == 1  # downloaded once
+    wrong = Download(source.url, "md5", "0" * 32, members)
+    with pytest.raises(ConfigError, match="expected 0000"):
+        ensure_files(tmp_path / "other", names, [wrong], download=True, what="WikiText-2")
+    assert not list((tmp_path / "other" / ".download").glob("*.zip"))  # the bad file is not kept

@@ -76,6 +76,7 @@ def ensure_files(folder: Path, names: list[str], downloads: list[Download], *, d
 def _fetch(folder: Path, source: Download) -> None:
     staging = folder / ".download"
     target = staging / source.url.rsplit("/", 1)[-1]
+    staging.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         download_file(source.url, target)
     actual = file_digest(target, source.algorithm)
@@ -87,6 +88,8 @@ def _fetch(folder: Path, source: Download) -> None:
     else:
         with zipfile.ZipFile(target) as archive:
             for name, member in source.members.items():
+                if member not in archive.namelist():
+                    raise ConfigError(f"{source.url} has no member {member}")
                 with archive.open(member) as src, open(folder / name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
         target.unlink()
