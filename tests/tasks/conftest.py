@@ -62,3 +62,15 @@ def no_network(monkeypatch):
         raise OSError("network access is disabled in tests")
 
     monkeypatch.setattr("urllib.request.urlopen", refuse)
+
+
+# Tasks that need an optional library: every test parametrized by task `name` skips them without it.
+NEEDS = {"multiwoz_roberta": "transformers"}
+
+
+@pytest.fixture(autouse=True)
+def _optional_library(request):
+    callspec = getattr(request.node, "callspec", None)
+    name = callspec.params.get("name") if callspec is not None else None
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name], reason=f"task {name} needs {NEEDS[name]}")

@@ -29,15 +29,6 @@ TINY: dict[str, dict] = {
     "multiwoz_bilstm": {"hidden": 6, "embedding_size": 4},
 }
 
-# Tasks that need an optional library.
-NEEDS = {"multiwoz_roberta": "transformers"}
-
-
-@pytest.fixture(autouse=True)
-def _optional_library(request):
-    name = getattr(request.node, "callspec", None) and request.node.callspec.params.get("name")
-    if name in NEEDS:
-        pytest.importorskip(NEEDS[name], reason=f"task {name} needs {NEEDS[name]}")
 
 
 def tiny_options(name: str) -> dict:
