@@ -29,6 +29,8 @@ from optimlab.errors import ConfigError, suggest, unknown_name
 from optimlab.registry import RegistryNames
 
 NAMED_GROUPS = ("task", "optim", "schedule", "hyper")
+# List-valued shorthands: `instruments=[grad_stats,hessian_top]` is `instruments.names=[...]`.
+LIST_GROUPS = {"instruments": "names"}
 
 
 def default_data_dir() -> str:
@@ -87,6 +89,22 @@ class HyperConfig:
 
 
 @dataclass
+class InstrumentsConfig:
+    """Gradient instruments (docs/instruments.md): measurements that never change the trajectory."""
+
+    names: list[str] = field(default_factory=list)  # see `optimlab list instruments`
+    every: int = 50  # measure every this many steps...
+    start: int = 0  # ...from this step on
+    log_spaced: int = 0  # > 0: instead, about this many log-spaced measurements per decade of steps
+    draws: int = 10  # direction_variance: T draws (2T with compat=study)
+    draw_batch_size: Optional[int] = None  # direction_variance: batch size g of a draw (None: training's)
+    compat: str = "unbiased"  # direction_variance: unbiased | study (the original's biased two-phase form)
+    hessian_iterations: int = 20  # hessian_top: at most this many power iterations (one HVP each)
+    hessian_tol: float = 1e-3  # hessian_top: stop at this relative change of the eigenvalue
+    microbatch_size: Optional[int] = None  # grad_stats: examples per per-example pass (memory bound)
+
+
+@dataclass
 class TrainConfig:
     steps: int = 1000  # optimizer steps (iterations) in the whole run
     microbatch_size: Optional[int] = None  # examples per forward/backward, gradients accumulated (None: whole batch)
@@ -126,6 +144,7 @@ class Config:
     hyper: HyperConfig = field(default_factory=HyperConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    instruments: InstrumentsConfig = field(default_factory=InstrumentsConfig)
 
 
 # Names chosen from a registry are read from it when a config is validated (the registries import torch).
@@ -137,6 +156,7 @@ _CHOICES = {
     "train.sampler": ("auto", "uniform", "loss", "gradnorm"),
     "log.wandb_mode": ("offline", "online", "disabled"),
     "log.progress": ("auto", "always", "never"),
+    "instruments.compat": ("unbiased", "study"),
 }
 
 
@@ -189,6 +209,8 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
             raise ConfigError(f"expected key=value, got {item!r}")
         if key in NAMED_GROUPS:  # `optim=adam` is `optim.name=adam`
             key = f"{key}.name"
+        elif key in LIST_GROUPS:  # `instruments=[a,b]` is `instruments.names=[a,b]`
+            key = f"{key}.{LIST_GROUPS[key]}"
         items.append(f"{key}={value}")
     try:
         return OmegaConf.from_dotlist(items)
@@ -203,6 +225,8 @@ def _as_tree(base: dict) -> dict:
         key = str(key)
         if key in NAMED_GROUPS and not isinstance(value, dict):
             key, value = f"{key}.name", value
+        elif key in LIST_GROUPS and not isinstance(value, dict):
+            key = f"{key}.{LIST_GROUPS[key]}"
         if "." in key:
             OmegaConf.update(tree, key, value, force_add=True)
         else:
@@ -240,6 +264,7 @@ class _PlainConfig:
     hyper: HyperConfig = field(default_factory=HyperConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    instruments: InstrumentsConfig = field(default_factory=InstrumentsConfig)
 
 
 @functools.cache
@@ -387,9 +412,34 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'train.sampler_floor': must be in (0, 1], got {cfg.train.sampler_floor}")
     if not 0.0 < cfg.hyper.holdout_fraction < 1.0:
         raise ConfigError(f"config key 'hyper.holdout_fraction': must be in (0, 1), got {cfg.hyper.holdout_fraction}")
+    _validate_instruments(cfg.instruments)
     lr = cfg.optim.kwargs.get("lr")
     if isinstance(lr, (int, float)) and lr < 0:
         raise ConfigError(f"config key 'optim.lr': must be >= 0, got {lr}")
+
+
+def _validate_instruments(cfg: InstrumentsConfig) -> None:
+    if cfg.names:
+        from optimlab.instruments.registry import INSTRUMENTS
+
+        for i, name in enumerate(cfg.names):
+            if name not in INSTRUMENTS:
+                raise ConfigError(f"config key 'instruments.names': unknown instrument {name!r}{suggest(name, INSTRUMENTS)}")
+            if name in cfg.names[:i]:
+                raise ConfigError(f"config key 'instruments.names': {name!r} is listed twice")
+    positive = {"every": cfg.every, "draws": cfg.draws - 1, "hessian_iterations": cfg.hessian_iterations}
+    for key in ("draw_batch_size", "microbatch_size"):
+        if getattr(cfg, key) is not None:
+            positive[key] = getattr(cfg, key)
+    for key, value in positive.items():
+        if value <= 0:
+            minimum = 2 if key == "draws" else 1
+            raise ConfigError(f"config key 'instruments.{key}': must be >= {minimum}, got {getattr(cfg, key)}")
+    for key in ("start", "log_spaced"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key 'instruments.{key}': must be >= 0, got {getattr(cfg, key)}")
+    if cfg.hessian_tol < 0:
+        raise ConfigError(f"config key 'instruments.hessian_tol': must be >= 0, got {cfg.hessian_tol}")
 
 
 # --------------------------------------------------------------------------------------------------------

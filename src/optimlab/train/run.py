@@ -34,10 +34,20 @@ from optimlab.train.schedules import build_scheduler
 from optimlab.train.state import Progress, RunState, rng_state, set_rng_state
 
 # Every kind of step hook enters the loop here: a builder (cfg, ctx) -> hooks, in the order they are called.
+# Instruments come first: their after_backward reads the training backward before other hooks differentiate
+# through its graph (the hypergradient's Hessian-vector products).
 HOOK_BUILDERS: list[Callable[[Config, RunContext], list[StepHook]]] = [
+    lambda cfg, ctx: _build_instruments(cfg, ctx),
     lambda cfg, ctx: [hook] if (hook := build_hypergradient_hook(cfg, ctx)) is not None else [],
     build_carried_state_hook,  # recurrent state carried across batches (word-level language models)
 ]
+
+
+def _build_instruments(cfg: Config, ctx: RunContext) -> list[StepHook]:
+    # Imported here: the instruments import the train package, which imports this module.
+    from optimlab.instruments.registry import build_instruments
+
+    return build_instruments(cfg.instruments, ctx)
 
 
 @dataclasses.dataclass
@@ -79,6 +89,15 @@ class Run:
             self.trained, task, batch, self.cfg.train.microbatch_size, self.amp_dtype, self.scaler, self.world,
             create_graph,
         )
+        # The seed of every backward call above: per-example gradients seen by layer hooks are grad_scale x
+        # the gradients of the per-example loss summands (gradients.backward: 1/count unless microbatched,
+        # times the fp16 loss scale).
+        if not self.hooks:
+            return
+        size, microbatch = len(step.batch[0]), self.cfg.train.microbatch_size
+        whole = (microbatch is None or microbatch >= size) and not self.world.distributed
+        loss_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        step.grad_scale = loss_scale / float(step.count) if whole else loss_scale
 
     def _training_loss(self, step: StepInfo) -> tuple[Task, tuple[Tensor, ...]]:
         """The task and batch the gradient is taken of: importance samplers append weights and indices."""
