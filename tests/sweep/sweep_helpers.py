@@ -18,15 +18,27 @@ def fake_command(modes: dict[int, str] | None = None, steps: int = 20):
     return command
 
 
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
-    """Poll until predicate() is truthy; fail the test after `timeout` seconds."""
+def wait_for(predicate, timeout: float = 120.0, interval: float = 0.05, describe=None):
+    """Poll until predicate() is truthy and return its value; fail the test after `timeout` seconds.
+
+    Tests wait on exactly the condition their assertions need, never on a sleep. `describe()` (optional)
+    says what was seen instead, for the failure message.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+    seen = f"; {describe()}" if describe is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}{seen}")
+
+
+def describe_dir(path: Path, log: Path | None = None) -> str:
+    """The files below `path` and the end of `log`: what a timed-out wait saw."""
+    files = sorted(str(p.relative_to(path)) for p in Path(path).rglob("*")) if Path(path).exists() else []
+    tail = Path(log).read_text()[-600:] if log is not None and Path(log).exists() else ""
+    return f"files under {path}: {files}; log tail: {tail!r}"
 
 
 def pids_with_arg(text: str) -> list[int]:
