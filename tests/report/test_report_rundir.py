@@ -8,6 +8,7 @@ import yaml
 
 from optimlab import rundir
 from optimlab.config import config_hash, load_config, to_yaml
+from optimlab.report import tables
 from optimlab.report.analysis import analyze
 from optimlab.report.load import configuration_hash, load_runs
 from report_fakes import write_run
@@ -72,3 +73,8 @@ def test_stopped_runs_are_listed_but_not_aggregated(tmp_path):
     (config,) = task.configurations
     assert [r.path.name for r in config.used_runs] == ["a"] and config.n_excluded == 1
     assert config.test.n == 1
+    header, rows = tables.problem_runs(analyze(runs))
+    (row,) = rows
+    assert row[header.index("status")] == "stopped" and "early" in row[header.index("detail")]
+    header, rows = tables.overview(analyze(runs))
+    assert rows[0][header.index("stopped")] == "1" and rows[0][header.index("completed")] == "1"

@@ -147,6 +147,8 @@ def problem_runs(analysis: Analysis) -> Table:
         detail = ""
         if run.status == rundir.DIVERGED:
             detail = f"diverged at step {run.summary.get('diverged_step')}"
+        elif run.status == rundir.STOPPED:
+            detail = "ended early on purpose (a search's early stopping)"
         elif run.summary.get("error"):
             detail = str(run.summary["error"]).splitlines()[0][:160]
         step = str(run.summary.get("step", ""))
