@@ -41,16 +41,17 @@ def describe_dir(path: Path, log: Path | None = None) -> str:
     return f"files under {path}: {files}; log tail: {tail!r}"
 
 
-def pids_with_arg(text: str) -> list[int]:
-    """Processes whose command line contains `text` (Linux /proc)."""
+def pids_with_arg(text: str, cwd: Path | None = None) -> list[int]:
+    """Processes whose command line contains `text` (Linux /proc), and that run in `cwd` when it is given:
+    a relative path in `text` is the same in every test session running on the machine."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if text in cmdline and (cwd is None or Path(os.readlink(entry / "cwd")) == Path(cwd).resolve()):
+                found.append(int(entry.name))
         except OSError:
             continue
-        if text in cmdline:
-            found.append(int(entry.name))
     return found
