@@ -18,7 +18,9 @@ commands:
   sweep    SPEC [--backend local|ray|slurm] [--workers N] [--root DIR]
   report   RUNS... --out DIR [--baseline NAME]
   compare  [task=NAME] [optims=[a,b]] [seeds=N] [key=value ...]   sweep + report (the main job)
-  list     tasks | optimizers | sweeps | instruments
+  list     tasks | optimizers [NAME] | sweeps | instruments
+
+`optimlab COMMAND --help` describes a command; `optimlab train --help` lists every config key.
 """
 
 
@@ -100,17 +102,33 @@ def _commands():
     return {"train": train, "sweep": sweep, "report": report, "compare": compare, "list": _list}
 
 
+LIST_USAGE = """usage: optimlab list WHAT [NAME]
+
+  tasks                 every task with a one-line description
+  optimizers            every optimizer with the first line of its docstring
+  optimizers NAME       one optimizer: its description, keyword arguments and defaults (optim.<argument>=...)
+  sweeps                the sweep files shipped in sweeps/
+  instruments           gradient instruments with what each needs
+"""
+
+
 def _list(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(LIST_USAGE)
+        return 0
     what = argv[0] if argv else ""
     if what == "tasks":
         from optimlab.tasks import available_tasks, get_task_spec
 
         for name in available_tasks():
             print(f"{name:24s} {get_task_spec(name).description}")
+    elif what == "optimizers" and len(argv) > 1:
+        print(describe_optimizer(argv[1]))
     elif what == "optimizers":
-        from optimlab.optim import available
+        from optimlab.optim.registry import OPTIMIZERS
 
-        print("\n".join(available()))
+        for name in OPTIMIZERS.names():
+            print(f"{name:24s} {OPTIMIZERS.describe(name)}".rstrip())
     elif what == "sweeps":
         from optimlab.sweep.spec import available_sweeps
 
@@ -124,6 +142,18 @@ def _list(argv: list[str]) -> int:
         raise ConfigError(f"list what? expected tasks, optimizers, sweeps or instruments, got {what!r}")
     return 0
 
+
+def describe_optimizer(name: str) -> str:
+    """`optimlab list optimizers NAME`: the description and every keyword argument with its default."""
+    import inspect
+
+    from optimlab.optim.registry import OPTIMIZERS, optimizer_arguments
+
+    lines = [f"{name}: {OPTIMIZERS.describe(name)}".rstrip(), "", "arguments (optim.<argument>=value):"]
+    for key, parameter in optimizer_arguments(name).items():
+        default = "required" if parameter.default is inspect.Parameter.empty else repr(parameter.default)
+        lines.append(f"  {key:24s} {default}")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     sys.exit(main())

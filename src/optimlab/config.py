@@ -39,17 +39,21 @@ def default_data_dir() -> str:
 
 @dataclass
 class TaskConfig:
-    name: str = "mnist1d_mlp"
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    data_dir: str = field(default_factory=default_data_dir)
+    """The dataset and model, by name (`optimlab list tasks`), and how they are batched."""
+
+    name: str = "mnist1d_mlp"  # the task (`optimlab list tasks`)
+    batch_size: int = 128  # training examples per optimizer step
+    eval_batch_size: int = 1000  # examples per evaluation batch
+    data_dir: str = field(default_factory=default_data_dir)  # where datasets are downloaded ($OPTIMLAB_DATA_DIR)
     # Task-specific options (`task.width=512`), validated against the task's options dataclass.
     options: dict = field(default_factory=dict)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"
+    """The optimizer, by name (`optimlab list optimizers`), and its keyword arguments."""
+
+    name: str = "adam"  # the optimizer (`optimlab list optimizers`)
     # Optimizer keyword arguments (`optim.lr=3e-3`), validated against its constructor signature.
     kwargs: dict = field(default_factory=dict)
     # Parameters exempt from weight decay: any of bias, norm (`optim.no_decay=[bias,norm]`); see
@@ -77,13 +81,13 @@ class HyperConfig:
 
     name: str = "none"  # none | marthe | rtho
     # Defaults suit small nets (docs/hypergradients.md has tuned values): AdaTune's 1e-8 was for big ones.
-    hyper_lr: float = 1e-6
+    hyper_lr: float = 1e-6  # beta of lr <- lr - beta * hypergradient
     mu: float = -1.0  # tangent discount in [0, 1]; < 0 adapts it (MARTHE), 1 is RTHO
     alpha: float = 0.0  # > 0 adapts hyper_lr
-    first_order: bool = False
+    first_order: bool = False  # use the one-step derivative as the tangent on every step, whatever mu is
     variant: str = "adatune"  # adatune | marthe_tf
-    lr_min: float = 0.0
-    lr_max: Optional[float] = None
+    lr_min: float = 0.0  # the lr is projected into [lr_min, lr_max] after every update
+    lr_max: Optional[float] = None  # upper clip of the learning rate (None: no upper bound)
     val_every: int = 1  # validation gradient and lr update every this many steps
     holdout_fraction: float = 0.1  # share of the training split held out for the validation gradient
 
@@ -106,6 +110,8 @@ class InstrumentsConfig:
 
 @dataclass
 class TrainConfig:
+    """The training loop: length, evaluation and checkpoint cadence, device, precision, sampling."""
+
     steps: int = 1000  # optimizer steps (iterations) in the whole run
     microbatch_size: Optional[int] = None  # examples per forward/backward, gradients accumulated (None: whole batch)
     clip_grad_norm: Optional[float] = None  # max global L2 norm of the gradient before each step (None: no clipping)
@@ -127,16 +133,18 @@ class TrainConfig:
 
 @dataclass
 class LogConfig:
-    tensorboard: bool = False
-    wandb: bool = False
-    wandb_project: str = "optimlab"
+    """Where metrics go besides metrics.jsonl; none of these keys changes what a run computes."""
+
+    tensorboard: bool = False  # also write TensorBoard event files to <run_dir>/tensorboard
+    wandb: bool = False  # also log to Weights & Biases
+    wandb_project: str = "optimlab"  # the W&B project
     wandb_mode: str = "offline"  # offline | online | disabled
     progress: str = "auto"  # auto (on interactive terminals) | always | never
 
 
 @dataclass
 class Config:
-    seed: int = 0
+    seed: int = 0  # seeds parameters, data order and augmentation
     run_dir: Optional[str] = None  # default: runs/<task>/<optim>-<config hash>
     task: TaskConfig = field(default_factory=TaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -165,14 +173,62 @@ _CHOICES = {
 
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), base: dict | None = None) -> Config:
-    """Defaults <- `base` (a nested dict, e.g. a YAML file's contents) <- dotted `key=value` overrides."""
+    """Defaults <- `base` (a nested dict, e.g. a YAML file's contents) <- dotted `key=value` overrides.
+
+    Overrides follow Hydra's grammar where it applies: `+key=v` and `++key=v` set a key like `key=v`,
+    `~key` removes a key set so far (by `base` or an earlier override), so it takes its default again.
+    """
     tree = OmegaConf.create(_as_tree(base or {}))
-    tree = OmegaConf.merge(tree, parse_overrides(overrides))
+    pending: list[str] = []
+    for item in overrides:
+        if item.startswith("~"):
+            tree = OmegaConf.merge(tree, parse_overrides(pending))
+            pending = []
+            _remove_key(tree, item[1:].partition("=")[0])
+        else:
+            pending.append(item)
+    tree = OmegaConf.merge(tree, parse_overrides(pending))
     return from_tree(OmegaConf.to_container(tree))
 
 
-def load_config_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    return load_config(overrides, read_yaml_mapping(path, "config file"))
+def load_config_file(path: str | Path | list, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A config from one YAML file, or several composed in order (later files win), then the overrides."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    tree = OmegaConf.create()
+    for each in paths:
+        tree = OmegaConf.merge(tree, _as_tree(read_yaml_mapping(each, "config file")))
+    return load_config(overrides, OmegaConf.to_container(tree))
+
+
+def _remove_key(tree: DictConfig, key: str) -> None:
+    """`~key`: drop a dotted key (or a whole group) from the tree; absent already is fine."""
+    group = key.partition(".")[0]
+    if not key or group not in {f.name for f in dataclasses.fields(Config)}:
+        raise unknown_name("config key", key or "~", {f.name for f in dataclasses.fields(Config)})
+    *parents, last = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    if isinstance(node, DictConfig) and last in node:
+        del node[last]
+
+
+def _multirun_hint(key: str, value: str) -> str | None:
+    """A hint when `value` is a Hydra multirun list (`1e-3,1e-2`): commas outside brackets and quotes."""
+    depth, quote = 0, ""
+    for char in value:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            return (f"{key}={value} asks for several runs (a Hydra multirun); `optimlab train` runs one: "
+                    f"use `optimlab compare` (lrs=[...]) or a sweep file with `optimlab sweep` (docs/sweeps.md)")
+    return None
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict:
@@ -201,12 +257,15 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
-    """Dotted `key=value` pairs (values parsed as YAML) to a nested DictConfig."""
+    """Dotted `key=value` pairs (values parsed as YAML; `+key=v` and `++key=v` alike) to a nested DictConfig."""
     items = []
     for item in overrides:
         key, sep, value = item.partition("=")
+        key = key[2:] if key.startswith("++") else key[1:] if key.startswith("+") else key
         if not sep or not key:
             raise ConfigError(f"expected key=value, got {item!r}")
+        if (hint := _multirun_hint(key, value)) is not None:
+            raise ConfigError(hint)
         if key in NAMED_GROUPS:  # `optim=adam` is `optim.name=adam`
             key = f"{key}.name"
         elif key in LIST_GROUPS:  # `instruments=[a,b]` is `instruments.names=[a,b]`
