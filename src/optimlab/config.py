@@ -517,6 +517,12 @@ def to_tree(cfg: Config) -> dict:
     return _lists(tree)
 
 
+def normalize(cfg: Config) -> Config:
+    """A directly built `Config` resolved and validated as the command line resolves one: the optimizer's and
+    the task's defaults filled in, types checked. Same config.yaml and hash as `optimlab train` would give."""
+    return from_tree(to_tree(cfg))
+
+
 def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_tree(cfg), sort_keys=False)
 

@@ -62,7 +62,7 @@ class WandbLogger:
 
 class ProgressBar:
     def __init__(self, total: int, initial: int):
-        from tqdm import tqdm
+        from tqdm.auto import tqdm  # a widget in Jupyter, text on a terminal
 
         self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
         self.last = initial
@@ -81,8 +81,16 @@ class ProgressBar:
 
 def progress_enabled(cfg: LogConfig) -> bool:
     if cfg.progress == "auto":
-        return sys.stderr.isatty() and not os.environ.get("CI")
+        return (sys.stderr.isatty() or in_notebook()) and not os.environ.get("CI")
     return cfg.progress == "always"
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (its stderr is no terminal, yet a bar renders there)."""
+    if "IPython" not in sys.modules:  # never import IPython just to ask
+        return False
+    shell = sys.modules["IPython"].get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def build_loggers(cfg: Config, run_dir: Path, step: int) -> list:
