@@ -129,6 +129,7 @@ class TrainConfig:
     sampler: str = "auto"
     sampler_floor: float = 0.1  # loss/gradnorm: share of the uniform distribution mixed in, in (0, 1]
     init_from: Optional[str] = None  # model weights only, from an optimlab checkpoint or a state_dict file
+    deterministic: bool = False  # deterministic algorithms only (torch.use_deterministic_algorithms, cuDNN); slower on GPU
 
 
 @dataclass
@@ -472,9 +473,20 @@ def validate(cfg: Config) -> None:
     if not 0.0 < cfg.hyper.holdout_fraction < 1.0:
         raise ConfigError(f"config key 'hyper.holdout_fraction': must be in (0, 1), got {cfg.hyper.holdout_fraction}")
     _validate_instruments(cfg.instruments)
+    _validate_lr_control(cfg)
     lr = cfg.optim.kwargs.get("lr")
     if isinstance(lr, (int, float)) and lr < 0:
         raise ConfigError(f"config key 'optim.lr': must be >= 0, got {lr}")
+
+
+def _validate_lr_control(cfg: Config) -> None:
+    """An optimizer that tunes its own lr (hypergradient descent, `*_hd`) and a schedule would both set it."""
+    if cfg.optim.name.endswith("_hd"):
+        for key, active in (("schedule.name", cfg.schedule.name != "constant"),
+                            ("schedule.warmup_steps", cfg.schedule.warmup_steps > 1)):
+            if active:
+                raise ConfigError(f"config key {key!r}: optim={cfg.optim.name} tunes its own lr by hypergradient "
+                                  "descent and does not combine with an lr schedule")
 
 
 def _validate_instruments(cfg: InstrumentsConfig) -> None:

@@ -60,3 +60,18 @@ def test_progress_bar_auto_shows_in_a_jupyter_kernel(monkeypatch):
     assert not in_notebook() and not progress_enabled(LogConfig())
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=ZMQInteractiveShell))
     assert in_notebook() and progress_enabled(LogConfig())
+
+
+def test_deterministic_training_is_recorded_and_off_by_default_keeps_hashes(tmp_path):
+    cfg = _direct(tmp_path / "det")
+    plain_hash = config_hash(load_config(["task=toy", "task.batch_size=16"]))
+    assert config_hash(load_config(["task=toy", "task.batch_size=16", "train.deterministic=false"])) == plain_hash
+    assert config_hash(load_config(["task=toy", "task.batch_size=16", "train.deterministic=true"])) != plain_hash
+    try:
+        summary = train(Config(**{**cfg.__dict__, "train": TrainConfig(steps=10, deterministic=True)}))
+        assert summary["deterministic"] is True and torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+    assert train(_direct(tmp_path / "plain"))["deterministic"] is False

@@ -98,6 +98,7 @@ class RunRecord:
             "params_sha256": records.params_sha256(model),
             "versions": records.versions(),
             "device": str(device),
+            "deterministic": cfg.train.deterministic,
             "git_commit": records.git_commit(),
         }
 
