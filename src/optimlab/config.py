@@ -139,6 +139,9 @@ class LogConfig:
     tensorboard: bool = False  # also write TensorBoard event files to <run_dir>/tensorboard
     wandb: bool = False  # also log to Weights & Biases
     wandb_project: str = "optimlab"  # the W&B project
+    wandb_entity: Optional[str] = None  # the W&B team or user (None: your default entity)
+    wandb_group: Optional[str] = None  # W&B group (None: <sweep folder>/<task> for sweep runs, else the task)
+    wandb_tags: list[str] = field(default_factory=list)  # extra W&B tags, beside optim=<name> and seed=<n>
     wandb_mode: str = "offline"  # offline | online | disabled
     progress: str = "auto"  # auto (on interactive terminals) | always | never
 
