@@ -123,12 +123,12 @@ def _list(argv: list[str]) -> int:
         for name in available_tasks():
             print(f"{name:24s} {get_task_spec(name).description}")
     elif what == "optimizers" and len(argv) > 1:
-        print(describe_optimizer(argv[1]))
+        print(optimizer_details(argv[1]))
     elif what == "optimizers":
-        from optimlab.optim.registry import OPTIMIZERS
+        from optimlab.optim.registry import available, describe_optimizer
 
-        for name in OPTIMIZERS.names():
-            print(f"{name:24s} {OPTIMIZERS.describe(name)}".rstrip())
+        for name in available(zoo=True):
+            print(f"{name:24s} {describe_optimizer(name)}".rstrip())
     elif what == "sweeps":
         from optimlab.sweep.spec import available_sweeps
 
@@ -143,13 +143,13 @@ def _list(argv: list[str]) -> int:
     return 0
 
 
-def describe_optimizer(name: str) -> str:
+def optimizer_details(name: str) -> str:
     """`optimlab list optimizers NAME`: the description and every keyword argument with its default."""
     import inspect
 
-    from optimlab.optim.registry import OPTIMIZERS, optimizer_arguments
+    from optimlab.optim.registry import describe_optimizer, optimizer_arguments
 
-    lines = [f"{name}: {OPTIMIZERS.describe(name)}".rstrip(), "", "arguments (optim.<argument>=value):"]
+    lines = [f"{name}: {describe_optimizer(name)}".rstrip(), "", "arguments (optim.<argument>=value):"]
     for key, parameter in optimizer_arguments(name).items():
         default = "required" if parameter.default is inspect.Parameter.empty else repr(parameter.default)
         lines.append(f"  {key:24s} {default}")
