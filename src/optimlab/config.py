@@ -421,6 +421,10 @@ def _coerce(key: str, value: Any, parameter: inspect.Parameter) -> Any:
         return value
     if isinstance(default, (tuple, list)) or text.startswith(("tuple", "list", "typing.Tuple", "typing.List")):
         ok, kind = isinstance(value, (tuple, list)), "a list"
+        fixed = "..." not in text and "| tuple" not in text and "Union[tuple" not in text  # one length allowed
+        if ok and fixed and isinstance(default, tuple) and default and len(value) != len(default):
+            # a pair like betas=(0.9, 0.999) given one value would fail deep inside the optimizer
+            ok, kind = False, f"a list of {len(default)} values like {list(default)}"
         value = tuple(value) if ok and isinstance(default, tuple) else value
     elif "float" in text or (not text and isinstance(default, float)):
         ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"

@@ -135,3 +135,10 @@ def test_commas_inside_brackets_or_quotes_are_values():
     cfg = load_config(["optim=adam", "optim.betas=[0.8,0.9]", "instruments=[grad_stats,hessian_top]"])
     assert cfg.optim.kwargs["betas"] == (0.8, 0.9) and cfg.instruments.names == ["grad_stats", "hessian_top"]
     assert load_config(["run_dir='runs/a,b'"]).run_dir == "runs/a,b"
+
+
+def test_a_pair_given_one_value_is_a_one_line_error(capsys):
+    with pytest.raises(ConfigError, match=r"config key 'optim.betas': expected a list of 2 values like \[0.9, 0.999\]"):
+        load_config(["optim=adam", "optim.betas=[0.9]"])
+    assert main(["train", "optim.betas=[0.9]"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -92,5 +92,5 @@ def build_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.op
             raise ConfigError(f"unknown argument {key!r} for optimizer {name!r}{suggest(key, accepted)}")
     try:
         return get_optimizer_class(name)(params, **kwargs)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, IndexError) as error:  # IndexError: a too-short tuple such as betas
         raise ConfigError(f"optimizer {name!r}: {error}") from None
