@@ -23,7 +23,8 @@ def test_a_directly_built_config_trains_as_the_cli_would(tmp_path, capsys):
             "train.eval_every=10", "train.checkpoint_every=10", "train.log_every=5", "log.progress=never",
             f"run_dir={tmp_path / 'cli'}"]
     assert main(argv) == 0
-    assert f"run directory: {tmp_path / 'cli'}" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert f"run directory: {tmp_path / 'cli'}" in out and f"({tmp_path / 'cli'})" in err.splitlines()[-1]
     py = yaml.safe_load((tmp_path / "py" / "config.yaml").read_text())
     cli = yaml.safe_load((tmp_path / "cli" / "config.yaml").read_text())
     assert {**py, "run_dir": None} == {**cli, "run_dir": None}

@@ -54,7 +54,8 @@ def train_main(argv: list[str]) -> int:
 
     from optimlab.train import STOP_EXIT_CODE, train
 
-    print(f"run directory: {cfg.run_dir}", file=sys.stderr)
+    # on stdout, so that stderr keeps its contract: bad input is one line there
+    print(f"run directory: {cfg.run_dir}", flush=True)
     summary = train(cfg, handle_signals=True)
     status = summary["status"]
     line = f"{status}: {summary['step']}/{summary['steps']} steps"
