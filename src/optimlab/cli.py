@@ -18,6 +18,9 @@ commands:
   report   RUNS... --out DIR [--baseline NAME]
   compare  [task=NAME] [optims=[a,b]] [seeds=N] [key=value ...]   sweep + report (the main job)
   list     tasks | optimizers | sweeps
+  meta-train [--config FILE] [key=value ...]   meta-train a learned optimizer (preset=quick: about a minute)
+  evaluate   path=DIR tasks=[...] [key=value ...]   a learned optimizer on tasks, repeated seeds
+  baseline   optim=NAME lrs=[...] tasks=[...]       the same protocol for an analytical optimizer
 """
 
 
@@ -93,7 +96,18 @@ def _commands():
 
         return report_main(argv)
 
-    return {"train": train, "sweep": sweep, "report": report, "compare": compare, "list": _list}
+    def learned(name):
+        def handler(argv):
+            from optimlab.learned import cli
+
+            return getattr(cli, name)(argv)
+
+        return handler
+
+    return {
+        "train": train, "sweep": sweep, "report": report, "compare": compare, "list": _list,
+        "meta-train": learned("meta_train_main"), "evaluate": learned("evaluate_main"), "baseline": learned("baseline_main"),
+    }  # fmt: skip
 
 
 def _list(argv: list[str]) -> int:

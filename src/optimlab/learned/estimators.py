@@ -53,10 +53,10 @@ class TBPTT:
         leaves = {k: v.detach().requires_grad_(True) for k, v in weights.items()}
         loss, nxt, finite = self.system.unroll(leaves, traj, data, differentiable=True)
         if not finite:
-            return None, float(loss), {"trajectory": nxt}
+            return None, float(loss.detach()), {"trajectory": nxt}
         grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         grads = {k: (torch.zeros_like(v) if g is None else g) for (k, v), g in zip(leaves.items(), grads)}
-        return grads, float(loss), {"trajectory": nxt}
+        return grads, float(loss.detach()), {"trajectory": nxt}
 
 
 class TruncatedES:

@@ -155,10 +155,11 @@ def log_uniform_scales(params: Params, spread: float, generator: torch.Generator
 
 
 def seed_mix(*parts: int) -> int:
-    """A deterministic 62-bit seed from integers (trajectory seeds from run seed, stage, index...)."""
+    """A deterministic 31-bit seed from integers (trajectory seeds from run seed, stage, index...); small
+    enough for the batch sampler, which multiplies it by 1,000,003."""
     value = 0x9E3779B97F4A7C15
     for part in parts:
         value = (value ^ (int(part) + 0x9E3779B9 + (value << 6) + (value >> 2))) & ((1 << 62) - 1)
-    return value % (1 << 62)
+    return value % (1 << 31)
 
 

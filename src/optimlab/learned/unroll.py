@@ -55,14 +55,16 @@ class LearnedOptimizerSystem:
     batches) -> (meta-loss, next trajectory)."""
 
     def __init__(self, policy: Policy, problem: Problem, unroll_len: int = 100, scale_spread: float = 3.0,
-                 second_order: bool = True, warmup_lr: float = 0.05):  # fmt: skip
+                 second_order: bool = True, warmup_steps: int = 0, warmup_lr: float = 0.05):  # fmt: skip
         self.policy, self.problem = policy, problem
+        self.warmup_steps = warmup_steps
         self.unroll_len, self.scale_spread = unroll_len, scale_spread
         self.second_order, self.warmup_lr = second_order, warmup_lr
 
     # ---- trajectories -------------------------------------------------------------------------------
 
     def new_state(self, seed: int) -> Trajectory:
+        """A fresh trajectory: initialisation and scales from `seed`, then `warmup_steps` SGD steps."""
         params, buffers = self.problem.init(seed)
         generator = torch.Generator().manual_seed(seed)
         scales = log_uniform_scales(params, self.scale_spread, generator)
@@ -70,7 +72,8 @@ class LearnedOptimizerSystem:
         opt_state = {k: self.policy.init_state(p.reshape(-1)) for k, p in stored.items()}
         first = next(iter(stored.values())).reshape(-1)
         sampler = self.problem.sampler(seed)
-        return Trajectory(stored, scales, buffers, opt_state, self.policy.init_global_state(first), 0, sampler.state_dict(), seed)
+        traj = Trajectory(stored, scales, buffers, opt_state, self.policy.init_global_state(first), 0, sampler.state_dict(), seed)
+        return warm_up(self, traj, self.warmup_steps)
 
     def draw(self, traj: Trajectory, steps: int | None = None, split: str = "train") -> tuple[list, Trajectory]:
         """The batches of the next truncation (shared by every perturbation of it) and the advanced stream."""
@@ -158,13 +161,13 @@ def warm_up(system: LearnedOptimizerSystem, traj: Trajectory, steps: int) -> Tra
     return traj
 
 
-def evaluate_meta_loss(system: LearnedOptimizerSystem, weights: Params, seeds: list[int], truncations: int, warmup_steps: int = 0) -> float:
+def evaluate_meta_loss(system: LearnedOptimizerSystem, weights: Params, seeds: list[int], truncations: int) -> float:
     """Forward-only meta-loss over fresh trajectories (validation): the mean over trajectories and truncations;
     a trajectory that blows up counts as +inf."""
     total, count = 0.0, 0
     weights = {k: v.detach() for k, v in weights.items()}
     for seed in seeds:
-        traj = warm_up(system, system.new_state(seed), warmup_steps)
+        traj = system.new_state(seed)
         for _ in range(truncations):
             batches, traj = system.draw(traj)
             meta, traj, finite = system.unroll(weights, traj, batches, differentiable=False)
