@@ -35,7 +35,9 @@ def save(policy: Policy, path: str | Path, *, warmup_steps: int = 0, warmup_lr: 
     """Write `policy` as a learned-optimizer directory (weights first, so config.json marks a complete save)."""
     path = Path(path)
     tensors = {name: p.detach().cpu().contiguous() for name, p in policy.named_parameters()}
-    blob = save_safetensors(tensors, metadata={"format": FORMAT, "policy": policy.name})
+    # No safetensors metadata: it is a hash map whose serialised order varies between processes, and the
+    # file's bytes (its sha256) must depend on the weights alone.
+    blob = save_safetensors(tensors)
     atomic_write_bytes(path / WEIGHTS_FILE, lambda file: file.write(blob))
     config = {
         "format": FORMAT,
