@@ -4,8 +4,9 @@
 
 Parsing and typing are OmegaConf's (structured configs). Two groups are open-ended because their keys
 depend on a name: `task.*` beyond the common keys are the task's own options (validated against the task's
-options dataclass) and `optim.*` beyond `name` are keyword arguments of the optimizer (validated against its
-constructor signature). `group=value` is shorthand for `group.name=value`. Every error names the key.
+options dataclass) and `optim.*` beyond `name` and `no_decay` (the param-group policy) are keyword arguments
+of the optimizer (validated against its constructor signature). `group=value` is shorthand for
+`group.name=value`. Every error names the key.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,9 @@ class OptimConfig:
     name: str = "adam"
     # Optimizer keyword arguments (`optim.lr=3e-3`), validated against its constructor signature.
     kwargs: dict = field(default_factory=dict)
+    # Parameters exempt from weight decay: any of bias, norm (`optim.no_decay=[bias,norm]`); see
+    # optimlab.optim.param_groups. Written to config.yaml only when set, so older run hashes stay valid.
+    no_decay: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -139,15 +144,32 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), base: dict | None =
 
 
 def load_config_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    return load_config(overrides, read_yaml_mapping(path, "config file"))
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """A YAML file's mapping, read as the command line reads values: `1e-3`, `1E6` and `.5` are floats.
+
+    PyYAML alone follows YAML 1.1, where `1e-3` is a string; OmegaConf's loader reads numbers as users write
+    them. Python object tags are refused. Every failure is a ConfigError naming the file.
+    """
     try:
-        base = yaml.safe_load(Path(path).read_text()) or {}
+        text = Path(path).read_text()
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-    if not isinstance(base, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, not {type(base).__name__}")
-    return load_config(overrides, base)
+        raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a text file") from None
+    except OSError as error:
+        raise ConfigError(f"{what} {path} cannot be read: {error.strerror}") from None
+    try:
+        tree = OmegaConf.to_container(OmegaConf.load(io.StringIO(text))) if text.strip() else {}
+    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping, not {type(tree).__name__}")
+    return tree
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
@@ -255,11 +277,13 @@ def _task_config(node: dict) -> TaskConfig:
 
 
 def _optim_config(node: dict) -> OptimConfig:
+    from optimlab.optim.param_groups import check_no_decay
     from optimlab.optim.registry import get_optimizer_class, optimizer_arguments
 
     name = node.pop("name", OptimConfig.name)
     if not isinstance(name, str):
         raise ConfigError(f"config key 'optim.name': expected an optimizer name, got {name!r}")
+    no_decay = node.pop("no_decay", None)
     kwargs = dict(node.pop("kwargs", None) or {})
     kwargs.update(node)
     get_optimizer_class(name)
@@ -273,7 +297,7 @@ def _optim_config(node: dict) -> OptimConfig:
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(f"unknown config key 'optim.{key}' for optimizer {name!r}{suggest(key, accepted)}")
-    return OptimConfig(name=name, kwargs=resolved)
+    return OptimConfig(name=name, kwargs=resolved, no_decay=check_no_decay([] if no_decay is None else no_decay, name))
 
 
 def _is_plain(value: Any) -> bool:
@@ -369,6 +393,8 @@ def to_tree(cfg: Config) -> dict:
     task.update(task.pop("options"))
     optim = tree["optim"]
     optim.update(optim.pop("kwargs"))
+    if not optim["no_decay"]:  # absent at its default: configs written before it existed keep their hash
+        del optim["no_decay"]
     return _lists(tree)
 
 

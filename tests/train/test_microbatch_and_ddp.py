@@ -13,7 +13,7 @@ from optimlab.config import load_config
 from optimlab.tasks import build_task
 from optimlab.train import train
 from optimlab.train.distributed import World
-from optimlab.train.loop import _backward
+from optimlab.train.gradients import backward as _backward
 
 
 def gradients(task, batch, microbatch_size):

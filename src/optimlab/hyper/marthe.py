@@ -132,6 +132,7 @@ class Marthe:
         self._h_prev = 0.0
         self._last_h = 0.0
         self._step = 0
+        self._pending: tuple | None = None  # captures between before_ and after_optimizer_step
         self.restarts = 0
         self.events: list[dict] = []
         self._lr = _project(lrs[0], low, high)
@@ -165,6 +166,11 @@ class Marthe:
         """Whether the next `step` will call `val_closure`."""
         return (self._step + 1) % self.val_every == 0
 
+    @property
+    def params(self) -> list[Tensor]:
+        """The trainable parameters, in optimizer order (the order of `tangent()` and of gradients)."""
+        return self._params
+
     def tangent(self) -> list[Tensor]:
         """The current tangent dw/dlr, one tensor per trainable parameter (in optimizer order)."""
         return [z for zs in self._z for z in zs]
@@ -172,19 +178,34 @@ class Marthe:
     # ----------------------------------------------------------------------------------------------------
     # The iteration
 
+    @property
+    def needs_graph(self) -> bool:
+        """Whether the next step differentiates the training gradient (`H z`): its graph must be kept."""
+        return not self._z_zero and not self.first_order and self._mu != 0.0
+
     def step(self, loss: Tensor, val_closure: Callable[[], Tensor] | None = None) -> None:
         """One training iteration: replaces `loss.backward(); optimizer.step()`. See the module docstring.
 
         `loss` is the training loss with its graph; `val_closure()` returns a validation loss with its graph
         at the updated weights (called only on validation steps, see `validates_next_step`).
         """
-        validate = (self._step + 1) % self.val_every == 0
-        if validate and val_closure is None:
+        if self.validates_next_step and val_closure is None:
             raise ValueError("this step updates the lr and needs val_closure (validation loss with graph)")
+        grads = torch.autograd.grad(loss, self._params, create_graph=self.needs_graph, allow_unused=True)
+        self.before_optimizer_step(list(grads))
+        self.optimizer.step()
+        self.after_optimizer_step(val_closure)
+
+    def before_optimizer_step(self, grads: list[Tensor | None]) -> None:
+        """Steps 2-3 up to the optimizer step: `H z` from `grads` (with their graph when `needs_graph`),
+        `p.grad` set to the detached gradient, and the optimizer state the tangent update needs captured.
+
+        For training loops that take the backward and the optimizer step themselves:
+        `before_optimizer_step(grads)`, `optimizer.step()`, `after_optimizer_step(val_closure)`.
+        """
         mu = 0.0 if self.first_order else self._mu
-        use_hvp = not self._z_zero and mu != 0.0
+        use_hvp = self.needs_graph
         params = self._params
-        grads = list(torch.autograd.grad(loss, params, create_graph=use_hvp, allow_unused=True))
         hz: list[Tensor | None] = [None] * len(params)
         if use_hvp:
             hz = self._hessian_vector_products(grads)
@@ -193,7 +214,7 @@ class Marthe:
             grads[i] = g
             p.grad = g
 
-        # Pre-step captures, the step, then the tangent update from the post-step state.
+        # Pre-step captures; the tangent update runs from the post-step state.
         state = self.optimizer.state
         plans = []
         offset = 0
@@ -208,8 +229,15 @@ class Marthe:
                     pre = dyn.prepare(act_params, act_grads, [state.get(p, {}) for p in act_params])
             plans.append((offset, active, act_params, act_grads, pre))
             offset += len(ps)
-        self.optimizer.step()
+        self._pending = (mu, use_hvp, grads, hz, plans)
 
+    def after_optimizer_step(self, val_closure: Callable[[], Tensor] | None = None) -> None:
+        """Steps 4-5 after the optimizer step: advance the tangent; on validation steps, update the lr."""
+        validate = self.validates_next_step
+        if validate and val_closure is None:
+            raise ValueError("this step updates the lr and needs val_closure (validation loss with graph)")
+        mu, use_hvp, grads, hz, plans = self._pending
+        self._pending = None
         with torch.no_grad():
             directions = self._advance(mu, use_hvp, grads, hz, plans)
         self._step += 1

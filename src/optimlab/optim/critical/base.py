@@ -242,6 +242,11 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
         fusable step on CPU tensors of one dtype (SGD_C and Adam_C implement it)."""
         return None
 
+    def stats(self) -> dict[str, float]:
+        """The measurement channel (the trainer logs these as `optim/<key>`): `critical_stats()` with
+        ``diagnostics=True``, nothing otherwise (so that training without diagnostics pays nothing)."""
+        return self.critical_stats() if any(g["diagnostics"] for g in self.param_groups) else {}
+
     def critical_stats(self) -> dict[str, float]:
         """Memory statistics over all parameters (admission rate, slot age, stored norms).
 

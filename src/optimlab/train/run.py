@@ -1,0 +1,181 @@
+"""The pieces of one run, built from its config: task, model, optimizer, schedule, scaler, samplers, hooks.
+
+`build_run` does everything that can fail on bad input, before the run directory is touched. `Run.state`
+declares, once, every piece a checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from optimlab.config import Config, config_hash
+from optimlab.errors import ConfigError
+from optimlab.optim import build_optimizer
+from optimlab.optim.param_groups import build_param_groups
+from optimlab.rundir import MetricsFile
+from optimlab.tasks import Split, Task, build_task
+from optimlab.train.distributed import World
+from optimlab.train.evaluate import to_device
+from optimlab.train.gradients import backward
+from optimlab.train.hooks import RunContext, StepHook, StepInfo, prefixed
+from optimlab.train.hyper_hook import build_hypergradient_hook
+from optimlab.train.sampler import BatchSampler, rank_slice
+from optimlab.train.schedules import build_scheduler
+from optimlab.train.state import Progress, RunState, rng_state, set_rng_state
+
+# Every kind of step hook enters the loop here: a builder (cfg, ctx) -> hooks, in the order they are called.
+HOOK_BUILDERS: list[Callable[[Config, RunContext], list[StepHook]]] = [
+    lambda cfg, ctx: [hook] if (hook := build_hypergradient_hook(cfg, ctx)) is not None else [],
+]
+
+
+@dataclasses.dataclass
+class Run:
+    cfg: Config
+    world: World
+    device: torch.device
+    task: Task
+    train_split: Split  # the training split left after hooks reserved their share
+    model: nn.Module
+    trained: nn.Module  # the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    sampler: BatchSampler
+    augment_generator: torch.Generator
+    hooks: list[StepHook]
+
+    @functools.cached_property
+    def parameters(self) -> list[Tensor]:
+        return list(self.model.parameters())
+
+    def next_batch(self, step: int) -> StepInfo:
+        """The step's training batch (this rank's slice), augmented, with its example indices."""
+        indices = rank_slice(self.sampler.next(), self.world.rank, self.world.world_size)
+        batch = to_device(self.train_split.batch(indices), self.device)
+        if self.task.augment is not None:
+            batch = self.task.augment(batch, self.augment_generator)
+        return StepInfo(step, batch, indices)
+
+    def backward(self, step: StepInfo) -> None:
+        """The gradient of the batch's mean loss into `.grad` (with its graph when a hook needs it)."""
+        create_graph = any(hook.needs_graph for hook in self.hooks)
+        step.loss_sum, step.count = backward(
+            self.trained, self.task, step.batch, self.cfg.train.microbatch_size, self.amp_dtype, self.scaler,
+            self.world, create_graph,
+        )
+
+    def optimizer_step(self, step: StepInfo) -> None:
+        if _needs_closure(self.optimizer):
+            self.optimizer.step(lambda: self._reevaluate(step))
+        elif self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+    def _reevaluate(self, step: StepInfo) -> Tensor:
+        """The closure of optimizers that evaluate the loss again (L-BFGS): same batch, current weights."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, count = backward(
+            self.trained, self.task, step.batch, self.cfg.train.microbatch_size, self.amp_dtype, self.scaler, self.world
+        )
+        return loss_sum / count
+
+    def measurements(self) -> dict[str, float]:
+        """The measurement channel at log time: the lr, the optimizer's and every hook's statistics."""
+        values = {"lr": float(self.optimizer.param_groups[0]["lr"])}
+        stats = getattr(self.optimizer, "stats", None)
+        if callable(stats):
+            values.update(prefixed("optim", stats()))
+        for hook in self.hooks:
+            values.update(prefixed(hook.prefix, hook.stats()))
+        return values
+
+    def state(self, progress: Progress, window: list, metrics: MetricsFile, elapsed: Callable[[], float]) -> RunState:
+        """Every piece a checkpoint holds, declared once for both save and restore."""
+        state = RunState()
+        state.add_stateful("model", self.model)
+        state.add_stateful("optimizer", self.optimizer)
+        if self.scheduler is not None:
+            state.add_stateful("scheduler", self.scheduler)
+        state.add_stateful("scaler", self.scaler)
+        state.add_stateful("sampler", self.sampler)
+        state.add("augment_generator", self.augment_generator.get_state, self.augment_generator.set_state)
+        state.add("rng", rng_state, set_rng_state)
+        state.add("progress", lambda: {**progress.state_dict(), "time": elapsed()}, progress.load_state_dict)
+        state.add("window", lambda: _window_tensor(window), lambda saved: _load_window(window, saved, self.device))
+        state.add(
+            "hooks",
+            lambda: {hook.name: hook.state_dict() for hook in self.hooks},
+            lambda saved: [hook.load_state_dict(saved[hook.name]) for hook in self.hooks if hook.name in saved],
+        )
+        state.add("metrics_offset", metrics.offset)  # read by the loop to rewind metrics.jsonl on resume
+        state.add("config_hash", lambda: config_hash(self.cfg))  # for inspection
+        return state
+
+
+def build_run(cfg: Config, device: torch.device, world: World) -> Run:
+    task = build_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+    model = task.model.to(device)
+    groups = build_param_groups(model, cfg.optim.name, cfg.optim.no_decay)
+    optimizer = build_optimizer(cfg.optim.name, groups, **cfg.optim.kwargs)
+    scheduler = build_scheduler(cfg.schedule, optimizer, cfg.train.steps)
+    amp_dtype = _amp_dtype(cfg.train.amp, device)
+    if amp_dtype is torch.float16 and _needs_closure(optimizer):
+        raise ConfigError(f"optim={cfg.optim.name} evaluates a closure, which fp16 loss scaling cannot; use train.amp=bf16")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+    ctx = RunContext(task, model, optimizer, device, cfg.seed, cfg.task.batch_size, cfg.train.steps, world.world_size)
+    hooks = [hook for build in HOOK_BUILDERS for hook in build(cfg, ctx)]
+    train_split = task.train
+    for hook in hooks:
+        train_split = hook.reserve(train_split)
+    lengths = train_split.lengths if cfg.train.length_bucketing else None
+    if cfg.train.length_bucketing and lengths is None:
+        raise ConfigError(f"train.length_bucketing=true: task {task.name!r} has no sequence lengths")
+    try:
+        sampler = BatchSampler(len(train_split), cfg.task.batch_size, cfg.seed, lengths)
+    except ValueError as error:
+        raise ConfigError(f"config key 'task.batch_size': {error}") from None
+    trained = nn.parallel.DistributedDataParallel(model) if world.distributed else model
+    return Run(
+        cfg, world, device, task, train_split, model, trained, optimizer, scheduler, scaler, amp_dtype, sampler,
+        torch.Generator().manual_seed(cfg.seed), hooks,
+    )
+
+
+def upgrade_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints written before step hooks kept the hypergradient state under `hyper`/`holdout_sampler`."""
+    if "hooks" not in checkpoint and checkpoint.get("hyper") is not None:
+        checkpoint["hooks"] = {"hyper": {"controller": checkpoint["hyper"], "sampler": checkpoint["holdout_sampler"]}}
+    return checkpoint
+
+
+def step_losses(window: list) -> Tensor:
+    """The mean training loss of each step in the window, in float64."""
+    return torch.stack([loss_sum.double() / count for loss_sum, count in window])
+
+
+def _window_tensor(window: list) -> Tensor:
+    return step_losses(window).cpu() if window else torch.zeros(0, dtype=torch.float64)
+
+
+def _load_window(window: list, saved: Tensor, device: torch.device) -> None:
+    window[:] = [(loss, 1) for loss in saved.to(device).unbind()]
+
+
+def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    return isinstance(optimizer, torch.optim.LBFGS)
+
+
+def _amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
+    if choice == "none" or device.type != "cuda":
+        return None  # AMP is a GPU feature; on CPU it is off
+    return torch.bfloat16 if choice == "bf16" else torch.float16
