@@ -41,7 +41,8 @@ class EvaluateConfig:
     batch_size: int = 128
     seed: int = 0
     run_dir: str = "runs/evaluate"
-    train: list[str] = field(default_factory=list)  # extra trainer overrides, e.g. ["task.width=32"]
+    train: list[str] = field(default_factory=list)  # extra trainer overrides for every run, e.g. ["train.clip_grad_norm=1"]
+    options: dict = field(default_factory=dict)  # per-task options: options.mnist1d_mlp.width=32
 
 
 def load_evaluate_config(overrides: list[str]) -> EvaluateConfig:
@@ -101,6 +102,7 @@ def _train_one(cfg: EvaluateConfig, task: str, optim_overrides: list[str], seed:
         f"task={task}", f"task.batch_size={cfg.batch_size}", *optim_overrides, f"seed={seed}",
         f"train.steps={cfg.steps}", f"train.eval_every={cfg.eval_every}", f"train.checkpoint_every={cfg.steps}",
         f"run_dir={run_dir}", "log.progress=never", *cfg.train,
+        *(f"task.{k}={v}" for k, v in (cfg.options.get(task) or {}).items()),
     ]  # fmt: skip
     summary = train(load_config(overrides))
     if summary["status"] not in rundir.HAS_RESULT:

@@ -125,8 +125,12 @@ def _copy_policy(policy: Policy) -> Policy:
     return copy.eval().requires_grad_(False)
 
 
-def learned(params, path: str, sha256: Optional[str] = None, lr: float = 1.0, warmup_steps: Optional[int] = None, warmup_lr: Optional[float] = None) -> LearnedOptimizer:
-    """The registry's `learned` optimizer: `optim=learned optim.path=DIR` (a directory or a shipped name).
+DEFAULT = "rnnprop-mnist1d"  # the optimizer shipped with optimlab (docs/learned.md: "A first result")
+
+
+def learned(params, path: str = DEFAULT, sha256: Optional[str] = None, lr: float = 1.0, warmup_steps: Optional[int] = None, warmup_lr: Optional[float] = None) -> LearnedOptimizer:
+    """The registry's `learned` optimizer: `optim=learned optim.path=DIR` (a directory or a shipped name;
+    by default the RNNProp shipped in `optimlab/learned/pretrained/`).
 
     `sha256` is the weights file's hash; when given (the run's config records it) a different file is an
     error, so a run's identity always names the exact weights it used.
