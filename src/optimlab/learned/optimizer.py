@@ -35,7 +35,7 @@ def apply_policy(policy: Policy, param: Tensor, grad: Tensor, state: State, step
 
 
 class LearnedOptimizer(torch.optim.Optimizer):
-    def __init__(self, params, policy: Policy, lr: float = 1.0, warmup_steps: int = 0, warmup_lr: float = 0.05, chunk_size: int = 1024):
+    def __init__(self, params, policy: Policy, lr: float = 1.0, warmup_steps: int = 0, warmup_lr: float = 0.05, chunk_size: int = 4096):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate (step multiplier): {lr}")
         if warmup_steps < 0:
