@@ -117,7 +117,7 @@ def test_run_directory_layout_and_packaged_optimizer(tmp_path):
 
 @pytest.mark.parametrize("estimator", ["tbptt", "pes"])
 def test_kill9_and_resume_is_bit_identical(tmp_path, estimator):
-    overrides = [*TINY, f"estimator={estimator}", "strategy.epochs=4"]
+    overrides = [*TINY, f"estimator={estimator}"]
     reference = meta_train(load_meta_config([*overrides, f"run_dir={tmp_path / 'ref'}"]))
     assert reference["status"] == "completed"
     run = tmp_path / "killed"
@@ -141,3 +141,19 @@ def test_kill9_and_resume_is_bit_identical(tmp_path, estimator):
     assert _sha(run / "weights.safetensors") == _sha(tmp_path / "ref" / "weights.safetensors")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["policy_sha256"] == reference["policy_sha256"]
+
+
+@pytest.mark.parametrize("extra", [
+    ["policy=small_fc_lopt", "estimator=es", "estimator.pairs=2", "strategy=repeat", "strategy.num_periods=2",
+     "strategy.validation_depths=[2]", "strategy.select=last"],
+    ["policy=scale", "estimator=tbptt", "estimator.second_order=false", "strategy.depths=[2]", "strategy.validation_depths=[2]"],
+])  # fmt: skip
+def test_other_policies_estimators_strategies_and_two_tasks(tmp_path, extra):
+    overrides = [*TINY, "tasks=[tiny_mlp,linear_regression]", "strategy.epochs=2", *extra, f"run_dir={tmp_path}"]
+    summary = meta_train(load_meta_config(overrides))
+    assert summary["status"] == "completed" and summary["final"]["sha256"] == _sha(tmp_path / "weights.safetensors")
+    spec = lo.load(tmp_path)
+    assert spec.policy.name == load_meta_config(overrides).policy.name
+    if "strategy=repeat" in extra:
+        assert [r["period"] for r in summary["periods"]][-1] == 1
+        assert summary["final"]["checkpoint"] == f"stage_0.1.{summary['periods'][-1]['repeat']}"
