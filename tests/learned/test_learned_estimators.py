@@ -135,3 +135,25 @@ def test_pes_is_unbiased_for_the_whole_trajectory_where_tbptt_is_not():
         grad, _, state = tbptt.estimate(system.w, state, generator)
         biased += grad["w"]
     assert ((biased - truth).abs() > 4 * se).any(), "TBPTT's truncation bias should be visible at this tolerance"
+
+
+def test_registered_tasks_are_problems():
+    """A registered task through its model factory and functional loss: same initial model and loss."""
+    from optimlab.learned.problems import build_problem
+    from optimlab.tasks import build_task
+
+    problem = build_problem("logreg", batch_size=16)
+    task = build_task("logreg")
+    params, buffers = problem.init(5)
+    model = task.new_model(5)
+    assert all(torch.equal(params[k], v) for k, v in model.named_parameters())
+    sampler = problem.sampler(0)
+    batch = problem.batch(sampler.next())
+    total, count = task.loss(task.forward(model, batch), batch)
+    torch.testing.assert_close(problem.loss({**params, **buffers}, batch), total / count)
+    system = LearnedOptimizerSystem(RNNProp(), problem, unroll_len=3, scale_spread=1.0, warmup_steps=2)
+    traj = system.new_state(0)
+    assert traj.step == 2  # the warm-up ran
+    data, traj = system.draw(traj)
+    loss, nxt, finite = system.unroll(system.weights(), traj, data, differentiable=True)
+    assert finite and nxt.step == 5 and loss.requires_grad

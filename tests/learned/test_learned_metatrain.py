@@ -157,3 +157,10 @@ def test_other_policies_estimators_strategies_and_two_tasks(tmp_path, extra):
     if "strategy=repeat" in extra:
         assert [r["period"] for r in summary["periods"]][-1] == 1
         assert summary["final"]["checkpoint"] == f"stage_0.1.{summary['periods'][-1]['repeat']}"
+
+
+def test_tensorboard_logging(tmp_path):
+    overrides = [*TINY, "strategy.depths=[1]", "strategy.validation_depths=[2]", "strategy.epochs=1",
+                 "strategy.min_periods=1", "strategy.num_chances=0", "log.tensorboard=true", f"run_dir={tmp_path}"]
+    assert meta_train(load_meta_config(overrides))["status"] == "completed"
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
