@@ -141,7 +141,10 @@ def evaluate_learned(cfg: EvaluateConfig) -> dict[str, Any]:
         raise ConfigError("key 'path': give the learned optimizer to evaluate (path=DIR or paths=[DIR,...])")
     entries = []
     for i, path in enumerate(cfg.paths):
-        sha = weights_sha256(path)
+        try:
+            sha = weights_sha256(path)
+        except ConfigError as error:
+            raise ConfigError(f"key 'paths': {str(error).removeprefix('optim.path: ')}") from None
         label = f"learned-{sha[:10]}"
         entries.append((label, ["optim=learned", f"optim.path={path}", f"optim.sha256={sha}", f"optim.lr={cfg.lr}"], str(i)))
     if len(entries) > 1:  # replicates of one optimizer: one label, scored over the replicates' means

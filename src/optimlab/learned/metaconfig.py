@@ -83,7 +83,6 @@ class MetaTrainConfig:
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     meta_optimizer: MetaOptimizerConfig = field(default_factory=MetaOptimizerConfig)
     checkpoint_every: int = 10  # meta-iterations between checkpoints (and at every period's end)
-    max_iterations: Optional[int] = None  # stop (resumably) after this many meta-iterations in all
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -212,8 +211,6 @@ def validate(cfg: MetaTrainConfig) -> None:
     for key, value in (("strategy.warmup_steps", s.warmup_steps), ("strategy.max_repeat", s.max_repeat), ("strategy.scale_spread", s.scale_spread), ("strategy.num_chances", s.num_chances)):
         if value < 0:
             raise ConfigError(f"config key {key!r}: must be >= 0, got {value}")
-    if cfg.max_iterations is not None and cfg.max_iterations < 0:
-        raise ConfigError(f"config key 'max_iterations': must be >= 0, got {cfg.max_iterations}")
 
 
 def to_tree(cfg: MetaTrainConfig) -> dict:
