@@ -115,7 +115,9 @@ def main() -> None:
     print(f"parameters: {n:,}  threads: {args.threads}")
     for name, t in med.items():
         print(f"  {name:14s} step {t * 1e3:8.2f} ms   {t / n * 1e9:7.2f} ns/parameter   x{t / med['adam']:.1f} Adam")
-    print(f"RNNProp policy: {flops / 1e9:.2f} GFLOP per step, {policy_gflops:.1f} GFLOP/s; matmul (2048^2): {machine:.1f} GFLOP/s")
+    print(
+        f"RNNProp policy: {flops / 1e9:.2f} GFLOP per step, {policy_gflops:.1f} GFLOP/s; matmul (2048^2): {machine:.1f} GFLOP/s"
+    )
     tbptt = meta_throughput("tbptt", args.meta_iterations)
     pes = meta_throughput("pes", args.meta_iterations)
     print(f"meta-training, MNIST-1D MLP (width 32): TBPTT {tbptt:.0f} inner steps/s, PES {pes:.0f} inner steps/s")

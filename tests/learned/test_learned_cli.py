@@ -19,7 +19,7 @@ def test_meta_train_then_train_evaluate_and_baseline(tmp_path, capsys):
     protocol = ["tasks=[logreg]", "repeats=2", "steps=10", "eval_every=5", "batch_size=32"]
     assert main(["evaluate", f"path={run}", *protocol, f"run_dir={tmp_path / 'eval'}"]) == 0
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
-    (label, entry), = report["results"]["logreg"].items()
+    ((label, entry),) = report["results"]["logreg"].items()
     assert label.startswith("learned-") and len(entry["replicates"]["0"]) == 2
     assert (tmp_path / "eval" / "evaluation.md").read_text().startswith("| task |")
 
@@ -36,4 +36,6 @@ def test_bad_input_exits_2_with_one_line(capsys):
     assert main(["baseline", "optim=adamm"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 4 and all(line.startswith("optimlab ") for line in lines)
-    assert "strategy.epochs" in lines[0] and "policy.layerz" in lines[1] and "repeats" in lines[2] and "adamm" in lines[3]
+    assert (
+        "strategy.epochs" in lines[0] and "policy.layerz" in lines[1] and "repeats" in lines[2] and "adamm" in lines[3]
+    )

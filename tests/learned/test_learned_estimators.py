@@ -52,7 +52,10 @@ def test_first_order_meta_gradient_drops_the_hessian_terms():
     for second in (True, False):
         system = LearnedOptimizerSystem(policy, problem, unroll_len=4, scale_spread=0.0, second_order=second)
         grads[second], loss, _ = TBPTT(system).estimate(system.weights(), TBPTT(system).reset(3), torch.Generator())
-    first, full = torch.cat([g.flatten() for g in grads[False].values()]), torch.cat([g.flatten() for g in grads[True].values()])
+    first, full = (
+        torch.cat([g.flatten() for g in grads[False].values()]),
+        torch.cat([g.flatten() for g in grads[True].values()]),
+    )
     assert torch.isfinite(first).all() and (first - full).abs().max() > 1e-9
     # same sign overall: the first-order gradient is an approximation of the same quantity
     assert float(first @ full) > 0

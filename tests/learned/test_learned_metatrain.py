@@ -38,11 +38,19 @@ def progress(**kw):
 
 def test_curriculum_rollback_rule():
     cfg = StrategyConfig(repeat_threshold=0.5, max_repeat=2)
-    assert not strategies.should_roll_back(cfg, progress(), validation=float("nan"), train_loss=0.0)  # very first period
+    assert not strategies.should_roll_back(
+        cfg, progress(), validation=float("nan"), train_loss=0.0
+    )  # very first period
     assert strategies.should_roll_back(cfg, progress(period=1, last_validation=-1.0), validation=-0.4, train_loss=0.0)
-    assert not strategies.should_roll_back(cfg, progress(period=1, last_validation=-1.0), validation=-0.6, train_loss=0.0)
-    assert strategies.should_roll_back(cfg, progress(period=1, last_validation=-1.0), validation=float("inf"), train_loss=0.0)
-    assert not strategies.should_roll_back(cfg, progress(period=1, repeat=2, last_validation=-1.0), validation=9.0, train_loss=0.0)
+    assert not strategies.should_roll_back(
+        cfg, progress(period=1, last_validation=-1.0), validation=-0.6, train_loss=0.0
+    )
+    assert strategies.should_roll_back(
+        cfg, progress(period=1, last_validation=-1.0), validation=float("inf"), train_loss=0.0
+    )
+    assert not strategies.should_roll_back(
+        cfg, progress(period=1, repeat=2, last_validation=-1.0), validation=9.0, train_loss=0.0
+    )
     # The first period of a later stage compares its *training* loss with the previous stage's best validation.
     best = {"0": {"validation": -1.0, "period": 3}}
     assert strategies.should_roll_back(cfg, progress(stage=1, stage_best=best), validation=-5.0, train_loss=-0.2)
@@ -55,13 +63,19 @@ def test_curriculum_stage_length_rule():
     assert strategies.next_action(cfg, progress(period=1, stage_best=best_at(1))) == "continue"  # below min_periods
     assert strategies.next_action(cfg, progress(period=3, stage_best=best_at(2))) == "continue"  # 1 period past best
     assert strategies.next_action(cfg, progress(period=4, stage_best=best_at(2))) == "advance"
-    assert strategies.next_action(cfg, progress(stage=1, period=4, stage_best={"1": {"validation": 0, "period": 0}})) == "finish"
+    assert (
+        strategies.next_action(cfg, progress(stage=1, period=4, stage_best={"1": {"validation": 0, "period": 0}}))
+        == "finish"
+    )
     capped = StrategyConfig(depths=[1], validation_depths=[2], min_periods=50, max_periods=4)
     assert strategies.next_action(capped, progress(period=3, stage_best=best_at(3))) == "finish"
     assert strategies.depth(cfg, 1, 7) == 2 and strategies.validation_depth(cfg, 1) == 5
     rep = StrategyConfig(name="repeat", depths=[1, 2, 5], validation_depths=[10], num_periods=5)
     assert [strategies.depth(rep, 0, p) for p in range(5)] == [1, 2, 5, 5, 5]
-    assert strategies.next_action(rep, progress(period=3)) == "continue" and strategies.next_action(rep, progress(period=4)) == "finish"
+    assert (
+        strategies.next_action(rep, progress(period=3)) == "continue"
+        and strategies.next_action(rep, progress(period=4)) == "finish"
+    )
 
 
 def test_adaptive_clipping_and_nan_guard():
@@ -69,12 +83,17 @@ def test_adaptive_clipping_and_nan_guard():
     torch.testing.assert_close(adaptive_clip(torch.tensor([6.0, 8.0]), w, 0.1, 1e-3), torch.tensor([0.3, 0.4]))
     torch.testing.assert_close(adaptive_clip(torch.tensor([0.06, 0.08]), w, 0.1, 1e-3), torch.tensor([0.06, 0.08]))
     # zero weights: the limit is ratio * eps, so zero-initialised biases still move
-    torch.testing.assert_close(adaptive_clip(torch.tensor([1.0, 0.0]), torch.zeros(2), 0.1, 1e-3), torch.tensor([1e-4, 0.0]))
+    torch.testing.assert_close(
+        adaptive_clip(torch.tensor([1.0, 0.0]), torch.zeros(2), 0.1, 1e-3), torch.tensor([1e-4, 0.0])
+    )
 
     params = {"w": torch.nn.Parameter(torch.tensor([1.0, 2.0]))}
     meta = MetaOptimizer(params, lr=0.1)
     meta.step({"w": torch.tensor([1.0, 1.0])})
-    before_w, before_state = params["w"].detach().clone(), {k: v.clone() for k, v in meta.adam.state[params["w"]].items()}
+    before_w, before_state = (
+        params["w"].detach().clone(),
+        {k: v.clone() for k, v in meta.adam.state[params["w"]].items()},
+    )
     out = meta.step({"w": torch.tensor([float("nan"), 1.0])})
     assert out["skipped"] == 1.0
     assert torch.equal(params["w"], before_w)
@@ -101,7 +120,15 @@ def test_run_directory_layout_and_packaged_optimizer(tmp_path):
     summary = meta_train(cfg)
     run = tmp_path / "run"
     assert summary["status"] == "completed"
-    assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.jsonl", "summary.json", "periods", "checkpoints", "config.json", "weights.safetensors"}
+    assert {p.name for p in run.iterdir()} >= {
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "periods",
+        "checkpoints",
+        "config.json",
+        "weights.safetensors",
+    }
     on_disk = json.loads((run / "summary.json").read_text())
     assert on_disk["final"]["sha256"] == _sha(run / "weights.safetensors")
     assert [r["stage"] for r in on_disk["periods"]][-1] == 1
@@ -137,7 +164,13 @@ def test_kill9_and_resume_is_bit_identical(tmp_path, estimator):
     ref_lines = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
     got = (run / "metrics.jsonl").read_text().splitlines()
     first = next((i for i, (a, b) in enumerate(zip(ref_lines, got)) if a != b), None)
-    assert first is None and len(got) == len(ref_lines), (first, len(got), len(ref_lines), ref_lines[first or 0], got[first or 0])
+    assert first is None and len(got) == len(ref_lines), (
+        first,
+        len(got),
+        len(ref_lines),
+        ref_lines[first or 0],
+        got[first or 0],
+    )
     assert _sha(run / "weights.safetensors") == _sha(tmp_path / "ref" / "weights.safetensors")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["policy_sha256"] == reference["policy_sha256"]
@@ -160,7 +193,15 @@ def test_other_policies_estimators_strategies_and_two_tasks(tmp_path, extra):
 
 
 def test_tensorboard_logging(tmp_path):
-    overrides = [*TINY, "strategy.depths=[1]", "strategy.validation_depths=[2]", "strategy.epochs=1",
-                 "strategy.min_periods=1", "strategy.num_chances=0", "log.tensorboard=true", f"run_dir={tmp_path}"]
+    overrides = [
+        *TINY,
+        "strategy.depths=[1]",
+        "strategy.validation_depths=[2]",
+        "strategy.epochs=1",
+        "strategy.min_periods=1",
+        "strategy.num_chances=0",
+        "log.tensorboard=true",
+        f"run_dir={tmp_path}",
+    ]
     assert meta_train(load_meta_config(overrides))["status"] == "completed"
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

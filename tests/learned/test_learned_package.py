@@ -89,7 +89,9 @@ def test_optimizer_matches_the_policy_applied_by_hand(saved):
         loss_of(reference, step).backward()
         with torch.no_grad():
             for i, p in enumerate(params):
-                delta, states[i] = ref_policy(p.reshape(-1), p.grad.reshape(-1), states[i], torch.tensor(float(step), dtype=torch.float64), glob)
+                delta, states[i] = ref_policy(
+                    p.reshape(-1), p.grad.reshape(-1), states[i], torch.tensor(float(step), dtype=torch.float64), glob
+                )
                 p.sub_(delta.view_as(p))
             glob = ref_policy.update_global(states, glob)
     for a, b in zip(model.parameters(), reference.parameters()):
@@ -193,8 +195,11 @@ def _config_resolves_learned_arguments() -> bool:
     return "resolve_config" in inspect.getsource(config)
 
 
-@pytest.mark.xfail(not _config_resolves_learned_arguments(), strict=True,
-                   reason="optimlab.config._optim_config does not yet call the optimizer's resolve_config hook")
+@pytest.mark.xfail(
+    not _config_resolves_learned_arguments(),
+    strict=True,
+    reason="optimlab.config._optim_config does not yet call the optimizer's resolve_config hook",
+)
 def test_config_hash_changes_with_the_weights(tmp_path):
     from optimlab.config import config_hash, load_config
 

@@ -8,8 +8,23 @@ deployment as a `torch.optim.Optimizer` for any model (docs/learned.md).
 """
 
 from optimlab.learned.optimizer import LearnedOptimizer, learned
-from optimlab.learned.package import LearnedOptimizerSpec, available_pretrained, load, resolve_path, save, weights_sha256
-from optimlab.learned.policies import POLICIES, DMOptimizer, Policy, RNNProp, ScaleHierarchical, SmallFCLOpt, build_policy
+from optimlab.learned.package import (
+    LearnedOptimizerSpec,
+    available_pretrained,
+    load,
+    resolve_path,
+    save,
+    weights_sha256,
+)
+from optimlab.learned.policies import (
+    POLICIES,
+    DMOptimizer,
+    Policy,
+    RNNProp,
+    ScaleHierarchical,
+    SmallFCLOpt,
+    build_policy,
+)
 
 __all__ = [
     "POLICIES", "DMOptimizer", "LearnedOptimizer", "LearnedOptimizerSpec", "Policy", "RNNProp", "ScaleHierarchical",

@@ -10,9 +10,16 @@ from optimlab import rundir
 
 
 def meta_train_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="optimlab meta-train", description="Meta-train a learned optimizer (resumes its run directory).")
+    parser = argparse.ArgumentParser(
+        prog="optimlab meta-train", description="Meta-train a learned optimizer (resumes its run directory)."
+    )
     parser.add_argument("--config", help="a YAML file (e.g. a run's config.yaml); overrides apply on top")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. preset=quick policy=rnnprop tasks=[mnist1d_mlp] run_dir=DIR")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="e.g. preset=quick policy=rnnprop tasks=[mnist1d_mlp] run_dir=DIR",
+    )
     args = parser.parse_args(argv)
     from optimlab.learned.metaconfig import load_meta_config, load_meta_config_file
 
@@ -38,8 +45,15 @@ def _print_table(report: dict) -> None:
 
 
 def evaluate_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="optimlab evaluate", description="Train fresh models on tasks with a learned optimizer.")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="path=DIR tasks=[mnist1d_mlp] repeats=3 steps=1000 run_dir=OUT")
+    parser = argparse.ArgumentParser(
+        prog="optimlab evaluate", description="Train fresh models on tasks with a learned optimizer."
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="path=DIR tasks=[mnist1d_mlp] repeats=3 steps=1000 run_dir=OUT",
+    )
     args = parser.parse_args(argv)
     from optimlab.learned.evaluation import evaluate_learned, load_evaluate_config
 
@@ -48,8 +62,12 @@ def evaluate_main(argv: list[str]) -> int:
 
 
 def baseline_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="optimlab baseline", description="The evaluation protocol with an analytical optimizer and an lr grid.")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="optim=adam lrs=[1e-3,3e-3] tasks=[mnist1d_mlp] run_dir=OUT")
+    parser = argparse.ArgumentParser(
+        prog="optimlab baseline", description="The evaluation protocol with an analytical optimizer and an lr grid."
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="optim=adam lrs=[1e-3,3e-3] tasks=[mnist1d_mlp] run_dir=OUT"
+    )
     args = parser.parse_args(argv)
     from optimlab.learned.evaluation import evaluate_baseline, load_evaluate_config
 

@@ -78,7 +78,7 @@ class TruncatedES:
         weights = {k: v.detach() for k, v in weights.items()}
         grad = {k: torch.zeros_like(v) for k, v in weights.items()}
         losses, carried = [], None
-        for j in range(self.pairs):
+        for _ in range(self.pairs):
             eps = _noise(weights, self.std, generator)
             pos, pos_state, ok_pos = self.system.unroll(_add(weights, eps), traj, data, differentiable=False)
             neg, _, ok_neg = self.system.unroll(_add(weights, eps, -1.0), traj, data, differentiable=False)
@@ -139,5 +139,3 @@ def build_estimator(name: str, system, std: float = 0.01, pairs: int = 1):
     if name not in ESTIMATORS:
         raise unknown_name("estimator", name, ESTIMATORS)
     return TBPTT(system) if name == "tbptt" else ESTIMATORS[name](system, std=std, pairs=pairs)
-
-

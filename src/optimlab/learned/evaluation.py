@@ -41,7 +41,9 @@ class EvaluateConfig:
     batch_size: int = 128
     seed: int = 0
     run_dir: str = "runs/evaluate"
-    train: list[str] = field(default_factory=list)  # extra trainer overrides for every run, e.g. ["train.clip_grad_norm=1"]
+    train: list[str] = field(
+        default_factory=list
+    )  # extra trainer overrides for every run, e.g. ["train.clip_grad_norm=1"]
     options: dict = field(default_factory=dict)  # per-task options: options.mnist1d_mlp.width=32
 
 
@@ -119,11 +121,13 @@ def run_protocol(cfg: EvaluateConfig, entries: list[tuple[str, list[str], str]])
         results: dict[str, dict] = {}
         for label, optim_overrides, replicate in entries:
             scores = [
-                _train_one(cfg, task, optim_overrides, cfg.seed + r, root / "runs" / task / label / f"seed{cfg.seed + r}")
+                _train_one(
+                    cfg, task, optim_overrides, cfg.seed + r, root / "runs" / task / label / f"seed{cfg.seed + r}"
+                )
                 for r in range(cfg.repeats)
             ]
             results.setdefault(label, {"replicates": {}})["replicates"][replicate] = scores
-        for label, entry in results.items():
+        for entry in results.values():
             per_replicate = list(entry["replicates"].values())
             if len(per_replicate) > 1:
                 values = [sum(s) / len(s) for s in per_replicate]
@@ -146,7 +150,9 @@ def evaluate_learned(cfg: EvaluateConfig) -> dict[str, Any]:
         except ConfigError as error:
             raise ConfigError(f"key 'paths': {str(error).removeprefix('optim.path: ')}") from None
         label = f"learned-{sha[:10]}"
-        entries.append((label, ["optim=learned", f"optim.path={path}", f"optim.sha256={sha}", f"optim.lr={cfg.lr}"], str(i)))
+        entries.append(
+            (label, ["optim=learned", f"optim.path={path}", f"optim.sha256={sha}", f"optim.lr={cfg.lr}"], str(i))
+        )
     if len(entries) > 1:  # replicates of one optimizer: one label, scored over the replicates' means
         entries = [(f"learned/replicate{replicate}", overrides, replicate) for _, overrides, replicate in entries]
     results = run_protocol(cfg, entries)
@@ -157,7 +163,7 @@ def evaluate_learned(cfg: EvaluateConfig) -> dict[str, Any]:
 
 def _merge_replicates(results: dict) -> dict:
     merged = {"replicates": {}}
-    for label, entry in results.items():
+    for entry in results.values():
         merged["replicates"].update(entry["replicates"])
     values = [sum(s) / len(s) for s in merged["replicates"].values()]
     merged["mean"], merged["two_se"] = mean_and_2se(values)
@@ -170,7 +176,7 @@ def evaluate_baseline(cfg: EvaluateConfig) -> dict[str, Any]:
     get_optimizer_class(cfg.optim)
     entries = [(f"{cfg.optim}-lr{lr:g}", [f"optim={cfg.optim}", f"optim.lr={lr}"], "0") for lr in cfg.lrs]
     results = run_protocol(cfg, entries)
-    for task, res in results.items():
+    for res in results.values():
         finite = {k: v for k, v in res.items() if math.isfinite(v["mean"])}
         best = min(finite, key=lambda k: finite[k]["mean"]) if finite else None
         res["best"] = best
@@ -179,7 +185,13 @@ def evaluate_baseline(cfg: EvaluateConfig) -> dict[str, Any]:
 
 def _write(cfg: EvaluateConfig, kind: str, results: dict) -> dict:
     root = Path(cfg.run_dir)
-    report = {"kind": kind, "steps": cfg.steps, "repeats": cfg.repeats, "metric": "log(best validation loss)", "results": results}
+    report = {
+        "kind": kind,
+        "steps": cfg.steps,
+        "repeats": cfg.repeats,
+        "metric": "log(best validation loss)",
+        "results": results,
+    }
     rundir.write_json(root / "evaluation.json", report)
     lines = ["| task | optimizer | mean log best val loss | ± 2 SE |", "|---|---|---|---|"]
     for task, res in results.items():

@@ -36,8 +36,12 @@ class PolicyConfig:
 class StrategyConfig:
     name: str = "curriculum"  # curriculum | repeat
     unroll_len: int = 100  # inner steps per truncation (one meta-gradient each)
-    depths: list[int] = field(default_factory=lambda: [1, 2, 5, 10])  # truncations per trajectory: per stage / per period
-    validation_depths: list[int] = field(default_factory=lambda: [2, 5, 10, 20])  # per stage (curriculum) / [d] (repeat)
+    depths: list[int] = field(
+        default_factory=lambda: [1, 2, 5, 10]
+    )  # truncations per trajectory: per stage / per period
+    validation_depths: list[int] = field(
+        default_factory=lambda: [2, 5, 10, 20]
+    )  # per stage (curriculum) / [d] (repeat)
     epochs: int = 10  # trajectories per period
     min_periods: int = 6  # curriculum: periods a stage runs at least
     num_chances: int = 5  # curriculum: periods a stage continues past its best validation
@@ -93,8 +97,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "task_options": {"width": 32},
         "batch_size": 64,
         "strategy": {
-            "unroll_len": 20, "depths": [1, 2], "validation_depths": [2, 3], "epochs": 3, "min_periods": 2,
-            "num_chances": 1, "max_periods": 3, "validation_trajectories": 2, "warmup_steps": 10,
+            "unroll_len": 20,
+            "depths": [1, 2],
+            "validation_depths": [2, 3],
+            "epochs": 3,
+            "min_periods": 2,
+            "num_chances": 1,
+            "max_periods": 3,
+            "validation_trajectories": 2,
+            "warmup_steps": 10,
         },
         "checkpoint_every": 5,
     },
@@ -110,7 +121,7 @@ _CHOICES = {
 def load_meta_config(overrides: list[str] | tuple[str, ...] = (), base: dict | None = None) -> MetaTrainConfig:
     items = [_expand(item) for item in overrides]
     tree: dict = {}
-    for key, value in ((k, v) for k, v in items if k == "preset"):
+    for value in (v for k, v in items if k == "preset"):
         tree = _merge(tree, _preset(value))
     tree = _merge(tree, base or {})
     dotted = [f"{k}={v}" for k, v in items]
@@ -147,7 +158,11 @@ def _preset(name: str) -> dict:
 def _merge(a: dict, b: dict) -> dict:
     out = dict(a)
     for key, value in b.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("task_options",) else value
+        out[key] = (
+            _merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("task_options",)
+            else value
+        )
     return out
 
 
@@ -205,10 +220,17 @@ def validate(cfg: MetaTrainConfig) -> None:
         if not values or min(values) <= 0:
             raise ConfigError(f"config key {key!r}: expected a non-empty list of positive integers, got {list(values)}")
     if s.name == "curriculum" and len(s.validation_depths) != len(s.depths):
-        raise ConfigError(f"config key 'strategy.validation_depths': needs one entry per stage ({len(s.depths)}), got {len(s.validation_depths)}")
+        raise ConfigError(
+            f"config key 'strategy.validation_depths': needs one entry per stage ({len(s.depths)}), got {len(s.validation_depths)}"
+        )
     if not cfg.tasks:
         raise ConfigError("config key 'tasks': expected at least one task")
-    for key, value in (("strategy.warmup_steps", s.warmup_steps), ("strategy.max_repeat", s.max_repeat), ("strategy.scale_spread", s.scale_spread), ("strategy.num_chances", s.num_chances)):
+    for key, value in (
+        ("strategy.warmup_steps", s.warmup_steps),
+        ("strategy.max_repeat", s.max_repeat),
+        ("strategy.scale_spread", s.scale_spread),
+        ("strategy.num_chances", s.num_chances),
+    ):
         if value < 0:
             raise ConfigError(f"config key {key!r}: must be >= 0, got {value}")
 

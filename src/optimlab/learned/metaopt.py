@@ -21,7 +21,14 @@ def adaptive_clip(grad: Tensor, weight: Tensor, ratio: float, eps: float) -> Ten
 
 
 class MetaOptimizer:
-    def __init__(self, params: dict[str, Tensor], lr: float = 1e-3, eps: float = 1e-7, clip_ratio: float = 0.1, clip_eps: float = 1e-3):
+    def __init__(
+        self,
+        params: dict[str, Tensor],
+        lr: float = 1e-3,
+        eps: float = 1e-7,
+        clip_ratio: float = 0.1,
+        clip_eps: float = 1e-3,
+    ):
         self.params = params
         self.adam = torch.optim.Adam(list(params.values()), lr=lr, eps=eps)
         self.clip_ratio, self.clip_eps = clip_ratio, clip_eps

@@ -91,7 +91,9 @@ def _check_resumable(cfg: MetaTrainConfig, run_dir: Path) -> None:
         raise ConfigError(f"run_dir {run_dir} holds an unreadable config.yaml ({error}); use another run_dir") from None
     changes = rundir.identity_changes(to_tree(old), to_tree(cfg))
     if changes:
-        raise ConfigError(f"run_dir {run_dir} holds a different meta-training run (differs in {', '.join(changes)}); use another run_dir")
+        raise ConfigError(
+            f"run_dir {run_dir} holds a different meta-training run (differs in {', '.join(changes)}); use another run_dir"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -135,8 +137,13 @@ class MetaTrainer:
         s, e = cfg.strategy, cfg.estimator
         self.systems = [
             LearnedOptimizerSystem(
-                self.policy, build_problem(name, cfg.batch_size, cfg.data_dir, cfg.task_options), s.unroll_len,
-                s.scale_spread, e.second_order, s.warmup_steps, s.warmup_lr,
+                self.policy,
+                build_problem(name, cfg.batch_size, cfg.data_dir, cfg.task_options),
+                s.unroll_len,
+                s.scale_spread,
+                e.second_order,
+                s.warmup_steps,
+                s.warmup_lr,
             )  # fmt: skip
             for name in cfg.tasks
         ]
@@ -248,7 +255,13 @@ class MetaTrainer:
             seed = seed_mix(self.cfg.seed, p["stage"], p["period"], p["repeat"], p["trajectory"])
             self.est_state = estimator.reset(seed)
         grads, loss, new_state = estimator.estimate(self.weights, self.est_state, self.generator)
-        record = {"step": p["iteration"], "stage": p["stage"], "period": p["period"], "repeat": p["repeat"], "depth": strategies.depth(s, p["stage"], p["period"])}
+        record = {
+            "step": p["iteration"],
+            "stage": p["stage"],
+            "period": p["period"],
+            "repeat": p["repeat"],
+            "depth": strategies.depth(s, p["stage"], p["period"]),
+        }
         if grads is None:  # the NaN guard: the unroll blew up; the policy is untouched, the trajectory restarts
             record.update({"meta/loss": loss, "meta/skipped": 1.0})
             p["skipped"] += 1
@@ -298,11 +311,31 @@ class MetaTrainer:
             self._save_period(name)
             best = p["stage_best"].get(str(p["stage"]))
             if math.isfinite(validation) and (best is None or validation < best["validation"]):
-                p["stage_best"][str(p["stage"])] = {"validation": validation, "period": p["period"], "repeat": p["repeat"], "file": name}
+                p["stage_best"][str(p["stage"])] = {
+                    "validation": validation,
+                    "period": p["period"],
+                    "repeat": p["repeat"],
+                    "file": name,
+                }
             p["last_validation"] = validation
             action = strategies.next_action(s, p)
             record["action"] = action
-            p["records"].append({k: record[k] for k in ("stage", "period", "repeat", "depth", "validation_depth", "val/meta_loss", "meta/period_loss", "meta/skipped_in_period")} | {"checkpoint": name, "iteration": p["iteration"]})
+            p["records"].append(
+                {
+                    k: record[k]
+                    for k in (
+                        "stage",
+                        "period",
+                        "repeat",
+                        "depth",
+                        "validation_depth",
+                        "val/meta_loss",
+                        "meta/period_loss",
+                        "meta/skipped_in_period",
+                    )
+                }
+                | {"checkpoint": name, "iteration": p["iteration"]}
+            )
             if action == "continue":
                 p["period"] += 1
             elif action == "advance":
@@ -340,7 +373,11 @@ class MetaTrainer:
                 "estimator": self.cfg.estimator.name, "strategy": s.name, "meta_train_config_hash": config_hash(self.cfg),
             },
         )  # fmt: skip
-        p["final"] = {"checkpoint": chosen, "validation": best["validation"] if best else None, "sha256": weights_sha256(self.run_dir)}
+        p["final"] = {
+            "checkpoint": chosen,
+            "validation": best["validation"] if best else None,
+            "sha256": weights_sha256(self.run_dir),
+        }
         p["done"] = True
 
     def _write_summary(self, status: str, started: float) -> dict[str, Any]:
@@ -357,7 +394,9 @@ class MetaTrainer:
             "seed": self.cfg.seed,
             "config_hash": config_hash(self.cfg),
             "iterations": p["iteration"],
-            "inner_steps": p["iteration"] * self.cfg.strategy.unroll_len * (2 * self.cfg.estimator.pairs if self.cfg.estimator.name != "tbptt" else 1),
+            "inner_steps": p["iteration"]
+            * self.cfg.strategy.unroll_len
+            * (2 * self.cfg.estimator.pairs if self.cfg.estimator.name != "tbptt" else 1),
             "stage": p["stage"],
             "periods": p["records"],
             "stage_best": p["stage_best"],
@@ -403,9 +442,14 @@ class _Bar:
     def update(self, record: dict) -> None:
         if "meta/loss" in record:
             self.bar.update(1)
-            self.bar.set_postfix({"stage": record["stage"], "period": record["period"], "meta_loss": f"{record['meta/loss']:.4g}"}, refresh=False)
+            self.bar.set_postfix(
+                {"stage": record["stage"], "period": record["period"], "meta_loss": f"{record['meta/loss']:.4g}"},
+                refresh=False,
+            )
         else:
-            self.bar.write(f"stage {record['stage']} period {record['period']}.{record['repeat']}: validation {record['val/meta_loss']:.4g} -> {record['action']}")
+            self.bar.write(
+                f"stage {record['stage']} period {record['period']}.{record['repeat']}: validation {record['val/meta_loss']:.4g} -> {record['action']}"
+            )
 
     def close(self) -> None:
         self.bar.close()
@@ -430,7 +474,9 @@ class _WandbLogger:
                               resume="allow", config=to_tree(cfg), name=run_dir.name)  # fmt: skip
 
     def log(self, record: dict) -> None:
-        self.run.log({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}, step=record["step"])
+        self.run.log(
+            {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}, step=record["step"]
+        )
 
     def close(self) -> None:
         self.run.finish()
@@ -445,5 +491,3 @@ def _loggers(cfg: MetaTrainConfig, run_dir: Path) -> list:
     if cfg.log.wandb:
         loggers.append(_WandbLogger(cfg, run_dir))
     return loggers
-
-

@@ -25,7 +25,15 @@ from optimlab.learned.policies import Policy, State
 GLOBAL = "global"
 
 
-def apply_policy(policy: Policy, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State, warmup_lr: float | None) -> tuple[Tensor, State]:
+def apply_policy(
+    policy: Policy,
+    param: Tensor,
+    grad: Tensor,
+    state: State,
+    step: Tensor,
+    global_state: State,
+    warmup_lr: float | None,
+) -> tuple[Tensor, State]:
     """One policy step on a flat tensor; with `warmup_lr` the step is SGD and the recurrent state is kept."""
     delta, new = policy(param, grad, state, step, global_state)
     if warmup_lr is not None:
@@ -35,7 +43,15 @@ def apply_policy(policy: Policy, param: Tensor, grad: Tensor, state: State, step
 
 
 class LearnedOptimizer(torch.optim.Optimizer):
-    def __init__(self, params, policy: Policy, lr: float = 1.0, warmup_steps: int = 0, warmup_lr: float = 0.05, chunk_size: int = 4096):
+    def __init__(
+        self,
+        params,
+        policy: Policy,
+        lr: float = 1.0,
+        warmup_steps: int = 0,
+        warmup_lr: float = 0.05,
+        chunk_size: int = 4096,
+    ):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate (step multiplier): {lr}")
         if warmup_steps < 0:
@@ -91,7 +107,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 global_state[key].copy_(value)
         return loss
 
-    def _update(self, policy: Policy, param: Tensor, grad: Tensor, state: dict, global_state: State, warm: float | None) -> Tensor:
+    def _update(
+        self, policy: Policy, param: Tensor, grad: Tensor, state: dict, global_state: State, warm: float | None
+    ) -> Tensor:
         """The step for one tensor; the state is updated in place. Coordinate-wise policies run in chunks
         small enough for the [chunk, 4 * hidden] activations to stay in cache."""
         step = state["step"].to(param.dtype)
@@ -106,7 +124,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
         delta = torch.empty_like(param)
         for start in range(0, n, chunk):
             sl = slice(start, min(start + chunk, n))
-            d, new = apply_policy(policy, param[sl], grad[sl], {k: state[k][sl] for k in keys}, step, global_state, warm)
+            d, new = apply_policy(
+                policy, param[sl], grad[sl], {k: state[k][sl] for k in keys}, step, global_state, warm
+            )
             delta[sl] = d
             for k in keys:
                 state[k][sl] = new[k]
@@ -128,7 +148,14 @@ def _copy_policy(policy: Policy) -> Policy:
 DEFAULT = "rnnprop-mnist1d"  # the optimizer shipped with optimlab (docs/learned.md: "A first result")
 
 
-def learned(params, path: str = DEFAULT, sha256: Optional[str] = None, lr: float = 1.0, warmup_steps: Optional[int] = None, warmup_lr: Optional[float] = None) -> LearnedOptimizer:
+def learned(
+    params,
+    path: str = DEFAULT,
+    sha256: Optional[str] = None,
+    lr: float = 1.0,
+    warmup_steps: Optional[int] = None,
+    warmup_lr: Optional[float] = None,
+) -> LearnedOptimizer:
     """The registry's `learned` optimizer: `optim=learned optim.path=DIR` (a directory or a shipped name;
     by default the RNNProp shipped in `optimlab/learned/pretrained/`).
 

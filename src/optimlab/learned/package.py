@@ -31,7 +31,9 @@ WEIGHTS_FILE = "weights.safetensors"
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
-def save(policy: Policy, path: str | Path, *, warmup_steps: int = 0, warmup_lr: float = 0.05, metadata: dict | None = None) -> Path:
+def save(
+    policy: Policy, path: str | Path, *, warmup_steps: int = 0, warmup_lr: float = 0.05, metadata: dict | None = None
+) -> Path:
     """Write `policy` as a learned-optimizer directory (weights first, so config.json marks a complete save)."""
     path = Path(path)
     tensors = {name: p.detach().cpu().contiguous() for name, p in policy.named_parameters()}
@@ -66,7 +68,9 @@ def resolve_path(path_or_name: str | Path) -> Path:
         return shipped
     names = available_pretrained()
     hint = f"; shipped optimizers: {', '.join(names)}" if names else ""
-    raise ConfigError(f"optim.path: {str(path_or_name)!r} is neither a learned-optimizer directory (with {CONFIG_FILE}) nor a shipped name{hint}")
+    raise ConfigError(
+        f"optim.path: {str(path_or_name)!r} is neither a learned-optimizer directory (with {CONFIG_FILE}) nor a shipped name{hint}"
+    )
 
 
 def weights_sha256(path_or_name: str | Path) -> str:
@@ -80,7 +84,9 @@ class LearnedOptimizerSpec:
     def __init__(self, policy: Policy, config: dict[str, Any], sha256: str, path: Path | None = None):
         self.policy, self.config, self.sha256, self.path = policy, config, sha256, path
 
-    def optimizer(self, params, lr: float = 1.0, warmup_steps: int | None = None, warmup_lr: float | None = None, **kwargs: Any):
+    def optimizer(
+        self, params, lr: float = 1.0, warmup_steps: int | None = None, warmup_lr: float | None = None, **kwargs: Any
+    ):
         """A `torch.optim.Optimizer` running this policy on `params` (any model); `lr` multiplies every step."""
         from optimlab.learned.optimizer import LearnedOptimizer
 
@@ -97,7 +103,9 @@ class LearnedOptimizerSpec:
     __call__ = optimizer
 
     def __repr__(self) -> str:
-        return f"LearnedOptimizerSpec(policy={self.policy.name!r}, sha256={self.sha256[:12]}..., path={str(self.path)!r})"
+        return (
+            f"LearnedOptimizerSpec(policy={self.policy.name!r}, sha256={self.sha256[:12]}..., path={str(self.path)!r})"
+        )
 
 
 def load(path_or_name: str | Path, *, sha256: str | None = None) -> LearnedOptimizerSpec:
@@ -112,7 +120,9 @@ def load(path_or_name: str | Path, *, sha256: str | None = None) -> LearnedOptim
     blob = (path / WEIGHTS_FILE).read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     if sha256 is not None and sha256 != digest:
-        raise ConfigError(f"optim.sha256: the weights in {path} have sha256 {digest[:12]}..., not the recorded {sha256[:12]}...")
+        raise ConfigError(
+            f"optim.sha256: the weights in {path} have sha256 {digest[:12]}..., not the recorded {sha256[:12]}..."
+        )
     policy = policy_from_config(config)
     load_weights(policy, load_safetensors(blob), where=str(path / WEIGHTS_FILE))
     return LearnedOptimizerSpec(policy.eval().requires_grad_(False), config, digest, path)
@@ -126,9 +136,13 @@ def load_weights(policy: Policy, tensors: dict[str, torch.Tensor], where: str) -
     expected = dict(policy.named_parameters())
     if set(tensors) != set(expected):
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        raise ConfigError(f"optim.path: {where} does not match policy {policy.name!r} (missing {missing}, unexpected {extra})")
+        raise ConfigError(
+            f"optim.path: {where} does not match policy {policy.name!r} (missing {missing}, unexpected {extra})"
+        )
     with torch.no_grad():
         for name, param in expected.items():
             if tensors[name].shape != param.shape:
-                raise ConfigError(f"optim.path: {where}: {name} has shape {tuple(tensors[name].shape)}, expected {tuple(param.shape)}")
+                raise ConfigError(
+                    f"optim.path: {where}: {name} has shape {tuple(tensors[name].shape)}, expected {tuple(param.shape)}"
+                )
             param.copy_(tensors[name])

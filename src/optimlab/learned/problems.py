@@ -77,7 +77,16 @@ class LinearRegressionProblem(_TensorDataProblem):
 
     name = "linear_regression"
 
-    def __init__(self, inputs: int = 8, outputs: int = 2, samples: int = 256, batch_size: int = 32, noise: float = 0.1, data_seed: int = 0, dtype=torch.float32):
+    def __init__(
+        self,
+        inputs: int = 8,
+        outputs: int = 2,
+        samples: int = 256,
+        batch_size: int = 32,
+        noise: float = 0.1,
+        data_seed: int = 0,
+        dtype=torch.float32,
+    ):
         self.inputs, self.outputs, self.dtype = inputs, outputs, dtype
         g = torch.Generator().manual_seed(data_seed)
         x = torch.randn(samples, inputs, generator=g, dtype=dtype)
@@ -98,7 +107,16 @@ class TinyMLPProblem(_TensorDataProblem):
 
     name = "tiny_mlp"
 
-    def __init__(self, inputs: int = 8, hidden: int = 16, classes: int = 4, samples: int = 512, batch_size: int = 32, data_seed: int = 0, dtype=torch.float32):
+    def __init__(
+        self,
+        inputs: int = 8,
+        hidden: int = 16,
+        classes: int = 4,
+        samples: int = 512,
+        batch_size: int = 32,
+        data_seed: int = 0,
+        dtype=torch.float32,
+    ):
         self.inputs, self.hidden, self.classes, self.dtype = inputs, hidden, classes, dtype
         g = torch.Generator().manual_seed(data_seed)
         centers = 2.0 * torch.randn(classes, inputs, generator=g, dtype=dtype)
@@ -107,7 +125,9 @@ class TinyMLPProblem(_TensorDataProblem):
         super().__init__(x, y, batch_size)
 
     def model_factory(self) -> nn.Module:
-        return nn.Sequential(nn.Linear(self.inputs, self.hidden), nn.Tanh(), nn.Linear(self.hidden, self.classes)).to(self.dtype)
+        return nn.Sequential(nn.Linear(self.inputs, self.hidden), nn.Tanh(), nn.Linear(self.hidden, self.classes)).to(
+            self.dtype
+        )
 
     @staticmethod
     def criterion(out: Tensor, y: Tensor) -> Tensor:
@@ -161,5 +181,3 @@ def seed_mix(*parts: int) -> int:
     for part in parts:
         value = (value ^ (int(part) + 0x9E3779B9 + (value << 6) + (value >> 2))) & ((1 << 62) - 1)
     return value % (1 << 31)
-
-

@@ -72,7 +72,9 @@ class LearnedOptimizerSystem:
         opt_state = {k: self.policy.init_state(p.reshape(-1)) for k, p in stored.items()}
         first = next(iter(stored.values())).reshape(-1)
         sampler = self.problem.sampler(seed)
-        traj = Trajectory(stored, scales, buffers, opt_state, self.policy.init_global_state(first), 0, sampler.state_dict(), seed)
+        traj = Trajectory(
+            stored, scales, buffers, opt_state, self.policy.init_global_state(first), 0, sampler.state_dict(), seed
+        )
         return warm_up(self, traj, self.warmup_steps)
 
     def draw(self, traj: Trajectory, steps: int | None = None, split: str = "train") -> tuple[list, Trajectory]:
@@ -84,7 +86,9 @@ class LearnedOptimizerSystem:
 
     # ---- the unroll ---------------------------------------------------------------------------------
 
-    def unroll(self, weights: Params, traj: Trajectory, batches: list, *, differentiable: bool, warmup: bool = False) -> tuple[Tensor, Trajectory, bool]:
+    def unroll(
+        self, weights: Params, traj: Trajectory, batches: list, *, differentiable: bool, warmup: bool = False
+    ) -> tuple[Tensor, Trajectory, bool]:
         """Run one truncation; returns (meta-loss, next trajectory, finite). Non-finite losses stop it early."""
         policy, problem = self.policy, self.problem
         second = differentiable and self.second_order
@@ -101,7 +105,9 @@ class LearnedOptimizerSystem:
                 if not differentiable:
                     theta = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
                 loss = problem.loss({**{k: theta[k] * traj.scales[k] for k in names}, **traj.buffers}, batch)
-                grads = torch.autograd.grad(loss, [theta[k] for k in names], create_graph=second, retain_graph=differentiable)
+                grads = torch.autograd.grad(
+                    loss, [theta[k] for k in names], create_graph=second, retain_graph=differentiable
+                )
             with torch.no_grad():
                 f0 = problem.loss({**start, **traj.buffers}, batch)
             if not bool(torch.isfinite(loss)):
@@ -126,7 +132,9 @@ class LearnedOptimizerSystem:
             step += 1
         meta = torch.stack(terms).mean() if terms else torch.tensor(float("nan"))
         detach = lambda tree: {k: (detach(v) if isinstance(v, dict) else v.detach()) for k, v in tree.items()}  # noqa: E731
-        nxt = dataclasses.replace(traj, params=detach(theta), opt_state=detach(state), global_state=detach(global_state), step=step)
+        nxt = dataclasses.replace(
+            traj, params=detach(theta), opt_state=detach(state), global_state=detach(global_state), step=step
+        )
         finite = finite and bool(torch.isfinite(meta)) and nxt.finite()
         return meta, nxt, finite
 
@@ -175,4 +183,3 @@ def evaluate_meta_loss(system: LearnedOptimizerSystem, weights: Params, seeds: l
                 return float("inf")
             total, count = total + float(meta), count + 1
     return total / max(count, 1)
-

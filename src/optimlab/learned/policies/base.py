@@ -45,7 +45,9 @@ class Policy(nn.Module):
         """The global state after every tensor was updated (hierarchical policies only)."""
         return global_state
 
-    def forward(self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State) -> tuple[Tensor, State]:
+    def forward(
+        self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State
+    ) -> tuple[Tensor, State]:
         raise NotImplementedError  # pragma: no cover
 
     def matmul_flops_per_coordinate(self) -> int:

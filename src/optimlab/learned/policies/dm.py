@@ -35,7 +35,9 @@ class DMOptimizer(Policy):
             state[f"c{i}"] = param.new_zeros(n, size)
         return state
 
-    def forward(self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State) -> tuple[Tensor, State]:
+    def forward(
+        self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State
+    ) -> tuple[Tensor, State]:
         x = grad.unsqueeze(1)
         new = {}
         for i, cell in enumerate(self.recurrent):

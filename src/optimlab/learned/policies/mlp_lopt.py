@@ -35,7 +35,12 @@ class SmallFCLOpt(Policy):
         sizes = [2 + len(DECAYS) + len(TIMESCALES), *[hidden_size] * hidden_layers, 2]
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
         for layer in self.layers:  # haiku's default: truncated normal, std 1/sqrt(fan_in); zero bias
-            nn.init.trunc_normal_(layer.weight, std=1 / math.sqrt(layer.in_features), a=-2 / math.sqrt(layer.in_features), b=2 / math.sqrt(layer.in_features))
+            nn.init.trunc_normal_(
+                layer.weight,
+                std=1 / math.sqrt(layer.in_features),
+                a=-2 / math.sqrt(layer.in_features),
+                b=2 / math.sqrt(layer.in_features),
+            )
             nn.init.zeros_(layer.bias)
         self.register_buffer("decays", torch.tensor(DECAYS), persistent=False)
         self.register_buffer("timescales", torch.tensor(TIMESCALES, dtype=torch.float32), persistent=False)
@@ -43,7 +48,9 @@ class SmallFCLOpt(Policy):
     def init_state(self, param: Tensor) -> State:
         return {"momenta": param.new_zeros(param.numel(), len(DECAYS))}
 
-    def forward(self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State) -> tuple[Tensor, State]:
+    def forward(
+        self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State
+    ) -> tuple[Tensor, State]:
         decays = self.decays.to(grad.dtype)
         momenta = state["momenta"] * decays + (1 - decays) * grad.unsqueeze(1)
         features = torch.cat([grad.unsqueeze(1), param.unsqueeze(1), momenta], dim=1)

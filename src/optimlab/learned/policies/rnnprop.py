@@ -42,7 +42,9 @@ class RNNProp(Policy):
         if not layers or min(layers) <= 0:
             raise ConfigError(f"policy key 'layers': expected positive sizes, got {layers}")
         if bias_correction not in BIAS_CORRECTIONS:
-            raise ConfigError(f"policy key 'bias_correction': {bias_correction!r} is not one of {', '.join(BIAS_CORRECTIONS)}")
+            raise ConfigError(
+                f"policy key 'bias_correction': {bias_correction!r} is not one of {', '.join(BIAS_CORRECTIONS)}"
+            )
         for key, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
             if not 0.0 <= beta < 1.0:
                 raise ConfigError(f"policy key {key!r}: must be in [0, 1), got {beta}")
@@ -66,7 +68,9 @@ class RNNProp(Policy):
             state[f"c{i}"] = param.new_zeros(n, size)
         return state
 
-    def forward(self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State) -> tuple[Tensor, State]:
+    def forward(
+        self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State
+    ) -> tuple[Tensor, State]:
         hp = self.hparams
         b1, b2 = hp["beta_1"], hp["beta_2"]
         m = torch.lerp(state["m"], grad, 1 - b1)

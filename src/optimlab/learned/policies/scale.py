@@ -74,7 +74,9 @@ class ScaleHierarchical(Policy):
     def init_global_state(self, like: Tensor) -> State:
         return {"global_h": like.new_zeros(1, self.hparams["global_units"])}
 
-    def forward(self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State) -> tuple[Tensor, State]:
+    def forward(
+        self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State
+    ) -> tuple[Tensor, State]:
         eps = self.hparams["epsilon"]
         h = state["h"]
         halvings = self.halvings.to(grad.dtype)
