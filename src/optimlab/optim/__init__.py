@@ -17,6 +17,6 @@ register("rmsprop_c", RMSprop_C)
 register("sgd_hd", SGDHD)
 register("adam_hd", AdamHD)
 register("muon", MuonWithAdamW)  # torch.optim.Muon takes 2-D parameters only; this adds its AdamW fallback
-register("learned", learned)  # a meta-trained policy: optim.path=DIR (optimlab.learned)
+register("learned", learned, "a meta-trained learned optimizer (optimlab.learned): optim.path=DIR or a shipped name")
 
 __all__ = ["SGD_C", "Adam_C", "AdamW_C", "RMSprop_C", "SGDHD", "AdamHD", "MuonWithAdamW", "available", "build_param_groups", "build_optimizer", "get_optimizer_class", "register"]
