@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from optimlab import rundir
 from optimlab.errors import ConfigError, RunFailed
 
 USAGE = """usage: optimlab COMMAND [ARGS]
@@ -16,7 +17,7 @@ USAGE = """usage: optimlab COMMAND [ARGS]
 commands:
   train    [--config FILE] [key=value ...]   train one run (resumes an existing run directory)
   sweep    SPEC [--backend local|ray|slurm] [--workers N] [--root DIR]
-  report   RUNS... --out DIR [--baseline NAME]
+  report   RUNS... --out DIR [--baseline NAME] [--series NAME...]
   compare  [task=NAME] [optims=[a,b]] [seeds=N] [key=value ...]   sweep + report (the main job)
   list     tasks | optimizers | sweeps | instruments
 """
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(f"optimlab {command}: interrupted", file=sys.stderr)
-        return 130
+        return rundir.EXIT_CTRL_C
 
 
 def load_plugins() -> None:
