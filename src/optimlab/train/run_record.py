@@ -24,8 +24,13 @@ class RunRecord:
     """One run directory, as the trainer of `cfg` writes it (only the main rank writes)."""
 
     def __init__(self, cfg: Config, writes: bool = True):
+        # A Config built in Python gets the checks the command line's gets: the same validation, by the same
+        # round trip through the config.yaml form (validation only: `cfg` itself, and so its hash, is kept).
+        from_tree(to_tree(cfg))
         self.cfg = cfg
         self.path = Path(cfg.run_dir)
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"config key 'run_dir': {self.path} exists and is not a directory")
         self.writes = writes
         self.started = time.perf_counter()
         self.checkpoints = self.path / rundir.CHECKPOINTS
