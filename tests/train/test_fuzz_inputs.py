@@ -231,3 +231,28 @@ def test_every_bad_invocation_is_one_line_exit_2_and_writes_nothing(tmp_path, ca
     failures, count = run_fuzz(tmp_path, capsys)
     assert count >= 150
     assert not failures, f"{len(failures)} of {count} bad invocations misbehaved:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (lambda c: c.optim.kwargs.update(lr=float("nan")), "optim.lr"),
+        (lambda c: c.optim.kwargs.update(betas=(0.9,)), "optim.betas"),
+        (lambda c: setattr(c.train, "resume", 2), "train.resume"),
+        (lambda c: setattr(c.train, "clip_grad_norm", float("nan")), "train.clip_grad_norm"),
+        (lambda c: setattr(c, "seed", 2**70), "seed"),
+        (lambda c: setattr(c.schedule, "gamma", -1.0), "schedule.gamma"),
+        (lambda c: (setattr(c.hyper, "name", "rtho"), setattr(c.hyper, "mu", 0.5)), "hyper.mu"),
+    ],
+)
+def test_train_refuses_a_bad_config_built_in_python(tmp_path, change, key):
+    """`optimlab.train.train(cfg)` checks a Config built in Python as the command line checks its input."""
+    from optimlab.config import load_config
+    from optimlab.errors import ConfigError
+    from optimlab.train import train
+
+    cfg = load_config([*BASE, f"run_dir={tmp_path / 'run'}"])
+    change(cfg)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
