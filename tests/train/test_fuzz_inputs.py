@@ -256,3 +256,22 @@ def test_train_refuses_a_bad_config_built_in_python(tmp_path, change, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_in_use_is_one_line_and_left_alone(tmp_path, capsys):
+    """A second trainer on a run directory another one holds (its flock) exits 2 and changes nothing."""
+    from optimlab.rundir import RunLock
+
+    run = tmp_path / "run"
+    assert main(_train(f"run_dir={run}")) == 0
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    holder = RunLock(run)
+    holder.acquire()
+    try:
+        code = main(_train(f"run_dir={run}", "train.steps=4"))
+    finally:
+        holder.release()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "in use by another process" in err[0]
+    assert _snapshot(tmp_path) == before
