@@ -272,7 +272,7 @@ def from_tree(tree: dict) -> Config:
     task = _task_config(_group(tree, "task"))
     optim = _optim_config(_group(tree, "optim"))
     plain = {k: v for k, v in tree.items() if k not in ("task", "optim")}
-    _check_scalar_types(plain)
+    _check_scalar_types(_PlainConfig, plain)
     try:
         merged = OmegaConf.merge(_schema(_PlainConfig), plain)
     except OmegaConfBaseException as error:
@@ -283,25 +283,22 @@ def from_tree(tree: dict) -> Config:
     return cfg
 
 
-def _check_scalar_types(tree: dict) -> None:
+def _check_scalar_types(schema: type, tree: dict, prefix: str = "") -> None:
     """Booleans that are booleans and numbers that are not: OmegaConf reads `2` as true and `true` as 1."""
-    for outer in dataclasses.fields(_PlainConfig):
-        node = tree.get(outer.name)
-        if dataclasses.is_dataclass(outer.default_factory if outer.default_factory is not dataclasses.MISSING else None):
-            if not isinstance(node, dict):
-                continue
-            pairs = [(f"{outer.name}.{f.name}", node[f.name], f) for f in dataclasses.fields(outer.default_factory)
-                     if f.name in node]
-        else:
-            pairs = [(outer.name, node, outer)] if outer.name in tree else []
-        for key, value, spec in pairs:
-            kind = str(spec.type)
-            if value is None or "list" in kind or "dict" in kind:
-                continue
-            if "bool" in kind and not isinstance(value, bool):
-                raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
-            if ("int" in kind or "float" in kind) and isinstance(value, bool):
-                raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
+    for spec in dataclasses.fields(schema):
+        if spec.name not in tree:
+            continue
+        key, value, kind = f"{prefix}{spec.name}", tree[spec.name], str(spec.type)
+        nested = spec.default_factory if spec.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(nested):
+            if isinstance(value, dict):
+                _check_scalar_types(nested, value, f"{key}.")
+        elif value is None or "list" in kind or "dict" in kind:
+            continue
+        elif "bool" in kind and not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
+        elif ("int" in kind or "float" in kind) and isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
 
 
 @dataclass
@@ -345,17 +342,22 @@ def _task_config(node: dict) -> TaskConfig:
     options = {k: v for k, v in node.items() if k not in common}
     options.update(node.pop("options", None) or {})
     base = {k: v for k, v in node.items() if k in common}
+    _check_scalar_types(TaskConfig, base, "task.")
     try:
         task = OmegaConf.to_object(OmegaConf.merge(_schema(TaskConfig), base))
     except OmegaConfBaseException as error:
         raise ConfigError(f"config key 'task.{getattr(error, 'full_key', '')}': {str(error).splitlines()[0]}") from None
     spec = get_task_spec(task.name)
+    _check_scalar_types(spec.options, options, "task.")
     try:
         typed = OmegaConf.merge(_schema(spec.options), options)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "")
         raise ConfigError(f"config key 'task.{key}' (task {task.name!r}): {str(error).splitlines()[0]}") from None
     task.options = OmegaConf.to_container(typed)
+    for key, value in task.options.items():  # the task checks its own bounds; every float must be finite
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key 'task.{key}' (task {task.name!r}): must be a finite number, got {value}")
     return task
 
 

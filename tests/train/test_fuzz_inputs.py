@@ -54,6 +54,7 @@ RANGES = [
     "schedule.warmup_steps=-1", "schedule.step_size=0", "schedule.milestones=[-5]", "schedule.milestones=[a]",
     "schedule.T_0=0", "schedule.T_mult=0", "instruments.every=0", "instruments.draws=1",
     "instruments.hessian_tol=.nan", "instruments.hessian_iterations=0", "instruments.start=-1",
+    "task.dropout=.nan", "task.dropout=true", "task.samples=true",  # the task's own options
 ]
 TOKENS = [
     "optim.lr=", "optim.lr=[", "optim.lr={", "optim.lr=]", "optim.lr=!!python/object:os.system",
