@@ -2,7 +2,8 @@
 
 Bad input (an unknown name, a wrong type, an invalid value, a missing file) prints one line on stderr and
 exits with code 2 before anything is written. A run that cannot write its run directory (a full or read-only
-disk) prints one line and exits with code 1.
+disk) prints one line and exits with code 1. OpenMP's idle threads sleep rather than spin (`OMP_WAIT_POLICY`
+defaults to PASSIVE), so a run next to another busy process is not slowed tens of times.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ commands:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    thread_defaults()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
@@ -48,6 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"optimlab {command}: interrupted", file=sys.stderr)
         return rundir.EXIT_CTRL_C
+
+
+def thread_defaults() -> None:
+    """Make OpenMP's idle threads sleep instead of spin, unless the user chose (`OMP_WAIT_POLICY`).
+
+    torch runs one OpenMP thread per core. GNU OpenMP's threads spin-wait between parallel regions, so
+    when another process holds a core the spinning threads and the one doing work take turns on it: one
+    small run next to one busy process on 2 cores took 69 s instead of 23 s (docs/performance.md).
+    PASSIVE waiting keeps the thread count, and so every result, and only changes how threads wait.
+    OpenMP reads the variable when torch loads, so this runs before any import of torch.
+    """
+    import os
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def load_plugins() -> None:
