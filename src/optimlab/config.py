@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from optimlab import rundir
 from optimlab.errors import ConfigError, suggest, unknown_name
 
-NAMED_GROUPS = ("task", "optim", "schedule", "hyper")
+NAMED_GROUPS = ("task", "optim", "schedule", "hyper", "direction", "precond")
 
 
 def default_data_dir() -> str:
@@ -81,6 +81,37 @@ class HyperConfig:
 
 
 @dataclass
+class DirectionConfig:
+    """The step direction written into `.grad` for the optimizer (docs/directions.md); `sgd` is the plain
+    mini-batch gradient, `svrg` the SVRG control variate, `gc` gradient clustering's stratified estimate."""
+
+    name: str = "sgd"  # sgd | svrg | gc
+    snapshot_every: int = 1000  # svrg: steps between snapshots; gc: steps between full clusterings / assignments
+    snapshot_mode: str = "eval"  # svrg: eval | train (the model's mode in snapshot gradients)
+    clusters: int = 10  # gc: number of clusters
+    gc_mode: str = "batch"  # gc: batch (citers full passes per clustering) | online (EM step every online_every)
+    citers: int = 2  # gc batch: assignment+update passes per clustering
+    online_every: int = 10  # gc online: steps between EM steps on a fresh batch
+    beta: float = 0.99  # gc online: decay of the running cluster sizes and centres
+    min_size: int = 1  # gc: clusters smaller than this are repaired by splitting the most distorted one
+    size_weighting: bool = True  # gc: weight assignment distances by cluster size (N_k + 1)
+    allocation: str = "equal"  # gc: equal (weights M N_k / N) | proportional (weights 1)
+
+
+@dataclass
+class PrecondConfig:
+    """A preconditioner applied to `.grad` before the optimizer step (docs/directions.md); `none` is off."""
+
+    name: str = "none"  # none | kfac
+    t_cov: int = 10  # kfac: steps between factor statistics
+    t_inv: int = 100  # kfac: steps between eigendecompositions
+    damping: float = 1e-3  # kfac: added to the Kronecker eigenvalue products
+    decay: float = 0.95  # kfac: running-average decay of the factors
+    kl_clip: Optional[float] = 1e-3  # kfac: bound on lr^2 <V, g> (null: no clipping)
+    fisher: str = "true"  # kfac: true (labels sampled from the model) | empirical (the batch's labels)
+
+
+@dataclass
 class TrainConfig:
     steps: int = 1000
     microbatch_size: Optional[int] = None
@@ -115,6 +146,8 @@ class Config:
     hyper: HyperConfig = field(default_factory=HyperConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    direction: DirectionConfig = field(default_factory=DirectionConfig)
+    precond: PrecondConfig = field(default_factory=PrecondConfig)
 
 
 _CHOICES = {
@@ -124,6 +157,12 @@ _CHOICES = {
     "train.amp": ("none", "bf16", "fp16"),
     "log.wandb_mode": ("offline", "online", "disabled"),
     "log.progress": ("auto", "always", "never"),
+    "direction.name": ("sgd", "svrg", "gc"),
+    "direction.snapshot_mode": ("eval", "train"),
+    "direction.gc_mode": ("batch", "online"),
+    "direction.allocation": ("equal", "proportional"),
+    "precond.name": ("none", "kfac"),
+    "precond.fisher": ("true", "empirical"),
 }
 
 
@@ -210,6 +249,8 @@ class _PlainConfig:
     hyper: HyperConfig = field(default_factory=HyperConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    direction: DirectionConfig = field(default_factory=DirectionConfig)
+    precond: PrecondConfig = field(default_factory=PrecondConfig)
 
 
 @functools.lru_cache(maxsize=None)
@@ -335,6 +376,20 @@ def validate(cfg: Config) -> None:
         "schedule.T_0": cfg.schedule.T_0,
         "schedule.T_mult": cfg.schedule.T_mult,
     }
+    positive.update({
+        "direction.snapshot_every": cfg.direction.snapshot_every,
+        "direction.clusters": cfg.direction.clusters,
+        "direction.citers": cfg.direction.citers,
+        "direction.online_every": cfg.direction.online_every,
+        "precond.t_cov": cfg.precond.t_cov,
+        "precond.t_inv": cfg.precond.t_inv,
+    })
+    for key, value in {"direction.beta": cfg.direction.beta, "precond.decay": cfg.precond.decay}.items():
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"config key {key!r}: must be in [0, 1), got {value}")
+    if cfg.precond.damping < 0 or (cfg.precond.kl_clip is not None and cfg.precond.kl_clip <= 0):
+        key = "precond.damping" if cfg.precond.damping < 0 else "precond.kl_clip"
+        raise ConfigError(f"config key {key!r}: must be positive, got {getattr(cfg.precond, key.split('.')[1])}")
     for optional in ("microbatch_size", "eval_batches"):
         if getattr(cfg.train, optional) is not None:
             positive[f"train.{optional}"] = getattr(cfg.train, optional)

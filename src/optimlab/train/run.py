@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from optimlab.config import Config, config_hash
+from optimlab.directions.hook import build_direction_hooks
 from optimlab.errors import ConfigError
 from optimlab.optim import build_optimizer
 from optimlab.rundir import MetricsFile
@@ -31,6 +32,7 @@ from optimlab.train.state import Progress, RunState, rng_state, set_rng_state
 # Every kind of step hook enters the loop here: a builder (cfg, ctx) -> hooks, in the order they are called.
 HOOK_BUILDERS: list[Callable[[Config, RunContext], list[StepHook]]] = [
     lambda cfg, ctx: [hook] if (hook := build_hypergradient_hook(cfg, ctx)) is not None else [],
+    build_direction_hooks,
 ]
 
 

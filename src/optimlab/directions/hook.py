@@ -1,0 +1,79 @@
+"""The training side of a direction: a step hook that writes the direction into `.grad`.
+
+Before each step the hook runs the direction's scheduled updates that are due (a snapshot, a clustering, an
+EM step); after the backward it replaces `.grad` (the training batch's mean gradient) by the direction the
+same code computes for measurement (`Direction.combine` / `training_direction`), so the optimizer, whatever
+it is, consumes the direction. The direction's state is the hook's checkpointed state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optimlab.directions.base import Direction, Objective, read_grads, write_grads
+from optimlab.errors import ConfigError
+from optimlab.tasks import Split
+from optimlab.train.hooks import RunContext, StepHook, StepInfo
+
+
+class DirectionHook(StepHook):
+    name = "direction"
+    prefix = "direction"
+
+    def __init__(self, direction: Direction, ctx: RunContext):
+        self.direction = direction
+        self.ctx = ctx
+        self.objective = Objective.of(ctx.task)
+
+    def reserve(self, train: Split) -> Split:
+        self.direction.bind(train, device=self.ctx.device, batch_size=self.ctx.batch_size, seed=self.ctx.seed)
+        return train
+
+    def before_backward(self, step: StepInfo) -> None:
+        frequent, infrequent = self.direction.due(step.step)
+        if infrequent:
+            self.direction.infrequent(step.step, self.ctx.model, self.objective)
+        if frequent:
+            self.direction.frequent(step.step, self.ctx.model, self.objective)
+
+    def after_backward(self, step: StepInfo) -> None:
+        if not self.direction.ready:
+            return
+        model = self.ctx.model
+        direction = self.direction.training_direction(model, self.objective, step.batch, step.indices, read_grads(model))
+        write_grads(model, direction)
+        self.direction.costs.add(grad_evals=self.direction.step_grad_evals)
+
+    def stats(self) -> dict[str, float]:
+        return self.direction.stats()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.direction.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.direction.load_state_dict(state)
+
+
+def check_single_process_plain_gradient(cfg: Any, ctx: RunContext, what: str) -> None:
+    """Directions and preconditioners rewrite `.grad` with unscaled values computed in one process: refuse
+    what would make that wrong (fp16 loss scaling, several ranks, the hypergradient's own graph)."""
+    conflicts = {
+        "train.amp=fp16": cfg.train.amp == "fp16",
+        "distributed training": ctx.world_size > 1,
+        f"hyper={cfg.hyper.name}": cfg.hyper.name != "none",
+    }
+    for key, conflict in conflicts.items():
+        if conflict:
+            raise ConfigError(f"{what} does not combine with {key}")
+
+
+def build_direction_hooks(cfg: Any, ctx: RunContext) -> list[StepHook]:
+    """The hook for a trainer config's `direction` group (none for `direction=sgd`)."""
+    from optimlab.directions import build_direction
+
+    if cfg.direction.name == "sgd":
+        return []
+    check_single_process_plain_gradient(cfg, ctx, f"direction={cfg.direction.name}")
+    if cfg.direction.name == "gc" and cfg.train.clip_grad_norm is not None:
+        raise ConfigError("direction=gc replaces the clipped gradient and does not combine with train.clip_grad_norm")
+    return [DirectionHook(build_direction(cfg.direction, ctx.model), ctx)]
