@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from optimlab.config import Config, config_hash
 from optimlab.directions.hook import build_direction_hooks
+from optimlab.precond.hook import build_precond_hooks
 from optimlab.errors import ConfigError
 from optimlab.optim import build_optimizer
 from optimlab.rundir import MetricsFile
@@ -33,6 +34,7 @@ from optimlab.train.state import Progress, RunState, rng_state, set_rng_state
 HOOK_BUILDERS: list[Callable[[Config, RunContext], list[StepHook]]] = [
     lambda cfg, ctx: [hook] if (hook := build_hypergradient_hook(cfg, ctx)) is not None else [],
     build_direction_hooks,
+    build_precond_hooks,
 ]
 
 
