@@ -120,9 +120,12 @@ class GradientClustering(Direction):
         return self.direction(model, objective, self._batch(own), own)
 
     # -- distances ---------------------------------------------------------------------------------------
-    def distances(self, model: nn.Module, objective: Objective, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def distances(
+        self, model: nn.Module, objective: Objective, batch: Batch, *, matrices: bool = True
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """((B, K) squared distances of the batch's per-example layer gradients to the centres, summed over
-        layers; {layer: (B, d_out, d_in) per-example gradients} for the update). Model as is; no side effects."""
+        layers; {layer: (B, d_out, d_in) per-example gradients} for the update, when `matrices`). The model
+        in its current mode; no side effects."""
         total = 0
         per_example = {}
         with side_effect_free(model), capture(model, self.layers) as recorder:
@@ -130,8 +133,11 @@ class GradientClustering(Direction):
             torch.autograd.grad(loss_sum, [m.weight for m in self.layers.values()], allow_unused=True)
         for name, a, d in recorder.pairs():
             c_in, c_out = self.centres[name]
-            total = total + layer_terms(a.double(), d.double(), c_in.double(), c_out.double())
-            per_example[name] = per_example_matrices(a.double(), d.double())
+            a, d = a.to(c_in.dtype), d.to(c_in.dtype)
+            g = per_example_matrices(a, d) if matrices else None
+            total = total + layer_terms(a, d, c_in, c_out, g=g)
+            if matrices:
+                per_example[name] = g
         return total, per_example
 
     def assign(self, distances: Tensor) -> Tensor:
@@ -165,15 +171,15 @@ class GradientClustering(Direction):
         b = self.beta
         self.sizes = b * self.sizes + (1 - b) * counts
         nearest = distances.gather(1, labels[:, None]).squeeze(1).cpu()
-        self.distortion = b * self.distortion + (1 - b) * torch.zeros_like(self.distortion).index_add_(0, labels.cpu(), nearest)
+        self.distortion = b * self.distortion + (1 - b) * torch.zeros_like(self.distortion).index_add_(0, labels.cpu(), nearest.double())
         for name, g in grads.items():
-            batch_sums = torch.zeros_like(self.sums[name]).index_add_(0, labels, g)
+            batch_sums = torch.zeros_like(self.sums[name]).index_add_(0, labels, g.double())
             self.sums[name] = b * self.sums[name] + (1 - b) * batch_sums
         share = self.sizes * len(self.train_split) / len(index)  # estimated members in the whole split
         for k in (share < self.min_size).nonzero().squeeze(1).tolist():
             far = int(nearest.argmax())  # restart at the example farthest from its centre
             for name, g in grads.items():
-                self.sums[name][k] = g[far] * (1 - b)
+                self.sums[name][k] = g[far].double() * (1 - b)
             self.sizes[k] = 1 - b
             nearest[far] = -1.0
         self._fit(self.sums, self.sizes)
@@ -193,7 +199,7 @@ class GradientClustering(Direction):
         with _eval(model), side_effect_free(model), capture(model, self.layers) as recorder:
             loss_sum, _ = objective(model, self._batch(candidates))
             torch.autograd.grad(loss_sum, [m.weight for m in self.layers.values()], allow_unused=True)
-        grads = {name: per_example_matrices(a.double(), d.double()) for name, a, d in recorder.pairs()}
+        grads = {name: per_example_matrices(a, d) for name, a, d in recorder.pairs()}
         flat = torch.cat([g.flatten(1) for g in grads.values()], dim=1).cpu()
         squared = torch.cdist(flat, flat).pow(2)
         chosen = [int(torch.randint(len(candidates), (1,), generator=generator))]
@@ -205,8 +211,8 @@ class GradientClustering(Direction):
             chosen.append(int(torch.multinomial(nearest, 1, generator=generator)))
         seeds = torch.tensor(chosen, device=flat.device)
         for name, g in grads.items():
-            picked = g[seeds.to(g.device)]
-            self.centres[name] = rank1_fit(picked)
+            picked = g[seeds.to(g.device)].double()
+            self.centres[name] = tuple(t.to(g.dtype) for t in rank1_fit(picked))
             self.sums[name] = picked * (1 - self.beta)
         self.sizes = torch.full((self.clusters,), 1 - self.beta if self.mode == "online" else 0.0, dtype=torch.float64)
         self.costs.add(grad_evals=1.0, examples=len(candidates))
@@ -217,19 +223,19 @@ class GradientClustering(Direction):
         n = len(self.train_split)
         labels = torch.empty(n, dtype=torch.long)
         distortion = torch.zeros(self.clusters, dtype=torch.float64)
-        sums = {name: c_in.new_zeros(self.clusters, c_out.shape[1], c_in.shape[1])
+        sums = {name: c_in.new_zeros(self.clusters, c_out.shape[1], c_in.shape[1], dtype=torch.float64)
                 for name, (c_in, c_out) in self.centres.items()}  # fmt: skip
         with _eval(model):
             for start in range(0, n, self.batch_size):
                 index = torch.arange(start, min(start + self.batch_size, n))
-                distances, grads = self.distances(model, objective, self._batch(index))
+                distances, grads = self.distances(model, objective, self._batch(index), matrices=update)
                 assigned = self.assign(distances)
                 labels[index] = assigned.cpu()
                 nearest = distances.gather(1, assigned[:, None]).squeeze(1).cpu()
-                distortion.index_add_(0, assigned.cpu(), nearest)
+                distortion.index_add_(0, assigned.cpu(), nearest.double())
                 if update:
                     for name, g in grads.items():
-                        sums[name].index_add_(0, assigned, g)
+                        sums[name].index_add_(0, assigned, g.double())
         self.costs.add(full_passes=1.0, examples=n)
         if update:
             labels, sums, distortion = self._repair(model, objective, labels, sums, distortion)
@@ -258,7 +264,7 @@ class GradientClustering(Direction):
                     index = moved[start : start + self.batch_size]
                     _, grads = self.distances(model, objective, self._batch(index))
                     for name, g in grads.items():
-                        part = g.sum(0)
+                        part = g.sum(0).double()
                         sums[name][j] -= part
                         sums[name][k] += part
             self.costs.add(examples=len(moved))

@@ -27,12 +27,15 @@ def per_example_matrices(a: Tensor, d: Tensor) -> Tensor:
     return torch.einsum("bto,bti->boi", d, a)
 
 
-def layer_terms(a: Tensor, d: Tensor, c_in: Tensor, c_out: Tensor, materialize: bool | None = None) -> Tensor:
-    """(B, K) squared distances of one layer's per-example gradients to the K rank-1 centres."""
+def layer_terms(
+    a: Tensor, d: Tensor, c_in: Tensor, c_out: Tensor, materialize: bool | None = None, g: Tensor | None = None
+) -> Tensor:
+    """(B, K) squared distances of one layer's per-example gradients to the K rank-1 centres; `g`, the
+    per-example matrices when the caller has them, selects the materialised form."""
     materialize = materialize_is_cheaper(a, d) if materialize is None else materialize
     centre_norms = (c_in * c_in).sum(1) * (c_out * c_out).sum(1)
-    if materialize:
-        g = per_example_matrices(a, d)
+    if materialize or g is not None:
+        g = per_example_matrices(a, d) if g is None else g
         norms = (g * g).sum((1, 2))
         cross = torch.einsum("boi,ki,ko->bk", g, c_in, c_out)
     else:
