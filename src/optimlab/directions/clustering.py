@@ -130,7 +130,7 @@ class GradientClustering(Direction):
         per_example = {}
         with side_effect_free(model), capture(model, self.layers) as recorder:
             loss_sum, _ = objective(model, batch)
-            torch.autograd.grad(loss_sum, [m.weight for m in self.layers.values()], allow_unused=True)
+            recorder.backward(loss_sum)
         for name, a, d in recorder.pairs():
             c_in, c_out = self.centres[name]
             a, d = a.to(c_in.dtype), d.to(c_in.dtype)
@@ -198,7 +198,7 @@ class GradientClustering(Direction):
         candidates = torch.randperm(len(self.train_split), generator=generator)[: 8 * self.clusters]
         with _eval(model), side_effect_free(model), capture(model, self.layers) as recorder:
             loss_sum, _ = objective(model, self._batch(candidates))
-            torch.autograd.grad(loss_sum, [m.weight for m in self.layers.values()], allow_unused=True)
+            recorder.backward(loss_sum)
         grads = {name: per_example_matrices(a, d) for name, a, d in recorder.pairs()}
         flat = torch.cat([g.flatten(1) for g in grads.values()], dim=1).cpu()
         squared = torch.cdist(flat, flat).pow(2)

@@ -83,20 +83,23 @@ def split_matrix(module: nn.Module, matrix: Tensor) -> dict[str, Tensor]:
 
 
 class LayerCapture:
-    """Records each layer's `(a, d)` during forward/backward passes run inside `with capture:`.
+    """Records each layer's `(a, d)` for a forward run inside `with capture:` and `capture.backward(loss)`.
 
-    `a` is stored at the forward, `d` when autograd reaches the layer's output; both are detached. Hooks
-    exist only inside the `with` block, so copies of the model (`copy.deepcopy`) never carry them.
+    `a` is stored (detached) at the forward; `backward` differentiates the loss with respect to the layers'
+    outputs only, which skips the weight-gradient products. Hooks exist only inside the `with` block, so
+    copies of the model (`copy.deepcopy`) never carry them.
     """
 
     def __init__(self, layers: dict[str, nn.Module]):
         self.layers = layers
         self.inputs: dict[str, Tensor] = {}
+        self.outputs: dict[str, Tensor] = {}
         self.grads: dict[str, Tensor] = {}
         self._handles: list = []
 
     def __enter__(self) -> LayerCapture:
         self.inputs.clear()
+        self.outputs.clear()
         self.grads.clear()
         for name, module in self.layers.items():
             self._handles.append(module.register_forward_hook(self._forward_hook(name)))
@@ -111,9 +114,18 @@ class LayerCapture:
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             self.inputs[name] = input_patches(module, inputs[0].detach())
             if output.requires_grad:
-                output.register_hook(lambda grad: self.grads.__setitem__(name, output_grads(module, grad.detach())))
+                self.outputs[name] = output
 
         return hook
+
+    def backward(self, loss: Tensor) -> None:
+        """Differentiate `loss` with respect to the recorded layer outputs only (no weight gradients)."""
+        names = list(self.outputs)
+        grads = torch.autograd.grad(loss, [self.outputs[n] for n in names], allow_unused=True)
+        for name, grad in zip(names, grads):
+            if grad is not None:
+                self.grads[name] = output_grads(self.layers[name], grad.detach())
+        self.outputs.clear()
 
     def pairs(self) -> Iterator[tuple[str, Tensor, Tensor]]:
         """(name, a, d) of every layer that saw both a forward and a backward."""

@@ -12,7 +12,7 @@ and the schedule of alecwangcq/KFAC-Pytorch (used by fartashf/gvar_code):
   true Fisher the labels are sampled from the model's predictive distribution (softmax; an independent
   generator, so the global RNG is untouched), with the empirical Fisher they are the batch's own labels. The
   factors are running averages `M <- decay M + (1 - decay) M_new`, starting at the identity.
-- Every `t_inv` steps both factors are eigendecomposed (float64; eigenvalues below 1e-10 set to 0). A layer's
+- Every `t_inv` steps both factors are eigendecomposed (in their dtype; eigenvalues below 1e-10 set to 0). A layer's
   gradient `g` becomes `V = Q_G [(Q_G^T g Q_A) / (d_G d_A^T + damping)] Q_A^T`, i.e. `(A (x) G + damping I)^-1 g`.
 - KL clipping scales every preconditioned gradient by `min(1, sqrt(kl_clip / sum_layers lr^2 <V, g>))`.
 - Weight decay is the base optimizer's: it is added to the preconditioned direction (not preconditioned), from
@@ -49,10 +49,10 @@ def kronecker_solve(gradient: Tensor, eigen: tuple[Tensor, Tensor, Tensor, Tenso
 
 
 def eigen_pairs(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    d_a, q_a = torch.linalg.eigh(a.double())
-    d_g, q_g = torch.linalg.eigh(g.double())
-    pairs = (q_a, d_a.clamp_min(0) * (d_a > _EIGEN_FLOOR), q_g, d_g.clamp_min(0) * (d_g > _EIGEN_FLOOR))
-    return tuple(t.to(a.dtype) for t in pairs)  # type: ignore[return-value]
+    """Eigenpairs of both factors, in the factors' dtype (as kfac-pytorch's default float32 inverses)."""
+    d_a, q_a = torch.linalg.eigh(a)
+    d_g, q_g = torch.linalg.eigh(g)
+    return q_a, d_a * (d_a > _EIGEN_FLOOR), q_g, d_g * (d_g > _EIGEN_FLOOR)
 
 
 def layer_factors(a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,8 +122,7 @@ class KFAC:
                     raise ValueError("the true Fisher samples class labels: use fisher='empirical' for this loss")
                 targets = sample_labels(outputs, self.generator)
             loss_sum, _ = self.objective.loss(outputs, (*batch[:-1], targets))
-            weights = [module.weight for module in self.layers.values()]
-            torch.autograd.grad(loss_sum, weights, allow_unused=True)
+            recorder.backward(loss_sum)
         for name, a, d in recorder.pairs():
             new_a, new_g = layer_factors(a, d)
             a_old, g_old = self.factors[name]
