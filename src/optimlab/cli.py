@@ -1,14 +1,15 @@
 """The `optimlab` command: train | sweep | report | compare | list.
 
 Bad input (an unknown name, a wrong type, an invalid value, a missing file) prints one line on stderr and
-exits with code 2 before anything is written.
+exits with code 2 before anything is written. A run that cannot write its run directory (a full or read-only
+disk) prints one line and exits with code 1.
 """
 
 from __future__ import annotations
 
 import sys
 
-from optimlab.errors import ConfigError
+from optimlab.errors import ConfigError, RunFailed
 
 USAGE = """usage: optimlab COMMAND [ARGS]
 
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"optimlab {command}: error: {error}", file=sys.stderr)
         return 2
+    except RunFailed as error:
+        print(f"optimlab {command}: failed: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"optimlab {command}: interrupted", file=sys.stderr)
         return 130

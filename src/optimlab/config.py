@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,15 +179,32 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), base: dict | None =
 
 
 def load_config_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    return load_config(overrides, read_yaml_mapping(path, "config file"))
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """A YAML file's mapping, read as the command line reads values: `1e-3`, `1E6` and `.5` are floats.
+
+    PyYAML alone follows YAML 1.1, where `1e-3` is a string; OmegaConf's loader reads numbers as users write
+    them. Python object tags are refused. Every failure is a ConfigError naming the file.
+    """
     try:
-        base = yaml.safe_load(Path(path).read_text()) or {}
+        text = Path(path).read_text()
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-    if not isinstance(base, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, not {type(base).__name__}")
-    return load_config(overrides, base)
+        raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a text file") from None
+    except OSError as error:
+        raise ConfigError(f"{what} {path} cannot be read: {error.strerror}") from None
+    try:
+        tree = OmegaConf.to_container(OmegaConf.load(io.StringIO(text))) if text.strip() else {}
+    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping, not {type(tree).__name__}")
+    return tree
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:

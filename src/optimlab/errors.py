@@ -21,3 +21,10 @@ def suggest(name: str, choices) -> str:
 def unknown_name(kind: str, name: str, choices) -> ConfigError:
     """The error for an unknown registry name, suggesting close matches."""
     return ConfigError(f"unknown {kind} {name!r}{suggest(name, choices)}")
+
+
+class RunFailed(RuntimeError):
+    """A run stopped on an error of its environment, not of its input (a full or read-only disk).
+
+    The message is one line naming what could not be done; the CLI prints it and exits with code 1.
+    """

@@ -113,11 +113,62 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, to
     assert [p.name for p in checkpoints] == ["step-30.pt", "step-40.pt"]
     latest = tmp_path / "a" / "checkpoints" / "step-40.pt"
     latest.write_bytes(latest.read_bytes()[:100])  # truncated, as by a full disk
+    (latest.parent / "step-40.pt.sha256").unlink()  # as written by older versions: no checksum to compare
 
     resumed = train(load_config([*run, "train.steps=50"]))
     assert "step-40.pt is unreadable" in capsys.readouterr().err
     reference = train(load_config([*base, "train.steps=50", f"run_dir={tmp_path / 'b'}"]))
     assert resumed["params_sha256"] == reference["params_sha256"]
+
+
+def finished_run_with_checkpoints(tmp_path, toy_overrides, name="a"):
+    base = [o for o in toy_overrides if not o.startswith(("train.steps", "run_dir"))]
+    run = [*base, f"run_dir={tmp_path / name}"]
+    train(load_config([*run, "train.steps=40"]))
+    return base, run, tmp_path / name / "checkpoints"
+
+
+def test_checkpoint_damaged_in_the_middle_is_detected_by_its_checksum(tmp_path, toy_overrides, capsys):
+    base, run, folder = finished_run_with_checkpoints(tmp_path, toy_overrides)
+    latest = folder / "step-40.pt"
+    data = bytearray(latest.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(4096)[: len(data[middle : middle + 4096])]  # zeros inside tensor data
+    latest.write_bytes(bytes(data))
+
+    resumed = train(load_config([*run, "train.steps=50"]))
+    err = capsys.readouterr().err
+    assert "step-40.pt does not match its checksum" in err and err.count("\n") == 2  # one line, and the resume line
+    reference = train(load_config([*base, "train.steps=50", f"run_dir={tmp_path / 'b'}"]))
+    assert resumed["params_sha256"] == reference["params_sha256"]
+
+
+def test_checkpoint_of_another_structure_falls_back_and_leaves_the_run_untouched(tmp_path, toy_overrides, capsys):
+    base, run, folder = finished_run_with_checkpoints(tmp_path, toy_overrides)
+    other = torch.load(folder / "step-40.pt", weights_only=True)
+    other["model"] = {"not_a_layer.weight": torch.zeros(3)}  # readable, with a valid checksum, but another model
+    (folder / "step-40.pt").unlink()
+    (folder / "step-40.pt.sha256").unlink()
+    from optimlab.train.checkpoint import save_checkpoint
+
+    save_checkpoint(folder, 40, other, keep=2)
+    resumed = train(load_config([*run, "train.steps=50"]))
+    assert "step-40.pt does not fit this run" in capsys.readouterr().err
+    reference = train(load_config([*base, "train.steps=50", f"run_dir={tmp_path / 'b'}"]))
+    assert resumed["params_sha256"] == reference["params_sha256"]
+
+
+def test_no_usable_checkpoint_starts_over_and_keeps_the_bad_files(tmp_path, toy_overrides, capsys):
+    base, run, folder = finished_run_with_checkpoints(tmp_path, toy_overrides)
+    for path in folder.glob("*.pt"):
+        path.write_bytes(b"garbage")
+    restarted = train(load_config([*run, "train.steps=50"]))
+    assert "no usable checkpoint: starting over" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.glob("*.unusable")) == [
+        "step-30.pt.sha256.unusable", "step-30.pt.unusable", "step-40.pt.sha256.unusable", "step-40.pt.unusable",
+    ]
+    reference = train(load_config([*base, "train.steps=50", f"run_dir={tmp_path / 'b'}"]))
+    assert restarted["params_sha256"] == reference["params_sha256"] and restarted["status"] == "completed"
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path, toy_overrides):

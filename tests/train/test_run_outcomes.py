@@ -20,10 +20,19 @@ def test_nan_loss_ends_the_run_as_diverged_with_its_step(tmp_path, toy_overrides
     summary = train(load_config(overrides))
     assert summary["status"] == "diverged"
     assert 1 <= summary["diverged_step"] <= 40
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = [strict_json(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["diverged_step"] == summary["diverged_step"]
-    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert lines[-1]["train/loss"] is None  # a non-finite value is null in strict JSON; the divergence is recorded
+    on_disk = strict_json((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["status"] == "diverged"
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as strict readers (JavaScript, jq, Go) do."""
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def test_run_directory_records(tmp_path, toy_overrides):

@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from optimlab.config import read_yaml_mapping
 from optimlab.errors import ConfigError, suggest
 
 Point = dict[str, Any]  # dotted config key -> value, one run
@@ -176,13 +175,7 @@ def _seeds(data: Mapping, where: str) -> list[int] | None:
 
 def load_spec_file(path: str | Path) -> SweepSpec:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"sweep spec not found: {path}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"sweep spec {path} is not valid YAML: {error}") from None
-    return parse_spec(data, name=path.stem, source=str(path))
+    return parse_spec(read_yaml_mapping(path, "sweep spec"), name=path.stem, source=str(path))
 
 
 def load_spec(text: str | Path) -> SweepSpec:

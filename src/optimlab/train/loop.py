@@ -22,9 +22,9 @@ import torch
 
 from optimlab import rundir
 from optimlab.config import Config, default_run_dir
-from optimlab.errors import ConfigError
+from optimlab.errors import ConfigError, RunFailed
 from optimlab.rundir import MetricsFile, RunLock
-from optimlab.train.checkpoint import load_latest_checkpoint, save_checkpoint
+from optimlab.train.checkpoint import resume_latest, save_checkpoint
 from optimlab.train.distributed import init_world, resolve_device
 from optimlab.train.evaluate import evaluate, is_better
 from optimlab.train.gradients import clip_and_measure
@@ -85,7 +85,12 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
 
     def checkpoint() -> None:
         if world.is_main:
-            save_checkpoint(record.checkpoints, progress.step, state.state_dict(), cfg.train.keep_checkpoints)
+            try:
+                save_checkpoint(record.checkpoints, progress.step, state.state_dict(), cfg.train.keep_checkpoints)
+            except OSError as error:
+                last = f"step-{saved_at[0]}" if saved_at[0] >= 0 else "none"
+                path = record.checkpoints / f"step-{progress.step}.pt"
+                raise RunFailed(f"cannot write checkpoint {path}: {error.strerror}; last good checkpoint: {last}") from None
             record.write_summary(record.summary(rundir.RUNNING, progress, task, model, device))
         saved_at[0] = progress.step
 
@@ -95,9 +100,10 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
     saved_at = [-1]  # the step of the last checkpoint written or loaded
     try:
         # Resume from the newest usable checkpoint, or start over.
-        resumed = load_latest_checkpoint(record.checkpoints) if cfg.train.resume else None
+        resumed = None
+        if cfg.train.resume:
+            resumed = resume_latest(record.checkpoints, lambda found: state.load_state_dict(upgrade_checkpoint(found)))
         if resumed is not None:
-            state.load_state_dict(upgrade_checkpoint(resumed))
             saved_at[0] = progress.step
             if world.is_main:
                 print(f"optimlab: resumed from step {progress.step} in {record.path}", file=sys.stderr)
@@ -157,11 +163,13 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
         log(test)
         return finish(rundir.COMPLETED)
     except BaseException as error:
+        if isinstance(error, OSError):  # the run directory cannot be written: one line, not a traceback
+            error = RunFailed(f"cannot write {error.filename or record.path}: {error.strerror or error}")
         if world.is_main and not isinstance(error, ConfigError):
-            status = rundir.INTERRUPTED if isinstance(error, KeyboardInterrupt) else rundir.FAILED
-            summary = record.summary(status, progress, task, model, device)
-            summary["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
-            record.write_summary(summary)
+            record.write_failure(rundir.INTERRUPTED if isinstance(error, KeyboardInterrupt) else rundir.FAILED,
+                                 error, progress, task, model, device)
+        if isinstance(error, RunFailed):
+            raise error from None
         raise
     finally:
         metrics.close()

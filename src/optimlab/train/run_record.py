@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
 from optimlab import rundir
-from optimlab.config import Config, config_hash, from_tree, to_tree, to_yaml
-from optimlab.errors import ConfigError
+from optimlab.config import Config, config_hash, from_tree, read_yaml_mapping, to_tree, to_yaml
+from optimlab.errors import ConfigError, RunFailed
 from optimlab.tasks import Task
 from optimlab.train import records
 from optimlab.train.state import Progress
@@ -37,8 +36,8 @@ class RunRecord:
         if not saved_path.exists():
             return
         try:
-            saved = to_tree(from_tree(yaml.safe_load(saved_path.read_text())))
-        except (ConfigError, yaml.YAMLError) as error:
+            saved = to_tree(from_tree(read_yaml_mapping(saved_path, "the run's config")))
+        except ConfigError as error:
             raise ConfigError(f"{saved_path} cannot be read ({error}); use train.resume=false to start over") from None
         new = to_tree(self.cfg)
         changed = rundir.identity_changes(saved, new)
@@ -106,3 +105,13 @@ class RunRecord:
         if self.writes:
             rundir.write_json(self.path / rundir.SUMMARY, summary)
         return summary
+
+    def write_failure(self, status: str, error: BaseException, progress: Progress, task: Task, model, device) -> None:
+        """Record how the run ended; never raises (it runs while another error is on its way up)."""
+        message = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
+        try:
+            summary = self.summary(status, progress, task, model, device)
+            summary["error"] = message.splitlines()[0] if message else type(error).__name__
+            self.write_summary(summary)
+        except Exception:  # noqa: BLE001 - the disk may be full or read-only: the error itself says so
+            pass

@@ -7,6 +7,7 @@ later version of optimlab keeps its fresh default when an older checkpoint is lo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 from collections.abc import Callable
@@ -61,6 +62,15 @@ class RunState:
         return {name: piece.save() for name, piece in self._pieces.items()}
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Restore every piece the checkpoint holds; if one does not fit, restore what was there and raise."""
+        before = copy.deepcopy(self.state_dict())
+        try:
+            self._load(checkpoint)
+        except Exception:
+            self._load(before)
+            raise
+
+    def _load(self, checkpoint: dict[str, Any]) -> None:
         for name, piece in self._pieces.items():
             if name in checkpoint and piece.load is not None:
                 piece.load(checkpoint[name])
