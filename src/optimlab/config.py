@@ -97,6 +97,7 @@ class DirectionConfig:
     min_size: int = 1  # gc: clusters smaller than this are repaired by splitting the most distorted one
     size_weighting: bool = True  # gc: weight assignment distances by cluster size (N_k + 1)
     allocation: str = "equal"  # gc: equal (weights M N_k / N) | proportional (weights 1)
+    apply: bool = True  # false: keep the direction up to date on its schedules without training with it
 
 
 @dataclass
@@ -110,6 +111,7 @@ class PrecondConfig:
     decay: float = 0.95  # kfac: running-average decay of the factors
     kl_clip: Optional[float] = 1e-3  # kfac: bound on lr^2 <V, g> (null: no clipping)
     fisher: str = "true"  # kfac: true (labels sampled from the model) | empirical (the batch's labels)
+    apply: bool = True  # false: keep the factors up to date on their schedules without preconditioning
 
 
 @dataclass

@@ -96,3 +96,21 @@ def test_svrg_resumes_bit_exactly(monkeypatch, tmp_path, toy_overrides):
         extra = ["direction=svrg", "direction.snapshot_every=7", f"direction.snapshot_mode={mode}"]
         reference, resumed = stop_resume_matches(monkeypatch, tmp_path / mode, [*overrides, *extra])
         assert resumed["params_sha256"] == reference["params_sha256"]
+
+
+def test_observed_directions_leave_the_trajectory_bit_identical(tmp_path, toy_overrides):
+    # direction.apply=false / precond.apply=false: snapshots, clusterings and factor passes run on schedule
+    # (dropout in the toy model: the RNG must be untouched), and training is plain SGD, bit for bit.
+    overrides = [o for o in toy_overrides if not o.startswith("run_dir")]
+    plain = train(load_config([*overrides, "train.steps=15", f"run_dir={tmp_path / 'plain'}"]))
+    for name, extra in {
+        "svrg": ["direction=svrg", "direction.snapshot_every=4", "direction.snapshot_mode=train"],
+        "gc": ["direction=gc", "direction.gc_mode=online", "direction.snapshot_every=6", "direction.online_every=2"],
+        "kfac": ["precond=kfac", "precond.t_cov=2", "precond.t_inv=3"],
+    }.items():
+        apply = "precond.apply=false" if name == "kfac" else "direction.apply=false"
+        run_dir = tmp_path / name
+        observed = train(load_config([*overrides, *extra, apply, "train.steps=15", f"run_dir={run_dir}"]))
+        assert observed["params_sha256"] == plain["params_sha256"], name
+        key = "precond/extra_grad_evals" if name == "kfac" else "direction/extra_examples"
+        assert logged(run_dir, key)[-1] > 0  # the scheduled updates did run

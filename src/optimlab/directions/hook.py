@@ -3,7 +3,9 @@
 Before each step the hook runs the direction's scheduled updates that are due (a snapshot, a clustering, an
 EM step); after the backward it replaces `.grad` (the training batch's mean gradient) by the direction the
 same code computes for measurement (`Direction.combine` / `training_direction`), so the optimizer, whatever
-it is, consumes the direction. The direction's state is the hook's checkpointed state.
+it is, consumes the direction. The direction's state is the hook's checkpointed state. With `apply=False`
+(`direction.apply=false`) the hook only keeps the direction up to date: training follows the plain gradient,
+bit for bit, and the direction can be measured along that trajectory.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ class DirectionHook(StepHook):
     name = "direction"
     prefix = "direction"
 
-    def __init__(self, direction: Direction, ctx: RunContext):
+    def __init__(self, direction: Direction, ctx: RunContext, apply: bool = True):
         self.direction = direction
         self.ctx = ctx
+        self.apply = apply  # False: scheduled updates only, `.grad` left alone (the direction is observed)
         self.objective = Objective.of(ctx.task)
 
     def reserve(self, train: Split) -> Split:
@@ -37,7 +40,7 @@ class DirectionHook(StepHook):
             self.direction.frequent(step.step, self.ctx.model, self.objective)
 
     def after_backward(self, step: StepInfo) -> None:
-        if not self.direction.ready:
+        if not self.apply or not self.direction.ready:
             return
         model = self.ctx.model
         direction = self.direction.training_direction(model, self.objective, step.batch, step.indices, read_grads(model))
@@ -74,6 +77,6 @@ def build_direction_hooks(cfg: Any, ctx: RunContext) -> list[StepHook]:
     if cfg.direction.name == "sgd":
         return []
     check_single_process_plain_gradient(cfg, ctx, f"direction={cfg.direction.name}")
-    if cfg.direction.name == "gc" and cfg.train.clip_grad_norm is not None:
+    if cfg.direction.name == "gc" and cfg.direction.apply and cfg.train.clip_grad_norm is not None:
         raise ConfigError("direction=gc replaces the clipped gradient and does not combine with train.clip_grad_norm")
-    return [DirectionHook(build_direction(cfg.direction, ctx.model), ctx)]
+    return [DirectionHook(build_direction(cfg.direction, ctx.model), ctx, cfg.direction.apply)]

@@ -19,11 +19,15 @@ class PrecondHook(StepHook):
     name = "precond"
     prefix = "precond"
 
-    def __init__(self, kfac: KFAC):
+    def __init__(self, kfac: KFAC, apply: bool = True):
         self.kfac = kfac
+        self.apply = apply  # False: factors and inverses on schedule, `.grad` left alone
 
     def after_backward(self, step: StepInfo) -> None:
-        self.kfac.step(step.batch)
+        if self.apply:
+            self.kfac.step(step.batch)
+        else:
+            self.kfac.update(step.batch)
 
     def stats(self) -> dict[str, float]:
         return self.kfac.stats()
@@ -49,4 +53,4 @@ def build_precond_hooks(cfg: Any, ctx: RunContext) -> list[StepHook]:
     )  # fmt: skip
     if not kfac.layers:
         raise ConfigError(f"precond=kfac: the model of task {ctx.task.name!r} has no Linear/Conv1d/Conv2d layer")
-    return [PrecondHook(kfac)]
+    return [PrecondHook(kfac, p.apply)]

@@ -157,14 +157,23 @@ class KFAC:
         return self.precondition(gradient)
 
     # -- training -----------------------------------------------------------------------------------------
-    def step(self, batch: Batch | None = None) -> None:
-        """Factors and inverses when due, then `.grad` <- the clipped K-FAC direction. Call after backward."""
+    def update(self, batch: Batch | None = None) -> None:
+        """The scheduled statistics of this step (factors every t_cov, inverses every t_inv), no gradient
+        change; advances the step counter."""
+        self._scheduled(batch)
+        self.steps += 1
+
+    def _scheduled(self, batch: Batch | None) -> None:
         if self.cov_schedule.due(self.steps):
             if batch is None:
                 raise ValueError(f"K-FAC step {self.steps} updates the factors and needs the batch")
             self.update_factors(batch)
         if self.inv_schedule.due(self.steps) or not self.eigen:
             self.update_inverse()
+
+    def step(self, batch: Batch | None = None) -> None:
+        """Factors and inverses when due, then `.grad` <- the clipped K-FAC direction. Call after backward."""
+        self._scheduled(batch)
         layer_params = {p for module in self.layers.values() for p in layer_parameters(module)}
         named = {name: p for name, p in self.model.named_parameters() if p.grad is not None and p in layer_params}
         gradient = {name: p.grad for name, p in self.model.named_parameters() if p.grad is not None}
