@@ -439,9 +439,15 @@ def validate(cfg: Config) -> None:
 
 def to_tree(cfg: Config) -> dict:
     """The nested plain dict written to config.yaml; `from_tree(to_tree(cfg)) == cfg`."""
+    from optimlab.tasks.variants import VARIANT_DEFAULTS
+
     tree = dataclasses.asdict(cfg)
     task = tree["task"]
     task.update(task.pop("options"))
+    # Data variants at their defaults (off) are left out, so adding them changed no run's hash.
+    for key, default in VARIANT_DEFAULTS.items():
+        if key in task and task[key] == default:
+            task.pop(key)
     optim = tree["optim"]
     optim.update(optim.pop("kwargs"))
     return _lists(tree)
