@@ -4,8 +4,9 @@
 
 Parsing and typing are OmegaConf's (structured configs). Two groups are open-ended because their keys
 depend on a name: `task.*` beyond the common keys are the task's own options (validated against the task's
-options dataclass) and `optim.*` beyond `name` are keyword arguments of the optimizer (validated against its
-constructor signature). `group=value` is shorthand for `group.name=value`. Every error names the key.
+options dataclass) and `optim.*` beyond `name` and `no_decay` (the param-group policy) are keyword arguments
+of the optimizer (validated against its constructor signature). `group=value` is shorthand for
+`group.name=value`. Every error names the key.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class OptimConfig:
     name: str = "adam"
     # Optimizer keyword arguments (`optim.lr=3e-3`), validated against its constructor signature.
     kwargs: dict = field(default_factory=dict)
+    # Parameters exempt from weight decay: any of bias, norm (`optim.no_decay=[bias,norm]`); see
+    # optimlab.optim.param_groups. Written to config.yaml only when set, so older run hashes stay valid.
+    no_decay: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -316,11 +320,13 @@ def _task_config(node: dict) -> TaskConfig:
 
 
 def _optim_config(node: dict) -> OptimConfig:
+    from optimlab.optim.param_groups import check_no_decay
     from optimlab.optim.registry import get_optimizer_class, optimizer_arguments
 
     name = node.pop("name", OptimConfig.name)
     if not isinstance(name, str):
         raise ConfigError(f"config key 'optim.name': expected an optimizer name, got {name!r}")
+    no_decay = node.pop("no_decay", None)
     kwargs = dict(node.pop("kwargs", None) or {})
     kwargs.update(node)
     get_optimizer_class(name)
@@ -334,7 +340,7 @@ def _optim_config(node: dict) -> OptimConfig:
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(f"unknown config key 'optim.{key}' for optimizer {name!r}{suggest(key, accepted)}")
-    return OptimConfig(name=name, kwargs=resolved)
+    return OptimConfig(name=name, kwargs=resolved, no_decay=check_no_decay([] if no_decay is None else no_decay, name))
 
 
 def _is_plain(value: Any) -> bool:
@@ -450,6 +456,8 @@ def to_tree(cfg: Config) -> dict:
             task.pop(key)
     optim = tree["optim"]
     optim.update(optim.pop("kwargs"))
+    if not optim["no_decay"]:  # absent at its default: configs written before it existed keep their hash
+        del optim["no_decay"]
     return _lists(tree)
 
 

@@ -76,10 +76,10 @@ TORCH = [
         "in float64 (its float32 'eta')"}),
     OptimizerUnderTest("lbfgs", {"lr": 1.0, "max_iter": 5}, bad_kwargs=_LR_BAD, needs_closure=True,
                        has_foreach=False),
-    OptimizerUnderTest("muon", {"lr": 0.05, "weight_decay": 0.0}, bad_kwargs=_LR_BAD, matrix_only=True,
-                       has_foreach=False,
-                       skips={"test_converges_rosenbrock": "Muon orthogonalizes matrix updates; Rosenbrock has "
-                              "two scalar coordinates"}),
+    # Matrices go to Muon, Rosenbrock's vector to the AdamW fallback (optimlab's "muon": MuonWithAdamW).
+    OptimizerUnderTest("muon", {"lr": 0.05, "weight_decay": 0.0}, has_foreach=False,
+                       bad_kwargs=_LR_BAD + [{"adamw_lr": -1.0}, {"adamw_betas": (0.9, 1.0)}, {"ns_steps": 0},
+                                             {"momentum": -0.5}, {"adjust_lr_fn": "rms"}]),
 ]
 
 # Critical-gradient optimizers: several configurations each, covering every option family.

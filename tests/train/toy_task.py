@@ -40,12 +40,16 @@ def build_toy(options: ToyOptions, data_dir) -> Task:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(options.samples, options.features, generator=generator, dtype=dtype)
     y = (x[:, : options.classes].argmax(dim=1)).long()
-    model = nn.Sequential(
-        Slow(options.delay),
-        nn.Linear(options.features, 16), nn.Tanh(), nn.Dropout(options.dropout), nn.Linear(16, options.classes)
-    ).to(dtype)
+
+    def factory() -> nn.Module:
+        return nn.Sequential(
+            Slow(options.delay),
+            nn.Linear(options.features, 16), nn.Tanh(), nn.Dropout(options.dropout), nn.Linear(16, options.classes)
+        ).to(dtype)
+
     n = options.samples
-    return Task("toy", _split(x, y, 0, n // 2), _split(x, y, n // 2, 3 * n // 4), _split(x, y, 3 * n // 4, n), model)
+    splits = _split(x, y, 0, n // 2), _split(x, y, n // 2, 3 * n // 4), _split(x, y, 3 * n // 4, n)
+    return Task("toy", *splits, factory(), model_factory=factory)
 
 
 if "toy" not in _TASKS:

@@ -32,7 +32,7 @@ def _register_torch_optimizers() -> None:
             inspect.isclass(cls)
             and issubclass(cls, torch.optim.Optimizer)
             and cls is not torch.optim.Optimizer
-            and cls_name != "SparseAdam"  # needs sparse gradients: not a general-purpose optimizer
+            and cls_name not in ("SparseAdam", "Muon")  # sparse gradients only; 2-D only ("muon" is optimlab's)
         ):
             register(cls_name.lower(), cls)
 

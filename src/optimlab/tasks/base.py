@@ -10,6 +10,9 @@ the `Task` object; nothing else about a task is assumed.
   or tokens for sequence tasks; a Python int or a tensor). The trainer divides once by the total count, so microbatched and
   distributed gradients are exactly the gradient of the mean over the whole batch.
 - `metrics(outputs, batch)` returns `{name: (sum, count)}` for the same reason.
+- `model_factory()` builds a fresh model from the global torch generator; `new_model(seed)` gives the initial
+  weights of another seed without rebuilding the data, and `functional_loss(params, batch)` evaluates the loss
+  at given parameters (`torch.func.functional_call`), so population and meta-training can use any task.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 Batch = tuple[Tensor, ...]
 
@@ -89,3 +93,48 @@ class Task:
     # Optional train-time augmentation applied to each sampled batch: (batch, generator) -> batch.
     augment: Callable[[Batch, torch.Generator], Batch] | None = None
     info: dict = field(default_factory=dict)
+    # Builds a fresh, randomly initialised model from the global torch generator: the very closure the
+    # builder called to make `model`, so `new_model(seed)` and a run with that seed start from the same weights
+    # whenever the builder draws nothing from the torch generator before its model. Every registered task
+    # sets it (tested); a Task assembled by hand for a one-off loop may leave it out.
+    model_factory: Callable[[], nn.Module] | None = None
+
+    def new_model(self, seed: int) -> nn.Module:
+        """A freshly initialised model for `seed` (same data, new weights); the caller's torch RNG state is
+        left as it was, so drawing models for a population does not shift the caller's random stream."""
+        if self.model_factory is None:
+            raise ValueError(f"task {self.name!r} has no model_factory, so it cannot build fresh models")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.model_factory()
+
+    def functional_loss(
+        self, params_and_buffers: dict[str, Tensor], batch: Batch, model: nn.Module | None = None
+    ) -> tuple[Tensor, Tensor | int]:
+        """The task's `(sum, count)` loss of `model` (default: the task's model) on `batch`, evaluated with the
+        tensors of `params_and_buffers` (names as in `named_parameters()` / `named_buffers()`) in place of
+        the module's own, through `torch.func.functional_call`. Names left out use the module's tensors, so a
+        dict of parameters alone is enough. Differentiable with `torch.func.grad`, and `vmap`-able over stacked
+        parameters.
+
+        The module's mode applies: in training mode BatchNorm uses batch statistics and updates the running
+        statistics it is given (those in `params_and_buffers`, else the module's own); dropout draws from the
+        global generator.
+        """
+        bound = _FunctionalModule(self.model if model is None else model, params_and_buffers)
+        return self.loss(self.forward(bound, batch), batch)  # type: ignore[arg-type]
+
+
+class _FunctionalModule:
+    """Stands in for a module inside a task's `forward`: calling it runs the module with the given tensors
+    (`functional_call`); any other attribute (`training`, submodules) is the module's."""
+
+    def __init__(self, module: nn.Module, tensors: dict[str, Tensor]) -> None:
+        self.module = module
+        self.tensors = tensors
+
+    def __call__(self, *args, **kwargs):
+        return functional_call(self.module, self.tensors, args, kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.module, name)

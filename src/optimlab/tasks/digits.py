@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from optimlab.tasks.base import Task
-from optimlab.tasks.common import make_model
+from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import check_fraction, check_non_negative, check_positive, classification_splits, rng
 from optimlab.tasks.models import MLP, ConvNet2d, LogisticRegression
 from optimlab.tasks.registry import register_task
@@ -60,14 +60,15 @@ def load_digits(options: DigitsOptions) -> tuple[np.ndarray, ...]:
     return x[train], y[train], x[test], y[test]
 
 
-def _task(name: str, options: DigitsOptions, model_factory) -> Task:
+def _task(name: str, options: DigitsOptions, make) -> Task:
     x_train, y_train, x_test, y_test = load_digits(options)
     train, val, test = classification_splits(
         x_train, y_train, x_test, y_test,
         val_fraction=options.val_fraction, seed=options.data_seed, train_samples=options.train_samples,
     )  # fmt: skip
-    model = make_model(name, model_factory)
-    return Task(name, train, val, test, model, info={"input_shape": [1, SIZE, SIZE], "classes": CLASSES})
+    factory = model_factory(name, make)
+    info = {"input_shape": [1, SIZE, SIZE], "classes": CLASSES}
+    return Task(name, train, val, test, factory(), info=info, model_factory=factory)
 
 
 @register_task("digits_logreg", options=DigitsOptions, description="sklearn digits (8x8), logistic regression")

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from optimlab.errors import ConfigError
 from optimlab.tasks.base import Batch, Split, Task
-from optimlab.tasks.common import make_model
+from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import cached_arrays, check_positive, rng
 from optimlab.tasks.models import GRURepeat
 from optimlab.tasks.registry import register_task
@@ -142,7 +142,7 @@ def build(options: GRURepeatOptions, data_dir: Path) -> Task:
         # The target is the input (a pure copy); they share storage, which is safe since nothing writes to it.
         return Split((strings, lengths, strings), lengths=lengths, padded=(0, 2))
 
-    model = make_model(
+    factory = model_factory(
         "gru_repeat", lambda: GRURepeat(options.symbols, options.state_size, options.embedding_size, options.no_input)
     )
     return Task(
@@ -150,10 +150,11 @@ def build(options: GRURepeatOptions, data_dir: Path) -> Task:
         split("train"),
         split("val"),
         split("test"),
-        model,
+        factory(),
         loss=_loss,
         metrics=_metrics,
         forward=_forward,
         main_metric="sequence_accuracy",
         info={"symbols": options.symbols, "sos": options.symbols, "no_input_token": options.symbols + 1},
+        model_factory=factory,
     )

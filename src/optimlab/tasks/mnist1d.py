@@ -15,7 +15,7 @@ import numpy as np
 
 from optimlab.errors import ConfigError
 from optimlab.tasks.base import Task
-from optimlab.tasks.common import make_model
+from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import (
     cached_arrays,
     check_non_negative,
@@ -76,14 +76,15 @@ def load_mnist1d(options: MNIST1DOptions, data_dir: Path) -> dict[str, np.ndarra
     return cached_arrays(data_dir, "mnist1d", args, make)
 
 
-def _task(name: str, options: MNIST1DOptions, data_dir: Path, model_factory) -> Task:
+def _task(name: str, options: MNIST1DOptions, data_dir: Path, make) -> Task:
     data = load_mnist1d(options, data_dir)
     train, val, test = classification_splits(
         data["x"], data["y"], data["x_test"], data["y_test"],
         val_fraction=options.val_fraction, seed=options.data_seed, train_samples=options.train_samples,
     )  # fmt: skip
-    model = make_model(name, model_factory)
-    return Task(name, train, val, test, model, info={"input_shape": [LENGTH], "classes": CLASSES})
+    factory = model_factory(name, make)
+    info = {"input_shape": [LENGTH], "classes": CLASSES}
+    return Task(name, train, val, test, factory(), info=info, model_factory=factory)
 
 
 @register_task("mnist1d_logreg", options=MNIST1DOptions, description="MNIST-1D, logistic regression")

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from optimlab.errors import ConfigError
 from optimlab.tasks.base import Batch, Split, Task
-from optimlab.tasks.common import make_model
+from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import check_non_negative, check_positive, checked_file
 from optimlab.tasks.models import LSTMLanguageModel
 from optimlab.tasks.registry import register_task
@@ -82,7 +82,7 @@ def build(options: ShakespeareOptions, data_dir: Path) -> Task:
     train = Split(windows(tokens[:cut_val], options.seq_len, stride))
     val = Split(windows(tokens[cut_val:cut_test], options.seq_len, options.seq_len))
     test = Split(windows(tokens[cut_test:], options.seq_len, options.seq_len))
-    model = make_model(
+    factory = model_factory(
         "shakespeare_lstm",
         lambda: LSTMLanguageModel(len(vocab), options.embedding_size, options.hidden, options.layers, options.dropout),
     )
@@ -91,10 +91,11 @@ def build(options: ShakespeareOptions, data_dir: Path) -> Task:
         train,
         val,
         test,
-        model,
+        factory(),
         loss=_loss,
         metrics=_metrics,
         main_metric="loss",
         higher_is_better=False,
         info={"vocab": bytes(vocab).decode("latin-1"), "vocab_size": len(vocab)},
+        model_factory=factory,
     )

@@ -101,19 +101,22 @@ def build_quadratic(options: QuadraticOptions, data_dir: Path) -> Task:
         excess = 0.5 * (h.to(outputs.device) * (outputs - w_star.to(outputs.device)) ** 2).sum()
         return {"distance_to_optimum": (_distance(outputs, w_star), count), "excess_loss": (excess, count)}
 
-    init = w_star + options.init_scale * torch.randn(options.dim)
+    def factory() -> nn.Module:
+        return Point(w_star + options.init_scale * torch.randn(options.dim))
+
     return Task(
         "quadratic",
         split(1, options.train_samples),
         split(2, options.val_samples),
         split(3, options.test_samples),
-        Point(init),
+        factory(),
         loss=loss,
         metrics=metrics,
         forward=_point_forward,
         main_metric="loss",
         higher_is_better=False,
         info={"optimum": optimum.tolist(), "curvature": curvature.tolist()},
+        model_factory=factory,
     )
 
 
@@ -161,19 +164,23 @@ def build_rosenbrock(options: RosenbrockOptions, data_dir: Path) -> Task:
         value = ((a - x) ** 2 + b * (y - x * x) ** 2).sum()
         return {"distance_to_optimum": (_distance(outputs, optimum), count), "function_value": (value, count)}
 
-    start = torch.tensor([options.start_x, options.start_y]) + options.start_noise * torch.randn(2)
+    def factory() -> nn.Module:
+        # randn is drawn even when start_noise is 0, so the run's random stream does not depend on it.
+        return Point(torch.tensor([options.start_x, options.start_y]) + options.start_noise * torch.randn(2))
+
     return Task(
         "rosenbrock",
         split(1, options.train_samples),
         split(2, options.val_samples),
         split(3, options.test_samples),
-        Point(start),
+        factory(),
         loss=loss,
         metrics=metrics,
         forward=_point_forward,
         main_metric="loss",
         higher_is_better=False,
         info={"optimum": optimum.tolist()},
+        model_factory=factory,
     )
 
 
@@ -222,15 +229,19 @@ def build_logreg(options: LogRegOptions, data_dir: Path) -> Task:
         correct = ((outputs.squeeze(-1) > 0) == (batch[-1] > 0.5)).sum()
         return {"accuracy": (correct, _count(batch, outputs.device))}
 
+    def factory() -> nn.Module:
+        return LogisticRegression(options.dim, 1)
+
     return Task(
         "logreg",
         split(1, options.train_samples),
         split(2, options.val_samples),
         split(3, options.test_samples),
-        LogisticRegression(options.dim, 1),
+        factory(),
         loss=loss,
         metrics=metrics,
         main_metric="loss",
         higher_is_better=False,
         info={"w_star": w_star.tolist()},
+        model_factory=factory,
     )

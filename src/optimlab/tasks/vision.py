@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from optimlab.errors import ConfigError
 from optimlab.tasks.base import Batch, Task
-from optimlab.tasks.common import INITS, make_model
+from optimlab.tasks.common import INITS, model_factory
 from optimlab.tasks.data import check_non_negative, check_positive, classification_splits
 from optimlab.tasks.formats import read_cifar, read_idx, read_svhn
 from optimlab.tasks.models import MLP, VGG, ConvNet2d, DenseNetBC, LeNet5, LogisticRegression, ResNet, WideResNet
@@ -335,7 +335,8 @@ CATALOGUE = {
 def build_image_task(name: str, dataset: ImageDataset, family: ModelFamily, options, data_dir: Path) -> Task:
     if options.init not in INITS:
         raise ConfigError(f"task option 'init' must be one of {', '.join(INITS)}, got {options.init!r}")
-    model = make_model(name, lambda: family.make(dataset, options), options.init)
+    factory = model_factory(name, lambda: family.make(dataset, options), options.init)
+    model = factory()  # before reading the data, as always: the initial weights depend only on the seed
     x_train, y_train, x_test, y_test = read_dataset(dataset, Path(data_dir), options.download)
     if x_train.shape[1:] != (dataset.channels, dataset.size, dataset.size):
         raise ConfigError(f"{dataset.title} training images have shape {x_train.shape[1:]}, expected "
@@ -350,7 +351,7 @@ def build_image_task(name: str, dataset: ImageDataset, family: ModelFamily, opti
         fill = -torch.tensor(dataset.mean) / torch.tensor(dataset.std)  # a black pixel, as torchvision pads
         augment = random_crop_flip(fill)
     info = {"input_shape": [dataset.channels, dataset.size, dataset.size], "classes": dataset.classes}
-    return Task(name, train, val, test, model, augment=augment, info=info)
+    return Task(name, train, val, test, model, augment=augment, info=info, model_factory=factory)
 
 
 def _register(dataset: ImageDataset, family: ModelFamily) -> None:

@@ -19,6 +19,7 @@ from optimlab.directions.hook import build_direction_hooks
 from optimlab.precond.hook import build_precond_hooks
 from optimlab.errors import ConfigError
 from optimlab.optim import build_optimizer
+from optimlab.optim.param_groups import build_param_groups
 from optimlab.rundir import MetricsFile
 from optimlab.tasks import Split, Task, build_task
 from optimlab.train.distributed import World
@@ -128,7 +129,8 @@ class Run:
 def build_run(cfg: Config, device: torch.device, world: World) -> Run:
     task = build_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
     model = task.model.to(device)
-    optimizer = build_optimizer(cfg.optim.name, model.parameters(), **cfg.optim.kwargs)
+    groups = build_param_groups(model, cfg.optim.name, cfg.optim.no_decay)
+    optimizer = build_optimizer(cfg.optim.name, groups, **cfg.optim.kwargs)
     scheduler = build_scheduler(cfg.schedule, optimizer, cfg.train.steps)
     amp_dtype = _amp_dtype(cfg.train.amp, device)
     if amp_dtype is torch.float16 and _needs_closure(optimizer):
