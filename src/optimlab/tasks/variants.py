@@ -16,7 +16,6 @@ corrupted examples stay corrupted, as in the original's single indexed dataset).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 
 from optimlab.errors import ConfigError
 from optimlab.tasks.base import Split, Task
+from optimlab.tasks.registry import TaskSpec
 
 
 @dataclass
@@ -77,15 +77,15 @@ def _check(options: Any, classes: int) -> None:
         raise ConfigError(f"task option 'label_noise' must be in [0, 1], got {options.label_noise}")
 
 
-def with_variants(build, classes: int):
-    """A task builder `(options, data_dir) -> Task` whose options also carry DataVariants' fields."""
+def with_variants(spec: TaskSpec) -> TaskSpec:
+    """A classification task's spec whose options also carry DataVariants' fields and whose training split
+    has them applied (the number of classes is the built task's `info["classes"]`)."""
 
-    @functools.wraps(build)
-    def build_with_variants(options: Any, data_dir: Path) -> Task:
-        task = build(options, data_dir)
-        return dataclasses.replace(task, train=apply_variants(task.train, options, classes))
+    def build(options: Any, data_dir: Path) -> Task:
+        task = spec.build(options, data_dir)
+        return dataclasses.replace(task, train=apply_variants(task.train, options, task.info["classes"]))
 
-    return build_with_variants
+    return TaskSpec(spec.name, build, variant_options(spec.options), spec.description)
 
 
 def variant_options(options: type) -> type:
