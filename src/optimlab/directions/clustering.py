@@ -141,7 +141,7 @@ class GradientClustering(Direction):
         return total, per_example
 
     def assign(self, distances: Tensor) -> Tensor:
-        weighted = distances * (self.sizes + 1)[None, :] if self.size_weighting else distances
+        weighted = distances * (self.sizes + 1).to(distances)[None, :] if self.size_weighting else distances
         return weighted.argmin(dim=1)
 
     # -- scheduled updates ---------------------------------------------------------------------------------
