@@ -45,7 +45,7 @@ def moments(draws: list[dict[str, torch.Tensor]]) -> dict[str, float]:
 
 
 def log_spaced(steps: int, points: int) -> list[int]:
-    return sorted({0, *(int(round(10 ** (math.log10(steps) * i / points))) for i in range(1, points + 1))} - {steps})
+    return sorted({0, *(round(10 ** (math.log10(steps) * i / points)) for i in range(1, points + 1))} - {steps})
 
 
 def main() -> None:
@@ -78,8 +78,14 @@ def main() -> None:
         direction.bind(split, device="cpu", batch_size=b, seed=args.seed)
     uniform = Direction().bind(split, device="cpu", batch_size=b, seed=args.seed)
     kfac = KFAC(model, optimizer, objective=objective, t_cov=10, t_inv=100, kl_clip=None, seed=args.seed)
+    with Path(args.out).open("a") as out:
+        run(args, model, objective, split, optimizer, sampler, estimators, uniform, kfac, out)
+
+
+def run(args, model, objective, split, optimizer, sampler, estimators, uniform, kfac, out) -> None:
+    """The trajectory: plain SGD steps, scheduled estimator updates, measurements at log-spaced steps."""
+    b = args.batch_size
     measured = set(log_spaced(args.steps, args.points))
-    out = Path(args.out).open("a")
     model.train()
     for step in range(args.steps):
         for direction in estimators.values():
@@ -111,7 +117,6 @@ def main() -> None:
                 out.write(json.dumps(record) + "\n")
             out.flush()
         optimizer.step()
-    out.close()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ update, the stratified estimator's unbiasedness and variance, training from the 
 
 import pytest
 import torch
+from resume_helpers import logged, stop_resume_matches
 from torch import nn
 from torch.nn import functional as F
 
@@ -14,8 +15,6 @@ from optimlab.directions.rank1 import layer_terms, rank1_fit
 from optimlab.directions.stratified import stratified_batch
 from optimlab.tasks import Split
 from optimlab.train import train
-
-from resume_helpers import logged, stop_resume_matches
 
 
 def mixed_net():
@@ -102,7 +101,7 @@ def test_empty_clusters_are_repaired_from_the_most_distorted_one():
     x, y = image_batch(n=20, seed=4)
     gc = GradientClustering(model, clusters=4, citers=1).bind(Split((x, y)), device="cpu", batch_size=8)
     random_centres(gc, 4)
-    for name, (c_in, c_out) in gc.centres.items():  # one centre far away from every gradient
+    for c_in, c_out in gc.centres.values():  # one centre far away from every gradient
         c_in[3], c_out[3] = c_in[3] * 1e3, c_out[3] * 1e3
     gc._batch_pass(model, Objective(), update=True)
     assert int(gc.counts().min()) >= 1 and gc.counts().sum() == 20

@@ -4,6 +4,7 @@ training and resume."""
 
 import pytest
 import torch
+from resume_helpers import logged, stop_resume_matches
 from torch import nn
 from torch.nn import functional as F
 
@@ -11,8 +12,6 @@ from optimlab.config import load_config
 from optimlab.directions import Objective
 from optimlab.precond import KFAC
 from optimlab.train import train
-
-from resume_helpers import logged, stop_resume_matches
 
 
 def conv_net_2d():

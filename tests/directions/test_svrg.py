@@ -1,6 +1,7 @@
 """SVRG: the control variate against a float64 hand computation, side effects, training and resume."""
 
 import torch
+from resume_helpers import logged, stop_resume_matches
 from torch import nn
 
 from optimlab.config import load_config
@@ -8,8 +9,6 @@ from optimlab.directions import SVRG, Objective
 from optimlab.directions.base import read_grads, write_grads
 from optimlab.tasks import Split
 from optimlab.train import train
-
-from resume_helpers import logged, stop_resume_matches
 
 
 def squared_error(outputs, batch):

@@ -14,7 +14,14 @@ from typing import Any
 
 from torch import nn
 
-from optimlab.directions.base import Costs, Direction, Gradient, Objective, Schedule, side_effect_free
+from optimlab.directions.base import (
+    Costs,
+    Direction,
+    Gradient,
+    Objective,
+    Schedule,
+    side_effect_free,
+)
 from optimlab.directions.svrg import SVRG
 from optimlab.errors import ConfigError
 

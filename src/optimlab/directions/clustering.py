@@ -34,8 +34,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optimlab.directions.base import Batch, Direction, Gradient, Objective, Schedule, batch_gradient
-from optimlab.directions.base import side_effect_free, weighted_gradient
+from optimlab.directions.base import (
+    Batch,
+    Direction,
+    Gradient,
+    Objective,
+    Schedule,
+    batch_gradient,
+    side_effect_free,
+    weighted_gradient,
+)
 from optimlab.directions.layers import capture, supported_layers
 from optimlab.directions.rank1 import layer_terms, per_example_matrices, rank1_fit
 from optimlab.directions.stratified import stratified_batch

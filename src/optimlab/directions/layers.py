@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from typing_extensions import Self
 
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -27,9 +28,9 @@ def supported_layers(model: nn.Module) -> dict[str, nn.Module]:
     for name, module in model.named_modules():
         if not isinstance(module, SUPPORTED) or not module.weight.requires_grad:
             continue
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-            if module.groups != 1 or module.padding_mode != "zeros" or module.padding == "same":
-                continue  # grouped, circular/reflect-padded and 'same'-padded convolutions are left out
+        conv = isinstance(module, (nn.Conv1d, nn.Conv2d))
+        if conv and (module.groups != 1 or module.padding_mode != "zeros" or module.padding == "same"):
+            continue  # grouped, circular/reflect-padded and 'same'-padded convolutions are left out
         found[name] = module
     return found
 
@@ -97,7 +98,7 @@ class LayerCapture:
         self.grads: dict[str, Tensor] = {}
         self._handles: list = []
 
-    def __enter__(self) -> LayerCapture:
+    def __enter__(self) -> Self:
         self.inputs.clear()
         self.outputs.clear()
         self.grads.clear()

@@ -20,8 +20,16 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from optimlab.directions.base import Batch, Direction, Gradient, Objective, Schedule, batch_gradient
-from optimlab.directions.base import full_gradient, side_effect_free
+from optimlab.directions.base import (
+    Batch,
+    Direction,
+    Gradient,
+    Objective,
+    Schedule,
+    batch_gradient,
+    full_gradient,
+    side_effect_free,
+)
 
 
 class SVRG(Direction):

@@ -35,8 +35,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optimlab.directions.base import Batch, Costs, Gradient, Objective, Schedule, batch_gradient, side_effect_free
-from optimlab.directions.layers import capture, layer_parameters, split_matrix, supported_layers, weight_matrix
+from optimlab.directions.base import (
+    Batch,
+    Costs,
+    Gradient,
+    Objective,
+    Schedule,
+    batch_gradient,
+    side_effect_free,
+)
+from optimlab.directions.layers import (
+    capture,
+    layer_parameters,
+    split_matrix,
+    supported_layers,
+    weight_matrix,
+)
 
 _EIGEN_FLOOR = 1e-10
 
