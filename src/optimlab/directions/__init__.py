@@ -43,4 +43,4 @@ def build_direction(cfg: Any, model: nn.Module) -> Direction:
     raise ConfigError(f"config key 'direction.name': unknown direction {cfg.name!r}")
 
 
-__all__ = ["SVRG", "Costs", "Direction", "Gradient", "Objective", "Schedule", "build_direction", "side_effect_free"]
+__all__ = ["SVRG", "Costs", "Direction", "Gradient", "Measurable", "Objective", "Schedule", "build_direction", "side_effect_free"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,14 @@ class Objective:
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor | int]:
         return self.loss(self.forward(model, batch), batch)
+
+
+class Measurable(Protocol):
+    """What a measurement needs of an estimator: its pure direction on a batch (a `Direction`, `KFAC`)."""
+
+    def direction(
+        self, model: nn.Module, objective: Objective, batch: Batch, indices: Tensor | None = None
+    ) -> Gradient: ...
 
 
 @dataclasses.dataclass(frozen=True)
