@@ -18,6 +18,7 @@ from optimlab.directions.base import (
     Costs,
     Direction,
     Gradient,
+    Measurable,
     Objective,
     Schedule,
     side_effect_free,
