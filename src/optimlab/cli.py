@@ -18,7 +18,7 @@ commands:
   sweep    SPEC [--backend local|ray|slurm] [--workers N] [--root DIR]
   report   RUNS... --out DIR [--baseline NAME]
   compare  [task=NAME] [optims=[a,b]] [seeds=N] [key=value ...]   sweep + report (the main job)
-  list     tasks | optimizers | sweeps
+  list     tasks | optimizers | sweeps | instruments
 """
 
 
@@ -115,8 +115,13 @@ def _list(argv: list[str]) -> int:
         from optimlab.sweep.spec import available_sweeps
 
         print("\n".join(available_sweeps()))
+    elif what == "instruments":
+        from optimlab.instruments.registry import INSTRUMENTS
+
+        for name in INSTRUMENTS.names():
+            print(f"{name:20s} {INSTRUMENTS.describe(name)} [needs: {', '.join(INSTRUMENTS.get(name).needs)}]")
     else:
-        raise ConfigError(f"list what? expected tasks, optimizers or sweeps, got {what!r}")
+        raise ConfigError(f"list what? expected tasks, optimizers, sweeps or instruments, got {what!r}")
     return 0
 
 

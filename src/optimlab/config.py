@@ -26,8 +26,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optimlab import rundir
 from optimlab.errors import ConfigError, suggest, unknown_name
+from optimlab.registry import RegistryNames
 
 NAMED_GROUPS = ("task", "optim", "schedule", "hyper", "direction", "precond")
+# List-valued shorthands: `instruments=[grad_stats,hessian_top]` is `instruments.names=[...]`.
+LIST_GROUPS = {"instruments": "names"}
 
 
 def default_data_dir() -> str:
@@ -119,18 +122,34 @@ class PrecondConfig:
 
 
 @dataclass
+class InstrumentsConfig:
+    """Gradient instruments (docs/instruments.md): measurements that never change the trajectory."""
+
+    names: list[str] = field(default_factory=list)  # see `optimlab list instruments`
+    every: int = 50  # measure every this many steps...
+    start: int = 0  # ...from this step on
+    log_spaced: int = 0  # > 0: instead, about this many log-spaced measurements per decade of steps
+    draws: int = 10  # direction_variance: T draws (2T with compat=study)
+    draw_batch_size: Optional[int] = None  # direction_variance: batch size g of a draw (None: training's)
+    compat: str = "unbiased"  # direction_variance: unbiased | study (the original's biased two-phase form)
+    hessian_iterations: int = 20  # hessian_top: at most this many power iterations (one HVP each)
+    hessian_tol: float = 1e-3  # hessian_top: stop at this relative change of the eigenvalue
+    microbatch_size: Optional[int] = None  # grad_stats: examples per per-example pass (memory bound)
+
+
+@dataclass
 class TrainConfig:
-    steps: int = 1000
-    microbatch_size: Optional[int] = None
-    clip_grad_norm: Optional[float] = None
+    steps: int = 1000  # optimizer steps (iterations) in the whole run
+    microbatch_size: Optional[int] = None  # examples per forward/backward, gradients accumulated (None: whole batch)
+    clip_grad_norm: Optional[float] = None  # max global L2 norm of the gradient before each step (None: no clipping)
     amp: str = "none"  # none | bf16 | fp16 (GPU only: on CPU it is ignored)
-    length_bucketing: bool = False
-    log_every: int = 10
-    eval_every: int = 200
+    length_bucketing: bool = False  # batches of similar sequence length (sequence tasks only)
+    log_every: int = 10  # steps between training-loss log lines (metrics.jsonl and loggers)
+    eval_every: int = 200  # steps between validation evaluations
     eval_batches: Optional[int] = None  # cap on evaluation batches per split (None: the whole split)
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    resume: bool = True
+    checkpoint_every: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 2  # most recent checkpoints kept on disk (older ones deleted)
+    resume: bool = True  # continue from the run directory's latest checkpoint (false: start over)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 
@@ -155,11 +174,13 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     direction: DirectionConfig = field(default_factory=DirectionConfig)
     precond: PrecondConfig = field(default_factory=PrecondConfig)
+    instruments: InstrumentsConfig = field(default_factory=InstrumentsConfig)
 
 
+# Names chosen from a registry are read from it when a config is validated (the registries import torch).
 _CHOICES = {
-    "schedule.name": ("constant", "step", "exponential", "cosine", "sgdr"),
-    "hyper.name": ("none", "marthe", "rtho"),
+    "schedule.name": RegistryNames("optimlab.train.schedules", "SCHEDULES"),
+    "hyper.name": RegistryNames("optimlab.hyper", "CONTROLLERS"),
     "hyper.variant": ("adatune", "marthe_tf"),
     "train.amp": ("none", "bf16", "fp16"),
     "log.wandb_mode": ("offline", "online", "disabled"),
@@ -170,6 +191,7 @@ _CHOICES = {
     "direction.allocation": ("equal", "proportional"),
     "precond.name": ("none", "kfac"),
     "precond.fisher": ("true", "empirical"),
+    "instruments.compat": ("unbiased", "study"),
 }
 
 
@@ -222,6 +244,8 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
             raise ConfigError(f"expected key=value, got {item!r}")
         if key in NAMED_GROUPS:  # `optim=adam` is `optim.name=adam`
             key = f"{key}.name"
+        elif key in LIST_GROUPS:  # `instruments=[a,b]` is `instruments.names=[a,b]`
+            key = f"{key}.{LIST_GROUPS[key]}"
         items.append(f"{key}={value}")
     try:
         return OmegaConf.from_dotlist(items)
@@ -236,6 +260,8 @@ def _as_tree(base: dict) -> dict:
         key = str(key)
         if key in NAMED_GROUPS and not isinstance(value, dict):
             key, value = f"{key}.name", value
+        elif key in LIST_GROUPS and not isinstance(value, dict):
+            key = f"{key}.{LIST_GROUPS[key]}"
         if "." in key:
             OmegaConf.update(tree, key, value, force_add=True)
         else:
@@ -275,9 +301,10 @@ class _PlainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     direction: DirectionConfig = field(default_factory=DirectionConfig)
     precond: PrecondConfig = field(default_factory=PrecondConfig)
+    instruments: InstrumentsConfig = field(default_factory=InstrumentsConfig)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schema(dataclass_type: type) -> DictConfig:
     """The structured config of a dataclass, built once (OmegaConf.structured is slow); merges copy it."""
     return OmegaConf.structured(dataclass_type)
@@ -308,7 +335,7 @@ def _task_config(node: dict) -> TaskConfig:
     try:
         task = OmegaConf.to_object(OmegaConf.merge(_schema(TaskConfig), base))
     except OmegaConfBaseException as error:
-        raise ConfigError(f"config key 'task.{getattr(error, 'full_key', '')}': {str(error).splitlines()[0]}")
+        raise ConfigError(f"config key 'task.{getattr(error, 'full_key', '')}': {str(error).splitlines()[0]}") from None
     spec = get_task_spec(task.name)
     try:
         typed = OmegaConf.merge(_schema(spec.options), options)
@@ -434,9 +461,34 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r}: must be >= 0, got {value}")
     if not 0.0 < cfg.hyper.holdout_fraction < 1.0:
         raise ConfigError(f"config key 'hyper.holdout_fraction': must be in (0, 1), got {cfg.hyper.holdout_fraction}")
+    _validate_instruments(cfg.instruments)
     lr = cfg.optim.kwargs.get("lr")
     if isinstance(lr, (int, float)) and lr < 0:
         raise ConfigError(f"config key 'optim.lr': must be >= 0, got {lr}")
+
+
+def _validate_instruments(cfg: InstrumentsConfig) -> None:
+    if cfg.names:
+        from optimlab.instruments.registry import INSTRUMENTS
+
+        for i, name in enumerate(cfg.names):
+            if name not in INSTRUMENTS:
+                raise ConfigError(f"config key 'instruments.names': unknown instrument {name!r}{suggest(name, INSTRUMENTS)}")
+            if name in cfg.names[:i]:
+                raise ConfigError(f"config key 'instruments.names': {name!r} is listed twice")
+    positive = {"every": cfg.every, "draws": cfg.draws - 1, "hessian_iterations": cfg.hessian_iterations}
+    for key in ("draw_batch_size", "microbatch_size"):
+        if getattr(cfg, key) is not None:
+            positive[key] = getattr(cfg, key)
+    for key, value in positive.items():
+        if value <= 0:
+            minimum = 2 if key == "draws" else 1
+            raise ConfigError(f"config key 'instruments.{key}': must be >= {minimum}, got {getattr(cfg, key)}")
+    for key in ("start", "log_spaced"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key 'instruments.{key}': must be >= 0, got {getattr(cfg, key)}")
+    if cfg.hessian_tol < 0:
+        raise ConfigError(f"config key 'instruments.hessian_tol': must be >= 0, got {cfg.hessian_tol}")
 
 
 # --------------------------------------------------------------------------------------------------------

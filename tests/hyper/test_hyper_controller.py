@@ -85,7 +85,7 @@ def test_load_rejects_a_state_for_other_parameters():
 
 
 def test_lr_is_projected_into_its_bounds():
-    data, val = batches(4), batches(1, seed=7)[0]
+    data = batches(4)
     for sign, bounds, expected in ((1.0, (0.0, None), 0.0), (-1.0, (0.01, 0.2), 0.2), (1.0, (0.03, 0.2), 0.03)):
         model = make_model()
         opt = torch.optim.SGD(model.parameters(), lr=0.05)

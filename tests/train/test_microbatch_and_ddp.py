@@ -1,10 +1,8 @@
 """Gradients: uneven microbatches equal one batch (float64); two gloo ranks equal one process."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -80,7 +78,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, plugin_env):
     single = [sys.executable, "-m", "optimlab", "train", *common, f"run_dir={tmp_path / 'single'}"]
     assert subprocess.run(single, env=plugin_env, capture_output=True).returncode == 0
     ddp = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",  # a free port
         "-m", "optimlab", "train", *common, f"run_dir={tmp_path / 'ddp'}",
     ]
     result = subprocess.run(ddp, env=plugin_env, capture_output=True, text=True, timeout=180)

@@ -1,7 +1,6 @@
 """Exact resume: kill -9 at any step, SIGTERM, corrupted checkpoints, extension of a finished run."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -22,8 +22,11 @@ ratios are the groups' lrs at construction relative to group 0 (all 1 in the usu
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
+from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +35,7 @@ from torch import Tensor
 
 from optimlab.hyper import heuristics
 from optimlab.hyper.dynamics import Dynamics, _scale_, make_dynamics
+from optimlab.validate import check, check_choice, check_number
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,27 @@ _STATE_VERSION = 1
 _MAX_EVENTS = 100  # restart events kept in `events` (the `restarts` counter counts them all)
 _LOGGED_RESTARTS = 10  # restarts logged one by one; then every 100th
 
+
+@dataclass
+class MartheState:
+    """Marthe's scalar state, checkpointed field by field (`state_dict`); the tangents are tensors, beside it.
+
+    Plain Python values only, so a checkpoint loads with ``torch.load(weights_only=True)``. The field names
+    and order are the checkpoint keys of version 1, so older checkpoints load unchanged.
+    """
+
+    step: int = 0  # iterations done
+    lr: float = 0.0  # the controlled lr (of param group 0; the others keep their ratio to it)
+    hyper_lr: float = 0.0  # current hyper learning rate (halved at each restart, adapted by the heuristics)
+    mu: float = 0.0  # current tangent discount (adapted when `adapt_mu`)
+    c: float = 0.0  # AdaTune's exponent accumulator
+    adapt_mu: bool = False  # mu < 0 was asked: mu follows the variant's heuristic
+    h_prev: float = 0.0  # previous hypergradient (MARTHE-TF's heuristic)
+    last_hypergradient: float = 0.0
+    ratios: list[float] = field(default_factory=list)  # each param group's lr / group 0's lr, kept fixed
+    z_zero: bool = True  # the tangent is exactly zero: skip the Hessian-vector product
+    restarts: int = 0  # non-finite hypergradients met (each restarts the tangent)
+    events: list[dict] = field(default_factory=list)  # the first restarts, for the run record
 
 class Marthe:
     r"""Hypergradient learning-rate control around a torch SGD, Adam or AdamW optimizer.
@@ -82,18 +107,13 @@ class Marthe:
         val_every: int = 1,
         tangent_clip: float | None = None,
     ) -> None:
-        if not (isinstance(hyper_lr, (int, float)) and math.isfinite(hyper_lr) and hyper_lr >= 0.0):
-            raise ValueError(f"hyper_lr must be a finite number >= 0, got {hyper_lr!r}")
-        if not (isinstance(mu, (int, float)) and math.isfinite(mu) and mu <= 1.0):
-            raise ValueError(f"mu must be <= 1 (negative: adaptive), got {mu!r}")
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0.0):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        if variant not in heuristics.VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(heuristics.VARIANTS)}, got {variant!r}")
-        if not (isinstance(val_every, int) and not isinstance(val_every, bool) and val_every >= 1):
-            raise ValueError(f"val_every must be an integer >= 1, got {val_every!r}")
-        if tangent_clip is not None and not tangent_clip > 0.0:
-            raise ValueError(f"tangent_clip must be positive or None, got {tangent_clip!r}")
+        check_number("hyper_lr", hyper_lr, low=0)
+        check_number("mu", mu, high=1)  # negative: adaptive
+        check_number("alpha", alpha, low=0)
+        check_choice("variant", variant, heuristics.VARIANTS)
+        check_number("val_every", val_every, low=1, integer=True)
+        if tangent_clip is not None:
+            check_number("tangent_clip", tangent_clip, low=0, low_inclusive=False, finite=False)
         low, high = _check_bounds(lr_bounds)
 
         self.optimizer = optimizer
@@ -112,9 +132,9 @@ class Marthe:
             raise ValueError("the optimizer has no parameters that require gradients")
         lrs = [float(g["lr"]) for g in groups]
         if lrs[0] > 0.0:
-            self._ratios = [lr / lrs[0] for lr in lrs]
+            ratios = [lr / lrs[0] for lr in lrs]
         elif all(lr == 0.0 for lr in lrs):
-            self._ratios = [1.0 for _ in lrs]
+            ratios = [1.0 for _ in lrs]
         else:
             raise ValueError(f"param group 0 has lr 0 while others do not ({lrs}): no lr ratio to keep")
 
@@ -124,47 +144,53 @@ class Marthe:
             {name: [torch.zeros_like(p) for p in ps] for name in dyn.aux_names}
             for dyn, ps in zip(self._dynamics, self._group_params)
         ]
-        self._z_zero = True  # the tangent is exactly zero: skip the Hessian-vector product
-        self._adapt_mu = mu < 0.0
-        self._mu = 0.0 if self._adapt_mu else float(mu)
-        self._c = 0.0
-        self._hyper_lr = float(hyper_lr)
-        self._h_prev = 0.0
-        self._last_h = 0.0
-        self._step = 0
-        self._pending: tuple | None = None  # captures between before_ and after_optimizer_step
-        self.restarts = 0
-        self.events: list[dict] = []
-        self._lr = _project(lrs[0], low, high)
-        self._set_lr(self._lr)
+        adapt_mu = mu < 0.0
+        self._state = MartheState(
+            lr=_project(lrs[0], low, high),
+            hyper_lr=float(hyper_lr),
+            mu=0.0 if adapt_mu else float(mu),
+            adapt_mu=adapt_mu,
+            ratios=ratios,
+        )
+        self._pending: tuple | None = None  # captures between before_ and after_optimizer_step (not state)
+        self._set_lr(self._state.lr)
 
     # ----------------------------------------------------------------------------------------------------
     # Public state
 
     @property
     def lr(self) -> float:
-        return self._lr
+        return self._state.lr
 
     @property
     def mu(self) -> float:
-        return self._mu
+        return self._state.mu
 
     @property
     def hyper_lr(self) -> float:
-        return self._hyper_lr
+        return self._state.hyper_lr
 
     @property
     def last_hypergradient(self) -> float:
-        return self._last_h
+        return self._state.last_hypergradient
+
+    @property
+    def restarts(self) -> int:
+        """Non-finite hypergradients met so far (each restarted the tangent and halved the hyper lr)."""
+        return self._state.restarts
+
+    @property
+    def events(self) -> list[dict]:
+        return self._state.events
 
     @property
     def steps(self) -> int:
-        return self._step
+        return self._state.step
 
     @property
     def validates_next_step(self) -> bool:
         """Whether the next `step` will call `val_closure`."""
-        return (self._step + 1) % self.val_every == 0
+        return (self._state.step + 1) % self.val_every == 0
 
     @property
     def params(self) -> list[Tensor]:
@@ -181,7 +207,7 @@ class Marthe:
     @property
     def needs_graph(self) -> bool:
         """Whether the next step differentiates the training gradient (`H z`): its graph must be kept."""
-        return not self._z_zero and not self.first_order and self._mu != 0.0
+        return not self._state.z_zero and not self.first_order and self._state.mu != 0.0
 
     def step(self, loss: Tensor, val_closure: Callable[[], Tensor] | None = None) -> None:
         """One training iteration: replaces `loss.backward(); optimizer.step()`. See the module docstring.
@@ -203,7 +229,7 @@ class Marthe:
         For training loops that take the backward and the optimizer step themselves:
         `before_optimizer_step(grads)`, `optimizer.step()`, `after_optimizer_step(val_closure)`.
         """
-        mu = 0.0 if self.first_order else self._mu
+        mu = 0.0 if self.first_order else self._state.mu
         use_hvp = self.needs_graph
         params = self._params
         hz: list[Tensor | None] = [None] * len(params)
@@ -240,7 +266,7 @@ class Marthe:
         self._pending = None
         with torch.no_grad():
             directions = self._advance(mu, use_hvp, grads, hz, plans)
-        self._step += 1
+        self._state.step += 1
 
         if validate:
             self._hyper_step(val_closure, grads, directions)
@@ -253,7 +279,7 @@ class Marthe:
         for gi, (dyn, plan) in enumerate(zip(self._dynamics, plans)):
             offset, active, act_params, act_grads, pre = plan
             zs, aux = self._z[gi], self._aux[gi]
-            if len(active) < len(zs) and not self._z_zero:
+            if len(active) < len(zs) and not self._state.z_zero:
                 # Parameters without a gradient keep w and their state (A = I, B = 0): Z <- mu Z.
                 is_active = set(active)
                 idle = [t[i] for t in [zs, *aux.values()] for i in range(len(zs)) if i not in is_active]
@@ -270,17 +296,17 @@ class Marthe:
             hz_act = None
             if use_hvp:
                 hz_act = [hz[offset + i] if hz[offset + i] is not None else torch.zeros_like(zs[i]) for i in active]
-            lr = self._lr * self._ratios[gi]
+            lr = self._state.lr * self._state.ratios[gi]
             terms = dyn.advance(
                 pre, act_params, act_grads, [state.get(p) for p in act_params], z_act, aux_act, hz_act,
-                lr=lr, ratio=self._ratios[gi], mu=mu,
+                lr=lr, ratio=self._state.ratios[gi], mu=mu,
             )
             for k, i in enumerate(active):
                 zs[i] = z_act[k]
                 for name in aux:
                     aux[name][i] = aux_act[name][k]
             directions.append((active, terms))
-        self._z_zero = self._z_zero and not any_active
+        self._state.z_zero = self._state.z_zero and not any_active
         return directions
 
     def _hessian_vector_products(self, grads: list[Tensor | None]) -> list[Tensor | None]:
@@ -307,33 +333,34 @@ class Marthe:
         val_loss = val_closure()
         e = list(torch.autograd.grad(val_loss, self._params, allow_unused=True))
         self._clip(e)
+        state = self._state
         flat_z = [z for zs in self._z for z in zs]
         dots = [_dot(e, flat_z)]
-        need_g = self._adapt_mu and self.variant == "adatune"
-        need_direction = self._adapt_mu and self.variant == "marthe_tf"
+        need_g = state.adapt_mu and self.variant == "adatune"
+        need_direction = state.adapt_mu and self.variant == "marthe_tf"
         if need_g:
             dots.append(_dot(e, grads))
         if need_direction:
             dots.append(self._dot_direction(e, directions))
         values = torch.stack([d.to(torch.float64) for d in dots]).tolist()
         h = values[0]
-        lr_new = _project(self._lr - self._hyper_lr * h, *self.lr_bounds) if math.isfinite(h) else math.nan
+        lr_new = _project(state.lr - state.hyper_lr * h, *self.lr_bounds) if math.isfinite(h) else math.nan
         if not math.isfinite(lr_new):
             self._restart(h)
             return
-        self._last_h = h
+        state.last_hypergradient = h
         if self.variant == "adatune":
-            self._hyper_lr, self._mu, self._c = heuristics.adatune_update(
-                hyper_lr=self._hyper_lr, mu=self._mu, c=self._c, h=h, lr_new=lr_new,
-                e_dot_g=values[1] if need_g else 0.0, alpha=self.alpha, adapt_mu=self._adapt_mu,
+            state.hyper_lr, state.mu, state.c = heuristics.adatune_update(
+                hyper_lr=state.hyper_lr, mu=state.mu, c=state.c, h=h, lr_new=lr_new,
+                e_dot_g=values[1] if need_g else 0.0, alpha=self.alpha, adapt_mu=state.adapt_mu,
             )
         else:
-            self._hyper_lr, self._mu = heuristics.marthe_tf_update(
-                hyper_lr=self._hyper_lr, mu=self._mu, h=h, h_prev=self._h_prev,
+            state.hyper_lr, state.mu = heuristics.marthe_tf_update(
+                hyper_lr=state.hyper_lr, mu=state.mu, h=h, h_prev=state.h_prev,
                 e_dot_direction=values[1] if need_direction else 0.0, alpha=self.alpha,
-                adapt_mu=self._adapt_mu,
+                adapt_mu=state.adapt_mu,
             )
-        self._h_prev = h
+        state.h_prev = h
         self._set_lr(lr_new)
 
     def _dot_direction(self, e: list[Tensor | None], directions) -> Tensor:
@@ -345,37 +372,38 @@ class Marthe:
                 active, terms = entry
                 e_act = [e[offset + i] for i in active]
                 for tensors, scale in terms:
-                    total.append(_dot(e_act, tensors).to(torch.float64) * (-self._ratios[gi] * scale))
+                    total.append(_dot(e_act, tensors).to(torch.float64) * (-self._state.ratios[gi] * scale))
             offset += len(ps)
         return torch.stack(total).sum() if total else torch.zeros((), dtype=torch.float64)
 
     def _restart(self, h: float) -> None:
         """A non-finite hypergradient: zero the tangent, halve the hyper lr, keep the lr."""
+        state = self._state
         for zs, aux in zip(self._z, self._aux):
             for tensors in [zs, *aux.values()]:
                 torch._foreach_zero_(tensors)
-        self._z_zero = True
-        self._hyper_lr *= 0.5
-        self._h_prev = 0.0
-        self._last_h = 0.0
-        if self._adapt_mu:
-            self._mu, self._c = 0.0, 0.0
-        self.restarts += 1
-        if len(self.events) < _MAX_EVENTS:
-            self.events.append(
-                {"step": self._step, "event": "nonfinite_hypergradient", "value": repr(h), "hyper_lr": self._hyper_lr}
+        state.z_zero = True
+        state.hyper_lr *= 0.5
+        state.h_prev = 0.0
+        state.last_hypergradient = 0.0
+        if state.adapt_mu:
+            state.mu, state.c = 0.0, 0.0
+        state.restarts += 1
+        if len(state.events) < _MAX_EVENTS:
+            state.events.append(
+                {"step": state.step, "event": "nonfinite_hypergradient", "value": repr(h), "hyper_lr": state.hyper_lr}
             )
-        if self.restarts <= _LOGGED_RESTARTS or self.restarts % 100 == 0:
+        if state.restarts <= _LOGGED_RESTARTS or state.restarts % 100 == 0:
             log.warning(
                 "step %d: non-finite hypergradient (%s); tangent restarted, hyper_lr halved to %g, lr kept at %g "
-                "(restart %d%s)", self._step, h, self._hyper_lr, self._lr, self.restarts,
-                "; only every 100th is logged from now on" if self.restarts == _LOGGED_RESTARTS else "",
+                "(restart %d%s)", state.step, h, state.hyper_lr, state.lr, state.restarts,
+                "; only every 100th is logged from now on" if state.restarts == _LOGGED_RESTARTS else "",
             )
 
     def _set_lr(self, lr: float) -> None:
-        self._lr = float(lr)
-        for group, ratio in zip(self.optimizer.param_groups, self._ratios):
-            value = self._lr * ratio
+        self._state.lr = float(lr)
+        for group, ratio in zip(self.optimizer.param_groups, self._state.ratios):
+            value = self._state.lr * ratio
             if isinstance(group["lr"], Tensor):
                 group["lr"].fill_(value)
             else:
@@ -387,18 +415,7 @@ class Marthe:
     def state_dict(self) -> dict[str, Any]:
         return {
             "version": _STATE_VERSION,
-            "step": self._step,
-            "lr": self._lr,
-            "hyper_lr": self._hyper_lr,
-            "mu": self._mu,
-            "c": self._c,
-            "adapt_mu": self._adapt_mu,
-            "h_prev": self._h_prev,
-            "last_hypergradient": self._last_h,
-            "ratios": list(self._ratios),
-            "z_zero": self._z_zero,
-            "restarts": self.restarts,
-            "events": [dict(e) for e in self.events],
+            **dataclasses.asdict(self._state),
             "tangent": [[z.clone() for z in zs] for zs in self._z],
             "aux": [{name: [t.clone() for t in ts] for name, ts in aux.items()} for aux in self._aux],
         }
@@ -422,18 +439,10 @@ class Marthe:
                 name: [t.to(device=p.device, dtype=p.dtype, copy=True) for t, p in zip(ts, ps)]
                 for name, ts in aux[gi].items()
             }
-        self._step = int(state["step"])
-        self._hyper_lr = float(state["hyper_lr"])
-        self._mu = float(state["mu"])
-        self._c = float(state["c"])
-        self._adapt_mu = bool(state["adapt_mu"])
-        self._h_prev = float(state["h_prev"])
-        self._last_h = float(state["last_hypergradient"])
-        self._ratios = [float(r) for r in state["ratios"]]
-        self._z_zero = bool(state["z_zero"])
-        self.restarts = int(state["restarts"])
-        self.events = [dict(e) for e in state["events"]]
-        self._set_lr(float(state["lr"]))
+        # A field added later is absent from older checkpoints and keeps its default.
+        saved = {f.name: copy.deepcopy(state[f.name]) for f in dataclasses.fields(MartheState) if f.name in state}
+        self._state = MartheState(**saved)
+        self._set_lr(self._state.lr)
 
 
 def rtho(optimizer: torch.optim.Optimizer, hyper_lr: float, **kwargs: Any) -> Marthe:
@@ -461,15 +470,11 @@ def _project(lr: float, low: float, high: float | None) -> float:
 
 
 def _check_bounds(bounds) -> tuple[float, float | None]:
-    try:
-        low, high = bounds
-    except (TypeError, ValueError):
-        raise ValueError(f"lr_bounds must be a pair (low, high), got {bounds!r}") from None
-    low = 0.0 if low is None else float(low)
-    if not (math.isfinite(low) and low >= 0.0):
-        raise ValueError(f"lr_bounds low must be a finite number >= 0, got {low!r}")
+    check(isinstance(bounds, (tuple, list)) and len(bounds) == 2, "lr_bounds", bounds, "must be a pair (low, high)")
+    low, high = bounds
+    low = 0.0 if low is None else low
+    check_number("lr_bounds low", low, low=0)
     if high is not None:
+        check_number("lr_bounds high", high, low=low, finite=False)
         high = float(high)
-        if not high >= low:
-            raise ValueError(f"lr_bounds high must be >= low ({low}), got {high!r}")
-    return low, high
+    return float(low), high

@@ -27,21 +27,14 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-
-def _check(name: str, value: float, low: float = 0.0, high: float | None = None, open_high: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
-    if ok and high is not None:
-        ok = value < high if open_high else value <= high
-    if not ok:
-        bound = f">= {low}" + ("" if high is None else f" and {'<' if open_high else '<='} {high}")
-        raise ValueError(f"Invalid {name}: {value!r} (must be {bound})")
+from optimlab.validate import check, check_number
 
 
 def _check_bounds(lr_min: float | None, lr_max: float | None) -> None:
     if lr_min is not None:
-        _check("lr_min", lr_min)
+        check_number("lr_min", lr_min, low=0)
     if lr_max is not None:
-        _check("lr_max", lr_max, low=lr_min or 0.0)
+        check_number("lr_max", lr_max, low=lr_min or 0.0)
 
 
 def _group_dot(xs: list[Tensor], ys: list[Tensor]) -> float:
@@ -92,14 +85,14 @@ class SGDHD(Optimizer):
         lr_min: float | None = 0.0,
         lr_max: float | None = None,
     ) -> None:
-        _check("lr", lr)
-        _check("momentum", momentum)
-        _check("dampening", dampening)
-        _check("weight_decay", weight_decay)
-        _check("hypergrad_lr", hypergrad_lr)
+        check_number("lr", lr, low=0)
+        check_number("momentum", momentum, low=0)
+        check_number("dampening", dampening, low=0)
+        check_number("weight_decay", weight_decay, low=0)
+        check_number("hypergrad_lr", hypergrad_lr, low=0)
         _check_bounds(lr_min, lr_max)
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("nesterov=True requires a momentum > 0 and zero dampening")
+        check(not nesterov or (momentum > 0 and dampening == 0), "nesterov", nesterov,
+              "requires a momentum > 0 and zero dampening")
         defaults = dict(
             lr=float(lr), momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             hypergrad_lr=hypergrad_lr, lr_min=lr_min, lr_max=lr_max,
@@ -178,16 +171,14 @@ class AdamHD(Optimizer):
         lr_min: float | None = 0.0,
         lr_max: float | None = None,
     ) -> None:
-        _check("lr", lr)
-        _check("eps", eps)
-        try:
-            beta1, beta2 = betas
-        except (TypeError, ValueError):
-            raise ValueError(f"Invalid betas: {betas!r} (must be a pair)") from None
-        _check("betas[0]", beta1, high=1.0, open_high=True)
-        _check("betas[1]", beta2, high=1.0, open_high=True)
-        _check("weight_decay", weight_decay)
-        _check("hypergrad_lr", hypergrad_lr)
+        check_number("lr", lr, low=0)
+        check_number("eps", eps, low=0)
+        check(isinstance(betas, (tuple, list)) and len(betas) == 2, "betas", betas, "must be a pair")
+        beta1, beta2 = betas
+        check_number("betas[0]", beta1, low=0, high=1, high_inclusive=False)
+        check_number("betas[1]", beta2, low=0, high=1, high_inclusive=False)
+        check_number("weight_decay", weight_decay, low=0)
+        check_number("hypergrad_lr", hypergrad_lr, low=0)
         _check_bounds(lr_min, lr_max)
         defaults = dict(
             lr=float(lr), betas=(float(beta1), float(beta2)), eps=eps, weight_decay=weight_decay,

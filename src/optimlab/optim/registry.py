@@ -14,15 +14,15 @@ from typing import Any
 
 import torch
 
-from optimlab.errors import ConfigError, suggest, unknown_name
+from optimlab.errors import ConfigError, suggest
+from optimlab.registry import Registry
 
-_REGISTRY: dict[str, Callable[..., torch.optim.Optimizer]] = {}
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 
 
-def register(name: str, factory: Callable[..., torch.optim.Optimizer]) -> None:
-    if name in _REGISTRY and _REGISTRY[name] is not factory:
-        raise ValueError(f"optimizer name {name!r} is already registered")
-    _REGISTRY[name] = factory
+def register(name: str, factory: Callable[..., torch.optim.Optimizer], description: str = "") -> None:
+    """Register an optimizer class (or factory) `(params, **hyperparameters)`; the same one twice is a no-op."""
+    OPTIMIZERS.register(name, factory, description)
 
 
 def _register_torch_optimizers() -> None:
@@ -52,14 +52,11 @@ _register_schedulefree()
 
 
 def available() -> list[str]:
-    return sorted(_REGISTRY)
+    return OPTIMIZERS.names()
 
 
 def get_optimizer_class(name: str) -> Callable[..., torch.optim.Optimizer]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise unknown_name("optimizer", name, _REGISTRY) from None
+    return OPTIMIZERS.get(name)
 
 
 def optimizer_arguments(name: str) -> dict[str, inspect.Parameter]:

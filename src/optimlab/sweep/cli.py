@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from optimlab.errors import ConfigError
+from optimlab.sweep.backends import SWEEP_BACKENDS
 
 SWEEP_USAGE = """usage: optimlab sweep SPEC [key=value ...] [options]
 
@@ -50,7 +51,7 @@ def _sweep_parser() -> _Parser:
     parser = _Parser(prog="optimlab sweep", add_help=False)
     parser.add_argument("spec")
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--backend", default="local", choices=("local", "ray", "slurm"))
+    parser.add_argument("--backend", default="local", choices=SWEEP_BACKENDS.names())
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--root", default="runs")
     parser.add_argument("--cpus-per-run", type=int, default=None)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from optimlab.errors import ConfigError
+from optimlab.sweep.backends import SWEEP_BACKENDS
 from optimlab.sweep.execute import Launch, make_launch, thread_env, threads_per_run, train_command
 from optimlab.sweep.expand import Run, expand, sweep_dir
 from optimlab.sweep.spec import SweepSpec
@@ -36,7 +37,7 @@ from optimlab.sweep.state import (
 )
 from optimlab.rundir import write_json
 
-BACKENDS = ("local", "ray", "slurm")
+BACKENDS = tuple(SWEEP_BACKENDS.names())
 
 # Exit codes of `optimlab sweep` and `optimlab compare`.
 EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 75
@@ -102,20 +103,7 @@ class _Record:
 
 def make_backend(name: str, *, workers: int, cpus_per_run: int, folder: Path, options: dict | None = None):
     """A backend by name; a missing optional dependency is a ConfigError, raised before any run starts."""
-    options = dict(options or {})
-    if name == "local":
-        from optimlab.sweep.local import LocalBackend
-
-        return LocalBackend(workers, **options)
-    if name == "ray":
-        from optimlab.sweep.ray_backend import RayBackend
-
-        return RayBackend(workers, cpus_per_run, **options)
-    if name == "slurm":
-        from optimlab.sweep.slurm import SlurmBackend
-
-        return SlurmBackend(folder / "slurm", cpus_per_run=cpus_per_run, **options)
-    raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return SWEEP_BACKENDS.get(name)(workers, cpus_per_run, folder, dict(options or {}))
 
 
 def run_sweep(

@@ -1,12 +1,14 @@
 """The task registry: name -> builder, with a typed options dataclass per task.
 
-Register a task with
+The built-in tasks are one explicit table, `optimlab.tasks.catalogue.TASKS`, read the first time a task is
+looked up. A researcher's own tasks register with
 
-    @register_task("mnist1d_mlp", options=MLPOptions, description="MNIST-1D, 3-layer MLP")
-    def build(options: MLPOptions, data_dir: Path) -> Task: ...
+    @register_task("my_task", options=MyOptions, description="my data, my model")
+    def build(options: MyOptions, data_dir: Path) -> Task: ...
 
-Options are the task-specific keys of the `task` config node (`task.width=512`); they are validated
-against the dataclass, so an unknown key or a wrong type is an error naming it.
+(imported through `OPTIMLAB_PLUGINS` for the CLI). Options are the task-specific keys of the `task` config
+node (`task.width=512`); they are validated against the dataclass, so an unknown key or a wrong type is an
+error naming it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimlab.errors import unknown_name
+from optimlab.registry import Registry
 from optimlab.tasks.base import Task
+
+# Built-in builder modules may still decorate their builders with `register_task`; the catalogue's table is
+# what registers them, so those calls are ignored (no registration as a side effect of importing a module).
+_BUILTIN_PREFIX = "optimlab.tasks."
 
 
 @dataclass
@@ -34,17 +40,28 @@ class TaskSpec:
     description: str
 
 
-_TASKS: dict[str, TaskSpec] = {}
+_TASKS: Registry[TaskSpec] = Registry("task")
+_builtins_loaded = False
+
+
+def task_spec(name: str, build: Callable[[Any, Path], Task], options: type = NoOptions, description: str = "") -> TaskSpec:
+    """A checked TaskSpec (options must be a dataclass; the description defaults to the builder's docstring)."""
+    if not dataclasses.is_dataclass(options):
+        raise TypeError(f"options of task {name!r} must be a dataclass")
+    return TaskSpec(name, build, options, description or (build.__doc__ or "").strip())
 
 
 def register_task(name: str, options: type = NoOptions, description: str = ""):
-    if not dataclasses.is_dataclass(options):
-        raise TypeError(f"options of task {name!r} must be a dataclass")
+    """Decorator registering a task builder `(options, data_dir) -> Task` under `name`."""
 
     def decorator(build: Callable[[Any, Path], Task]) -> Callable[[Any, Path], Task]:
+        spec = task_spec(name, build, options, description)
+        if getattr(build, "__module__", "").startswith(_BUILTIN_PREFIX):
+            return build
+        _load_builtin_tasks()
         if name in _TASKS:
             raise ValueError(f"task {name!r} is already registered")
-        _TASKS[name] = TaskSpec(name, build, options, description or (build.__doc__ or "").strip())
+        _TASKS.register(name, spec, spec.description)
         return build
 
     return decorator
@@ -52,17 +69,21 @@ def register_task(name: str, options: type = NoOptions, description: str = ""):
 
 def get_task_spec(name: str) -> TaskSpec:
     _load_builtin_tasks()
-    try:
-        return _TASKS[name]
-    except KeyError:
-        raise unknown_name("task", name, _TASKS) from None
+    return _TASKS.get(name)
 
 
 def available_tasks() -> list[str]:
     _load_builtin_tasks()
-    return sorted(_TASKS)
+    return _TASKS.names()
 
 
 def _load_builtin_tasks() -> None:
-    # Imported lazily: the catalogue module imports every built-in task, which registers it.
-    import optimlab.tasks.catalogue  # noqa: F401
+    # Lazy: the catalogue imports every built-in task module (torch, numpy, sklearn, ...).
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    from optimlab.tasks.catalogue import TASKS
+
+    for spec in TASKS:
+        _TASKS.register(spec.name, spec, spec.description)
+    _builtins_loaded = True

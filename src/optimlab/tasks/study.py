@@ -26,7 +26,6 @@ from optimlab.errors import ConfigError
 from optimlab.tasks import synthetic
 from optimlab.tasks.base import Batch, Split, Task
 from optimlab.tasks.data import check_positive, rng
-from optimlab.tasks.registry import register_task
 
 
 class LinearPoint(nn.Module):
@@ -42,7 +41,6 @@ class LinearPoint(nn.Module):
         return self.layer(samples.new_ones(len(samples), 1))
 
 
-@register_task("nqm", options=synthetic.QuadraticOptions, description="noisy quadratic model, variables in a Linear layer")
 def build_nqm(options: synthetic.QuadraticOptions, data_dir: Path) -> Task:
     """The noisy quadratic model with its variables in a Linear layer (see the module docstring)."""
     task = synthetic.build_quadratic(options, data_dir)
@@ -85,9 +83,6 @@ def no_metrics(outputs: Tensor, batch: Batch) -> dict[str, tuple[Tensor, int]]:
     return {}
 
 
-@register_task(
-    "random_features", options=RandomFeaturesOptions, description="student/teacher random-features regression"
-)
 def build_random_features(options: RandomFeaturesOptions, data_dir: Path) -> Task:
     """Student/teacher random-features regression (see the module docstring)."""
     del data_dir

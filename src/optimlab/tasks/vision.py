@@ -166,7 +166,7 @@ def read_dataset(dataset: ImageDataset, data_dir: Path, download: bool) -> tuple
         ) from None
     except Exception as error:  # network or checksum failures inside torchvision
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"{dataset.title} data file not found: {missing}, and downloading failed ({message}); {how}")
+        raise ConfigError(f"{dataset.title} data file not found: {missing}, and downloading failed ({message}); {how}") from None
     try:
         return _read(dataset, data_dir)
     except FileNotFoundError as error:

@@ -81,6 +81,9 @@ class StepInfo:
     indices: Tensor  # the batch's example indices into the training split
     loss_sum: Tensor | None = None  # set after the backward: the batch's summed loss and its count
     count: Tensor | int | None = None
+    # Set after the backward: the factor between the gradient that layer hooks see during the backward and
+    # the gradient of the per-example loss summands (1/count for a whole batch, times an fp16 loss scale).
+    grad_scale: float | None = None
 
 
 class StepHook:

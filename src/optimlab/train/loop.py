@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch

@@ -32,11 +32,21 @@ from optimlab.train.schedules import build_scheduler
 from optimlab.train.state import Progress, RunState, rng_state, set_rng_state
 
 # Every kind of step hook enters the loop here: a builder (cfg, ctx) -> hooks, in the order they are called.
+# Instruments come first: their after_backward reads the training backward before other hooks differentiate
+# through its graph (the hypergradient's Hessian-vector products).
 HOOK_BUILDERS: list[Callable[[Config, RunContext], list[StepHook]]] = [
+    lambda cfg, ctx: _build_instruments(cfg, ctx),
     lambda cfg, ctx: [hook] if (hook := build_hypergradient_hook(cfg, ctx)) is not None else [],
     build_direction_hooks,
     build_precond_hooks,
 ]
+
+
+def _build_instruments(cfg: Config, ctx: RunContext) -> list[StepHook]:
+    # Imported here: the instruments import the train package, which imports this module.
+    from optimlab.instruments.registry import build_instruments
+
+    return build_instruments(cfg.instruments, ctx)
 
 
 @dataclasses.dataclass
@@ -75,6 +85,15 @@ class Run:
             self.trained, self.task, step.batch, self.cfg.train.microbatch_size, self.amp_dtype, self.scaler,
             self.world, create_graph,
         )
+        # The seed of every backward call above: per-example gradients seen by layer hooks are grad_scale x
+        # the gradients of the per-example loss summands (gradients.backward: 1/count unless microbatched,
+        # times the fp16 loss scale).
+        if not self.hooks:
+            return
+        size, microbatch = len(step.batch[0]), self.cfg.train.microbatch_size
+        whole = (microbatch is None or microbatch >= size) and not self.world.distributed
+        loss_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        step.grad_scale = loss_scale / float(step.count) if whole else loss_scale
 
     def optimizer_step(self, step: StepInfo) -> None:
         if _needs_closure(self.optimizer):

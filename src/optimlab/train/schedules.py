@@ -17,10 +17,13 @@ starts at its step 0 (its horizon shortened by w for cosine).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch.optim import Optimizer, lr_scheduler
 
 from optimlab.config import ScheduleConfig
 from optimlab.errors import ConfigError
+from optimlab.registry import Registry
 
 
 def build_scheduler(cfg: ScheduleConfig, optimizer: Optimizer, total_steps: int) -> lr_scheduler.LRScheduler | None:
@@ -39,20 +42,39 @@ def build_scheduler(cfg: ScheduleConfig, optimizer: Optimizer, total_steps: int)
 
 
 def _main_scheduler(cfg: ScheduleConfig, optimizer: Optimizer, steps: int) -> lr_scheduler.LRScheduler | None:
-    if cfg.name == "constant":
-        return None
-    if cfg.name == "step":
-        if cfg.step_size is not None and cfg.milestones:
-            raise ConfigError("schedule 'step': give schedule.milestones or schedule.step_size, not both")
-        if cfg.step_size is not None:
-            return lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-        if not cfg.milestones:
-            raise ConfigError("schedule 'step' needs schedule.milestones=[...] or schedule.step_size=N")
-        return lr_scheduler.MultiStepLR(optimizer, milestones=sorted(cfg.milestones), gamma=cfg.gamma)
-    if cfg.name == "exponential":
-        return lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
-    if cfg.name == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg.min_lr)
-    if cfg.name == "sgdr":
-        return lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=cfg.min_lr)
-    raise ConfigError(f"unknown schedule {cfg.name!r}")
+    return SCHEDULES.get(cfg.name)(cfg, optimizer, steps)
+
+
+# name -> builder (cfg, optimizer, steps after warm-up) -> scheduler, or None when the lr never changes.
+SCHEDULES: Registry[Callable[[ScheduleConfig, Optimizer, int], lr_scheduler.LRScheduler | None]] = Registry("schedule")
+
+
+@SCHEDULES.register("constant", description="lr throughout")
+def _constant(cfg: ScheduleConfig, optimizer: Optimizer, steps: int) -> None:
+    return None
+
+
+@SCHEDULES.register("step", description="lr * gamma at each milestone (or every step_size steps)")
+def _step(cfg: ScheduleConfig, optimizer: Optimizer, steps: int) -> lr_scheduler.LRScheduler:
+    if cfg.step_size is not None and cfg.milestones:
+        raise ConfigError("schedule 'step': give schedule.milestones or schedule.step_size, not both")
+    if cfg.step_size is not None:
+        return lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if not cfg.milestones:
+        raise ConfigError("schedule 'step' needs schedule.milestones=[...] or schedule.step_size=N")
+    return lr_scheduler.MultiStepLR(optimizer, milestones=sorted(cfg.milestones), gamma=cfg.gamma)
+
+
+@SCHEDULES.register("exponential", description="lr * gamma^t")
+def _exponential(cfg: ScheduleConfig, optimizer: Optimizer, steps: int) -> lr_scheduler.LRScheduler:
+    return lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
+
+
+@SCHEDULES.register("cosine", description="half a cosine from lr to min_lr over the run")
+def _cosine(cfg: ScheduleConfig, optimizer: Optimizer, steps: int) -> lr_scheduler.LRScheduler:
+    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg.min_lr)
+
+
+@SCHEDULES.register("sgdr", description="cosine with warm restarts every T_0, T_0 T_mult, ... steps")
+def _sgdr(cfg: ScheduleConfig, optimizer: Optimizer, steps: int) -> lr_scheduler.LRScheduler:
+    return lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cfg.T_0, T_mult=cfg.T_mult, eta_min=cfg.min_lr)

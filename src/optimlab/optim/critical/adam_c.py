@@ -21,10 +21,11 @@ from torch import Tensor
 from torch.optim.adam import adam
 from torch.optim.optimizer import _get_scalar_dtype
 
-from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults, split_weight_decay
+from optimlab.optim.critical.base import MEMORY, CriticalOptimizer, check_fused, memory_defaults, split_weight_decay
 from optimlab.optim.critical.buffer import priority_dtype
 from optimlab.optim.critical.fused import ADAM_SCALARS, adam_c_step, run_fused
 from optimlab.optim.critical.memory import FusedWrite
+from optimlab.validate import check, check_flag, check_number
 
 
 class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
@@ -47,24 +48,24 @@ class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        decay: float = 0.7,
-        kappa: float = 1.0,
-        topC: int = 10,  # noqa: N803 -- the original's argument name
+        decay: float = MEMORY.decay,
+        kappa: float = MEMORY.kappa,
+        topC: int = MEMORY.topC,  # noqa: N803 -- the original's argument name
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         aggr: str = "mean",
-        sampling: str | None = "KotH",
-        critical_test: bool = True,
-        synced: bool | str = True,
+        sampling: str | None = MEMORY.sampling,
+        critical_test: bool = MEMORY.critical_test,
+        synced: bool | str = MEMORY.synced,
         *,
         weight_decay_mode: str = "after_aggregate",
-        priority: str = "norm",
-        update: str = "aggregate",
-        offer: str = "after_aggregate",
-        refresh_every: int = 100,
-        diagnostics: bool = False,
-        seed: int = 0,
-        foreach: bool | None = None,
+        priority: str = MEMORY.priority,
+        update: str = MEMORY.update,
+        offer: str = MEMORY.offer,
+        refresh_every: int = MEMORY.refresh_every,
+        diagnostics: bool = MEMORY.diagnostics,
+        seed: int = MEMORY.seed,
+        foreach: bool | None = MEMORY.foreach,
         fused: bool | None = None,
     ) -> None:
         defaults = memory_defaults(
@@ -73,14 +74,12 @@ class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             weight_decay_mode=weight_decay_mode, priority=priority, update=update, offer=offer,
             refresh_every=refresh_every, diagnostics=diagnostics, seed=seed, foreach=foreach,
         )  # fmt: skip
-        check_argument(
-            isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
-            "betas", betas, "must be two numbers in [0, 1)",
-        )  # fmt: skip
-        check_argument(isinstance(eps, (int, float)) and eps >= 0.0, "eps", eps, "must be >= 0")
-        check_argument(isinstance(amsgrad, bool), "amsgrad", amsgrad, "must be True or False")
-        check_argument(fused is None or isinstance(fused, bool), "fused", fused, "must be None, True or False")
-        check_argument(not (fused and foreach), "fused", fused, "cannot be combined with foreach=True")
+        check(isinstance(betas, (tuple, list)) and len(betas) == 2, "betas", betas, "must be two numbers in [0, 1)")
+        for index, beta in enumerate(betas):
+            check_number(f"betas[{index}]", beta, low=0, high=1, high_inclusive=False)
+        check_number("eps", eps, low=0)
+        check_flag("amsgrad", amsgrad)
+        check_fused(fused, foreach)
         defaults.update(betas=tuple(betas), eps=eps, amsgrad=amsgrad, fused=fused)
         super().__init__(params, defaults)
 
@@ -195,24 +194,24 @@ class AdamW_C(Adam_C):  # noqa: N801 -- CGOptimizer's class name
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        decay: float = 0.7,
-        kappa: float = 1.0,
-        topC: int = 10,  # noqa: N803 -- the original's argument name
+        decay: float = MEMORY.decay,
+        kappa: float = MEMORY.kappa,
+        topC: int = MEMORY.topC,  # noqa: N803 -- the original's argument name
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
         aggr: str = "mean",
-        sampling: str | None = "KotH",
-        critical_test: bool = True,
-        synced: bool | str = True,
+        sampling: str | None = MEMORY.sampling,
+        critical_test: bool = MEMORY.critical_test,
+        synced: bool | str = MEMORY.synced,
         *,
         weight_decay_mode: str = "decoupled",
-        priority: str = "norm",
-        update: str = "aggregate",
-        offer: str = "after_aggregate",
-        refresh_every: int = 100,
-        diagnostics: bool = False,
-        seed: int = 0,
-        foreach: bool | None = None,
+        priority: str = MEMORY.priority,
+        update: str = MEMORY.update,
+        offer: str = MEMORY.offer,
+        refresh_every: int = MEMORY.refresh_every,
+        diagnostics: bool = MEMORY.diagnostics,
+        seed: int = MEMORY.seed,
+        foreach: bool | None = MEMORY.foreach,
         fused: bool | None = None,
     ) -> None:
         super().__init__(

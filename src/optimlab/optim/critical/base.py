@@ -19,8 +19,8 @@ Weight decay placement, ``weight_decay_mode``:
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,44 +30,52 @@ from optimlab.optim.critical.aggregate import resolve_aggr
 from optimlab.optim.critical.buffer import ADMITTED, BIRTH, BUFFER, OFFERS, restore_exact_dtypes
 from optimlab.optim.critical.memory import (
     FusedWrite,
-    MemoryOptions,
+    MemoryStepOptions,
     fusable,
     fused_memory_step,
     memory_directions,
 )
 from optimlab.optim.critical.priority import PRIORITIES, resolve_synced
 from optimlab.optim.critical.sampling import resolve_sampling
+from optimlab.validate import check, check_choice, check_flag, check_number
 
 UPDATES = ("aggregate", "buffer_only")
 OFFER_ORDERS = ("after_aggregate", "before_aggregate")
 WEIGHT_DECAY_MODES = ("before_buffer", "after_aggregate", "decoupled")
 
-#: Defaults of the options that the original does not have (keyword-only in every class).
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """The memory's arguments and their defaults, declared once for SGD_C, Adam_C, AdamW_C and RMSprop_C.
+
+    Each class's signature takes its defaults from `MEMORY` (tested). Two memory-related defaults are the
+    original's per class and so are not here: ``aggr`` ('sum' for SGD_C, 'mean' for the others) and
+    ``weight_decay_mode`` (see the module docstring).
+    """
+
+    kappa: float = 1.0
+    decay: float = 0.7
+    topC: int = 10  # noqa: N815 -- the original's argument name
+    sampling: str | None = "KotH"
+    critical_test: bool = True
+    synced: bool | str = True
+    # The options below are not the original's (keyword-only in every class).
+    priority: str = "norm"
+    update: str = "aggregate"
+    offer: str = "after_aggregate"
+    refresh_every: int = 100
+    diagnostics: bool = False
+    seed: int = 0
+    foreach: bool | None = None
+
+
+MEMORY = MemoryOptions()
+
+#: Defaults of the options that the original does not have, filled into param groups of older pickles.
 EXTRA_DEFAULTS: dict[str, Any] = {
-    "priority": "norm",
-    "update": "aggregate",
-    "offer": "after_aggregate",
-    "refresh_every": 100,
-    "diagnostics": False,
-    "seed": 0,
-    "foreach": None,
-}
-
-
-def check_argument(condition: bool, name: str, value: Any, requirement: str) -> None:
-    """ValueError naming the argument and its value unless `condition` holds."""
-    if not condition:
-        raise ValueError(f"invalid {name}={value!r}: {requirement}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _nonnegative(value: Any) -> bool:
-    if isinstance(value, Tensor):
-        return value.numel() == 1 and bool(value >= 0)
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < math.inf
+    key: getattr(MEMORY, key) for key in ("priority", "update", "offer", "refresh_every", "diagnostics", "seed",
+                                          "foreach")
+}  # fmt: skip
 
 
 def memory_defaults(
@@ -75,7 +83,7 @@ def memory_defaults(
     lr: Any,
     kappa: float,
     decay: float,
-    topC: int,
+    topC: int,  # noqa: N803 -- the original's argument name
     aggr: str,
     sampling: str | None,
     critical_test: bool,
@@ -91,25 +99,23 @@ def memory_defaults(
     foreach: bool | None,
 ) -> dict[str, Any]:
     """Validate the shared hyperparameters (ValueError naming the bad one) and return them as a dict."""
-    check_argument(_nonnegative(lr), "lr", lr, "must be a finite number >= 0")
-    check_argument(_nonnegative(kappa), "kappa", kappa, "must be a finite number >= 0")
-    check_argument(isinstance(decay, (int, float)) and 0.0 < decay <= 1.0, "decay", decay, "must be in (0, 1]")
-    check_argument(_is_int(topC) and topC >= 1, "topC", topC, "must be an integer >= 1")
+    check_number("lr", lr, low=0)
+    check_number("kappa", kappa, low=0)
+    check_number("decay", decay, low=0, high=1, low_inclusive=False)
+    check_number("topC", topC, low=1, integer=True)
     resolve_aggr(aggr)
     resolve_sampling(sampling)
-    check_argument(isinstance(critical_test, bool), "critical_test", critical_test, "must be True or False")
+    check_flag("critical_test", critical_test)
     resolve_synced(synced)
-    check_argument(_nonnegative(weight_decay), "weight_decay", weight_decay, "must be a finite number >= 0")
-    check_argument(weight_decay_mode in WEIGHT_DECAY_MODES, "weight_decay_mode", weight_decay_mode,
-                   f"choose from {', '.join(WEIGHT_DECAY_MODES)}")
-    check_argument(priority in PRIORITIES, "priority", priority, f"choose from {', '.join(PRIORITIES)}")
-    check_argument(update in UPDATES, "update", update, f"choose from {', '.join(UPDATES)}")
-    check_argument(offer in OFFER_ORDERS, "offer", offer, f"choose from {', '.join(OFFER_ORDERS)}")
-    check_argument(_is_int(refresh_every) and refresh_every >= 1, "refresh_every", refresh_every,
-                   "must be an integer >= 1")
-    check_argument(isinstance(diagnostics, bool), "diagnostics", diagnostics, "must be True or False")
-    check_argument(_is_int(seed), "seed", seed, "must be an integer")
-    check_argument(foreach is None or isinstance(foreach, bool), "foreach", foreach, "must be None, True or False")
+    check_number("weight_decay", weight_decay, low=0)
+    check_choice("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
+    check_choice("priority", priority, PRIORITIES)
+    check_choice("update", update, UPDATES)
+    check_choice("offer", offer, OFFER_ORDERS)
+    check_number("refresh_every", refresh_every, low=1, integer=True)
+    check_flag("diagnostics", diagnostics)
+    check_number("seed", seed, integer=True)
+    check_flag("foreach", foreach, allow_none=True)
     return {
         "lr": lr,
         "kappa": kappa,
@@ -129,6 +135,11 @@ def memory_defaults(
         "seed": seed,
         "foreach": foreach,
     }
+
+
+def check_fused(fused: Any, foreach: Any) -> None:
+    check_flag("fused", fused, allow_none=True)
+    check(not (fused and foreach), "fused", fused, "cannot be combined with foreach=True")
 
 
 class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
@@ -205,7 +216,7 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
             on_host = self.decisions_on_host
             if on_host is None:
                 on_host = all(p.device.type == "cpu" for p in params)
-            options = MemoryOptions.from_group(group)
+            options = MemoryStepOptions.from_group(group)
             states = [self.state[p] for p in params]
             fused_write = None
             if group.get("fused") and on_host and vectorized and fusable(options) and _one_cpu_dtype(params + grads):

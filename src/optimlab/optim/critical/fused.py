@@ -25,15 +25,53 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-#: Entries of `sgd_c_step`'s `scalars`; its `per_tensor` rows are (w_d, w_S).
-SGD_SCALARS = ("lr", "l2_before", "l2_after", "shrink", "momentum", "one_minus_dampening")
-#: Entries of `adam_c_step`'s `scalars`; its `per_tensor` rows are (w_d, w_S, lr / bias_correction1,
-#: sqrt(bias_correction2)).
-ADAM_SCALARS = ("l2_before", "l2_after", "shrink", "one_minus_beta1", "beta2", "one_minus_beta2", "eps")
+class SGDScalars(NamedTuple):
+    """`sgd_c_step`'s scalars, packed in this order into one tensor (tensors, so that a new lr or momentum
+    reuses the compiled kernel instead of recompiling for a new Python float)."""
+
+    lr: Tensor
+    l2_before: Tensor  # L2 coefficient added to the gradient before it is stored
+    l2_after: Tensor  # L2 coefficient added to the aggregated direction
+    shrink: Tensor  # 1 - lr * decoupled weight decay
+    momentum: Tensor
+    one_minus_dampening: Tensor
+
+
+class AdamScalars(NamedTuple):
+    """`adam_c_step`'s scalars, packed in this order into one tensor."""
+
+    l2_before: Tensor
+    l2_after: Tensor
+    shrink: Tensor
+    one_minus_beta1: Tensor  # the first moment's lerp weight
+    beta2: Tensor
+    one_minus_beta2: Tensor
+    eps: Tensor
+
+
+class Weights(NamedTuple):
+    """The rows of `per_tensor`: each tensor's aggregator weights (`aggregate.linear_weights`)."""
+
+    current: Tensor  # w_d: weight of the current (offered) gradient
+    total: Tensor  # w_S: weight of the memory's running sum
+
+
+class AdamWeights(NamedTuple):
+    """The rows of `adam_c_step`'s `per_tensor`: the aggregator weights, then Adam's bias corrections."""
+
+    current: Tensor
+    total: Tensor
+    step_size: Tensor  # lr / bias_correction1
+    bias_correction2_sqrt: Tensor  # sqrt(1 - beta2^t)
+
+
+SGD_SCALARS = SGDScalars._fields
+ADAM_SCALARS = AdamScalars._fields
 
 
 def _direction(p: Tensor, g: Tensor, total: Tensor, w_d: Tensor, w_s: Tensor, l2_before, l2_after):
@@ -72,24 +110,25 @@ def sgd_c_step(
         slots: the slot each gradient replaces (a free slot holds zeros, so the same formula fills the
             memory), or empty when nothing is admitted this step (the memory is then only read).
         momentum_buffers: torch SGD's buffers (already created), or empty when momentum is off.
-        scalars: the values named in `SGD_SCALARS`, in the parameters' compute dtype.
-        per_tensor: ``(2, len(params))``: each tensor's weight of the current gradient and of the sum.
+        scalars: `SGDScalars` packed into one tensor, in the parameters' compute dtype.
+        per_tensor: ``(2, len(params))``: the rows of `Weights` (each tensor's weight of the current
+            gradient and of the running sum).
         l2_before, l2_after, decoupled, momentum, nesterov: which terms exist (the graph is specialised
             on them, so an absent term costs nothing).
     """
-    lr = scalars[0]
+    s = SGDScalars(*scalars.unbind(0))
+    w = Weights(*per_tensor.unbind(0))
     for i, (p, g, total) in enumerate(zip(params, grads, totals)):
         offered, direction = _direction(
-            p, g, total, per_tensor[0, i], per_tensor[1, i],
-            scalars[1] if l2_before else None, scalars[2] if l2_after else None,
-        )  # fmt: skip
+            p, g, total, w.current[i], w.total[i], s.l2_before if l2_before else None, s.l2_after if l2_after else None
+        )
         if momentum:
             buffer = momentum_buffers[i]
-            buffer.mul_(scalars[4]).add_(scalars[5] * direction)
-            direction = direction + scalars[4] * buffer if nesterov else buffer
+            buffer.mul_(s.momentum).add_(s.one_minus_dampening * direction)
+            direction = direction + s.momentum * buffer if nesterov else buffer
         if decoupled:
-            p.mul_(scalars[3])
-        p.sub_(lr * direction)
+            p.mul_(s.shrink)
+        p.sub_(s.lr * direction)
         if slots:
             _offer(total, slots[i], offered)
 
@@ -113,22 +152,23 @@ def adam_c_step(
     """One Adam_C / AdamW_C step for a group, in place (the step counters are advanced by the caller).
 
     Args as `sgd_c_step`, plus torch Adam's moments (``max_exp_avg_sqs`` empty unless `amsgrad`);
-    `scalars` holds `ADAM_SCALARS` and `per_tensor` is ``(4, len(params))``.
+    `scalars` packs `AdamScalars` and `per_tensor` is ``(4, len(params))``, the rows of `AdamWeights`.
     """
+    s = AdamScalars(*scalars.unbind(0))
+    w = AdamWeights(*per_tensor.unbind(0))
     for i, (p, g, total, m, v) in enumerate(zip(params, grads, totals, exp_avgs, exp_avg_sqs)):
         offered, direction = _direction(
-            p, g, total, per_tensor[0, i], per_tensor[1, i],
-            scalars[0] if l2_before else None, scalars[1] if l2_after else None,
-        )  # fmt: skip
+            p, g, total, w.current[i], w.total[i], s.l2_before if l2_before else None, s.l2_after if l2_after else None
+        )
         if decoupled:
-            p.mul_(scalars[2])
-        m.lerp_(direction, scalars[3])
-        v.mul_(scalars[4]).add_(scalars[5] * direction * direction)  # addcmul's order of operations
+            p.mul_(s.shrink)
+        m.lerp_(direction, s.one_minus_beta1)
+        v.mul_(s.beta2).add_(s.one_minus_beta2 * direction * direction)  # addcmul's order of operations
         second = v
         if amsgrad:
             second = max_exp_avg_sqs[i].copy_(torch.maximum(max_exp_avg_sqs[i], v))
-        denominator = second.sqrt() / per_tensor[3, i] + scalars[6]
-        p.sub_(per_tensor[2, i] * (m / denominator))  # addcdiv's order of operations
+        denominator = second.sqrt() / w.bias_correction2_sqrt[i] + s.eps
+        p.sub_(w.step_size[i] * (m / denominator))  # addcdiv's order of operations
         if slots:
             _offer(total, slots[i], offered)
 

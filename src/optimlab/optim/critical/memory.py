@@ -48,8 +48,9 @@ from optimlab.optim.critical.sampling import decide, resolve_sampling
 
 
 @dataclass(frozen=True)
-class MemoryOptions:
-    """The memory's hyperparameters, read from a param group every step (so they can be scheduled)."""
+class MemoryStepOptions:
+    """The memory's hyperparameters as one step uses them (aliases resolved), read from a param group every
+    step so that they can be scheduled. Their constructor defaults are `base.MemoryOptions`."""
 
     capacity: int
     decay: float
@@ -66,7 +67,7 @@ class MemoryOptions:
     seed: int
 
     @classmethod
-    def from_group(cls, group: dict[str, Any]) -> MemoryOptions:
+    def from_group(cls, group: dict[str, Any]) -> MemoryStepOptions:
         return cls(
             capacity=group["topC"],
             decay=group["decay"],
@@ -89,7 +90,7 @@ def memory_directions(
     positions: list[int],
     grads: list[Tensor],
     offered: list[Tensor],
-    options: MemoryOptions,
+    options: MemoryStepOptions,
     *,
     group_index: int,
     vectorized: bool,
@@ -134,7 +135,7 @@ def memory_directions(
 FusedWrite = Callable[[list[Tensor], list[Tensor], list[tuple[float, float]]], None]
 
 
-def fusable(options: MemoryOptions) -> bool:
+def fusable(options: MemoryStepOptions) -> bool:
     """Whether a step with these options can run through `fused_memory_step`."""
     return (
         options.aggr in LINEAR
@@ -149,7 +150,7 @@ def fused_memory_step(
     positions: list[int],
     grads: list[Tensor],
     offered: Callable[[], list[Tensor]],
-    options: MemoryOptions,
+    options: MemoryStepOptions,
     *,
     group_index: int,
     fused_write: FusedWrite,
@@ -196,7 +197,7 @@ def _directions(
     grads: list[Tensor],
     offered: list[Tensor],
     was_empty: list[bool],
-    options: MemoryOptions,
+    options: MemoryStepOptions,
     vectorized: bool,
     on_host: bool,
 ) -> list[Tensor]:
@@ -250,7 +251,7 @@ def _decisions(
     offered: list[Tensor],
     keys: list[Tensor],
     positions: list[int],
-    options: MemoryOptions,
+    options: MemoryStepOptions,
     group_index: int,
     vectorized: bool,
     on_host: bool,
@@ -293,7 +294,7 @@ def _offer(
     offered: list[Tensor],
     keys: list[Tensor],
     positions: list[int],
-    options: MemoryOptions,
+    options: MemoryStepOptions,
     group_index: int,
     vectorized: bool,
     on_host: bool,
@@ -335,7 +336,7 @@ def _record_admissions(buffers: list[CriticalBuffer], writes: list[tuple[int, in
             buffer.state["critical_birth"][s] = buffer.offers
 
 
-def _finish(buffers: list[CriticalBuffer], options: MemoryOptions, vectorized: bool) -> None:
+def _finish(buffers: list[CriticalBuffer], options: MemoryStepOptions, vectorized: bool) -> None:
     decay = None if options.priority == "recency" else options.decay
     if vectorized and decay is not None and decay != 1.0:
         torch._foreach_mul_([b.priority for b in buffers], decay)

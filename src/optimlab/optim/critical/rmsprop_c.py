@@ -20,8 +20,9 @@ from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 from torch.optim.rmsprop import rmsprop
 
-from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults
+from optimlab.optim.critical.base import MEMORY, CriticalOptimizer, memory_defaults
 from optimlab.optim.critical.sgd_c import _shrink
+from optimlab.validate import check_flag, check_number
 
 
 class RMSprop_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
@@ -47,22 +48,22 @@ class RMSprop_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
         weight_decay: float = 0.0,
         momentum: float = 0.0,
         centered: bool = False,
-        decay: float = 0.7,
-        kappa: float = 1.0,
-        topC: int = 10,  # noqa: N803 -- the original's argument name
+        decay: float = MEMORY.decay,
+        kappa: float = MEMORY.kappa,
+        topC: int = MEMORY.topC,  # noqa: N803 -- the original's argument name
         aggr: str = "mean",
-        synced: bool | str = True,
-        sampling: str | None = "KotH",
-        critical_test: bool = True,
+        synced: bool | str = MEMORY.synced,
+        sampling: str | None = MEMORY.sampling,
+        critical_test: bool = MEMORY.critical_test,
         *,
         weight_decay_mode: str = "after_aggregate",
-        priority: str = "norm",
-        update: str = "aggregate",
-        offer: str = "after_aggregate",
-        refresh_every: int = 100,
-        diagnostics: bool = False,
-        seed: int = 0,
-        foreach: bool | None = None,
+        priority: str = MEMORY.priority,
+        update: str = MEMORY.update,
+        offer: str = MEMORY.offer,
+        refresh_every: int = MEMORY.refresh_every,
+        diagnostics: bool = MEMORY.diagnostics,
+        seed: int = MEMORY.seed,
+        foreach: bool | None = MEMORY.foreach,
     ) -> None:
         defaults = memory_defaults(
             lr=lr, kappa=kappa, decay=decay, topC=topC, aggr=aggr, sampling=sampling,
@@ -70,10 +71,10 @@ class RMSprop_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             weight_decay_mode=weight_decay_mode, priority=priority, update=update, offer=offer,
             refresh_every=refresh_every, diagnostics=diagnostics, seed=seed, foreach=foreach,
         )  # fmt: skip
-        check_argument(isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0, "alpha", alpha, "must be in [0, 1]")
-        check_argument(isinstance(eps, (int, float)) and eps >= 0.0, "eps", eps, "must be >= 0")
-        check_argument(isinstance(momentum, (int, float)) and momentum >= 0.0, "momentum", momentum, "must be >= 0")
-        check_argument(isinstance(centered, bool), "centered", centered, "must be True or False")
+        check_number("alpha", alpha, low=0, high=1)
+        check_number("eps", eps, low=0)
+        check_number("momentum", momentum, low=0)
+        check_flag("centered", centered)
         defaults.update(alpha=alpha, eps=eps, momentum=momentum, centered=centered)
         super().__init__(params, defaults)
 

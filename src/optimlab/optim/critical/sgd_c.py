@@ -21,10 +21,11 @@ import torch
 from torch import Tensor
 from torch.optim.sgd import sgd
 
-from optimlab.optim.critical.base import CriticalOptimizer, check_argument, memory_defaults, split_weight_decay
+from optimlab.optim.critical.base import MEMORY, CriticalOptimizer, check_fused, memory_defaults, split_weight_decay
 from optimlab.optim.critical.buffer import priority_dtype
 from optimlab.optim.critical.fused import SGD_SCALARS, run_fused, sgd_c_step
 from optimlab.optim.critical.memory import FusedWrite
+from optimlab.validate import check, check_flag, check_number
 
 
 class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
@@ -45,26 +46,26 @@ class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
         self,
         params: Any,
         lr: float = 1e-3,
-        kappa: float = 1.0,
+        kappa: float = MEMORY.kappa,
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         momentum: float = 0.0,
-        decay: float = 0.7,
-        topC: int = 10,  # noqa: N803 -- the original's argument name
+        decay: float = MEMORY.decay,
+        topC: int = MEMORY.topC,  # noqa: N803 -- the original's argument name
         aggr: str = "sum",
-        sampling: str | None = "KotH",
-        critical_test: bool = True,
-        synced: bool | str = True,
+        sampling: str | None = MEMORY.sampling,
+        critical_test: bool = MEMORY.critical_test,
+        synced: bool | str = MEMORY.synced,
         *,
         nesterov: bool = False,
         weight_decay_mode: str = "before_buffer",
-        priority: str = "norm",
-        update: str = "aggregate",
-        offer: str = "after_aggregate",
-        refresh_every: int = 100,
-        diagnostics: bool = False,
-        seed: int = 0,
-        foreach: bool | None = None,
+        priority: str = MEMORY.priority,
+        update: str = MEMORY.update,
+        offer: str = MEMORY.offer,
+        refresh_every: int = MEMORY.refresh_every,
+        diagnostics: bool = MEMORY.diagnostics,
+        seed: int = MEMORY.seed,
+        foreach: bool | None = MEMORY.foreach,
         fused: bool | None = None,
     ) -> None:
         defaults = memory_defaults(
@@ -73,13 +74,12 @@ class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             weight_decay_mode=weight_decay_mode, priority=priority, update=update, offer=offer,
             refresh_every=refresh_every, diagnostics=diagnostics, seed=seed, foreach=foreach,
         )  # fmt: skip
-        check_argument(isinstance(momentum, (int, float)) and 0.0 <= momentum, "momentum", momentum, "must be >= 0")
-        check_argument(isinstance(dampening, (int, float)), "dampening", dampening, "must be a number")
-        check_argument(isinstance(nesterov, bool), "nesterov", nesterov, "must be True or False")
-        check_argument(not nesterov or (momentum > 0 and dampening == 0), "nesterov", nesterov,
-                       "requires momentum > 0 and dampening = 0")
-        check_argument(fused is None or isinstance(fused, bool), "fused", fused, "must be None, True or False")
-        check_argument(not (fused and foreach), "fused", fused, "cannot be combined with foreach=True")
+        check_number("momentum", momentum, low=0)
+        check_number("dampening", dampening)
+        check_flag("nesterov", nesterov)
+        check(not nesterov or (momentum > 0 and dampening == 0), "nesterov", nesterov,
+              "requires momentum > 0 and dampening = 0")
+        check_fused(fused, foreach)
         defaults.update(momentum=momentum, dampening=dampening, nesterov=nesterov, fused=fused)
         super().__init__(params, defaults)
 
