@@ -113,3 +113,19 @@ def test_observed_directions_leave_the_trajectory_bit_identical(tmp_path, toy_ov
         assert observed["params_sha256"] == plain["params_sha256"], name
         key = "precond/extra_grad_evals" if name == "kfac" else "direction/extra_examples"
         assert logged(run_dir, key)[-1] > 0  # the scheduled updates did run
+
+
+def test_instruments_measure_the_observed_estimator_without_moving_the_trajectory(tmp_path, toy_overrides):
+    # SVRG observed with a snapshot before every measured step: its direction's variance is ~0 there, far
+    # below the plain gradient's (the instrument's sgd_ statistics), and training is still plain SGD.
+    overrides = [o for o in toy_overrides if not o.startswith("run_dir")]
+    measured = ["instruments=[direction_variance]", "instruments.every=5", "instruments.draws=4", "train.steps=10",
+                "task.dropout=0.0"]  # with dropout the live gradient's masks would differ from the snapshot's
+    plain = train(load_config([*overrides, *measured, f"run_dir={tmp_path / 'plain'}"]))
+    run_dir = tmp_path / "svrg"
+    observed = train(load_config([*overrides, *measured, "direction=svrg", "direction.apply=false",
+                                  "direction.snapshot_every=5", "direction.snapshot_mode=eval",
+                                  f"run_dir={run_dir}"]))  # fmt: skip
+    assert observed["params_sha256"] == plain["params_sha256"]
+    var, sgd_var = logged(run_dir, "instr/direction_variance/var"), logged(run_dir, "instr/direction_variance/sgd_var")
+    assert len(var) == 2 and all(v < 1e-6 * s for v, s in zip(var, sgd_var))

@@ -92,6 +92,7 @@ class Direction:
 
     name = "sgd"
     step_grad_evals = 0.0  # extra mini-batch gradients each training step costs (once `ready`)
+    measure_grad_evals = 1.0  # mini-batch gradients one `direction()` call costs
 
     def __init__(self) -> None:
         self.costs = Costs()

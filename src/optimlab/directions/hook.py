@@ -10,9 +10,12 @@ bit for bit, and the direction can be measured along that trajectory.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
-from optimlab.directions.base import Direction, Objective, read_grads, write_grads
+from torch import Tensor, nn
+
+from optimlab.directions.base import Batch, Direction, Gradient, Measurable, Objective, read_grads, write_grads
 from optimlab.errors import ConfigError
 from optimlab.tasks import Split
 from optimlab.train.hooks import RunContext, StepHook, StepInfo
@@ -57,6 +60,43 @@ class DirectionHook(StepHook):
         self.direction.load_state_dict(state)
 
 
+# The estimators a run keeps up to date, by the model they follow: gradient instruments measure them
+# (instruments/direction_variance.py). Weak keys: a run's entry goes with its model.
+_ESTIMATORS: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def register_estimator(model: nn.Module, kind: str, estimator: Any) -> None:
+    """Record the run's direction (`kind="direction"`) or preconditioner (`kind="precond"`) of `model`."""
+    _ESTIMATORS.setdefault(model, {})[kind] = estimator
+
+
+class Preconditioned:
+    """A direction preconditioned by K-FAC: what `direction=... precond=kfac` trains with."""
+
+    def __init__(self, inner: Direction, kfac: Any):
+        self.inner, self.kfac = inner, kfac
+        self.measure_grad_evals = inner.measure_grad_evals
+
+    @property
+    def train_split(self):
+        return self.inner.train_split
+
+    def sample(self, generator, batch_size: int) -> Tensor:
+        return self.inner.sample(generator, batch_size)
+
+    def direction(self, model: nn.Module, objective: Objective, batch: Batch, indices: Tensor | None = None) -> Gradient:
+        return self.kfac.precondition(self.inner.direction(model, objective, batch, indices))
+
+
+def observed_estimator(model: nn.Module) -> Measurable | None:
+    """The estimator a run keeps for `model` (its direction, K-FAC, or both composed), or None."""
+    entry = _ESTIMATORS.get(model, {})
+    direction, kfac = entry.get("direction"), entry.get("precond")
+    if direction is not None and kfac is not None:
+        return Preconditioned(direction, kfac)
+    return direction if direction is not None else kfac
+
+
 def check_single_process_plain_gradient(cfg: Any, ctx: RunContext, what: str) -> None:
     """Directions and preconditioners rewrite `.grad` with unscaled values computed in one process: refuse
     what would make that wrong (fp16 loss scaling, several ranks, the hypergradient's own graph)."""
@@ -79,4 +119,6 @@ def build_direction_hooks(cfg: Any, ctx: RunContext) -> list[StepHook]:
     check_single_process_plain_gradient(cfg, ctx, f"direction={cfg.direction.name}")
     if cfg.direction.name == "gc" and cfg.direction.apply and cfg.train.clip_grad_norm is not None:
         raise ConfigError("direction=gc replaces the clipped gradient and does not combine with train.clip_grad_norm")
-    return [DirectionHook(build_direction(cfg.direction, ctx.model), ctx, cfg.direction.apply)]
+    direction = build_direction(cfg.direction, ctx.model)
+    register_estimator(ctx.model, "direction", direction)
+    return [DirectionHook(direction, ctx, cfg.direction.apply)]

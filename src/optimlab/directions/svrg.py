@@ -35,6 +35,7 @@ from optimlab.directions.base import (
 class SVRG(Direction):
     name = "svrg"
     step_grad_evals = 1.0  # the snapshot's gradient on each training batch
+    measure_grad_evals = 2.0  # live and snapshot gradients
 
     def __init__(self, model: nn.Module, snapshot_every: int = 1000, snapshot_mode: str = "eval"):
         super().__init__()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from optimlab.directions.base import Objective
-from optimlab.directions.hook import check_single_process_plain_gradient
+from optimlab.directions.hook import check_single_process_plain_gradient, register_estimator
 from optimlab.errors import ConfigError
 from optimlab.precond.kfac import KFAC
 from optimlab.train.hooks import RunContext, StepHook, StepInfo
@@ -53,4 +53,5 @@ def build_precond_hooks(cfg: Any, ctx: RunContext) -> list[StepHook]:
     )  # fmt: skip
     if not kfac.layers:
         raise ConfigError(f"precond=kfac: the model of task {ctx.task.name!r} has no Linear/Conv1d/Conv2d layer")
+    register_estimator(ctx.model, "precond", kfac)
     return [PrecondHook(kfac, p.apply)]

@@ -87,6 +87,8 @@ def sample_labels(outputs: Tensor, generator: torch.Generator) -> Tensor:
 class KFAC:
     """K-FAC preconditioner for a model's Linear/Conv1d/Conv2d layers (see the module docstring)."""
 
+    measure_grad_evals = 1.0  # mini-batch gradients one `direction()` call costs
+
     def __init__(
         self,
         model: nn.Module,
