@@ -64,13 +64,16 @@ def summarise(by_run: dict) -> dict[str, str]:
         mean_nvar.append(statistics.mean(s["sg_b"]["nvar"] for s in steps.values()))
         mean_var.append(statistics.mean(s["sg_b"]["var"] for s in steps.values()))
     if len(final_loss) >= 3:
-        out["3 Spearman(final loss, mean nvar) vs Spearman(final loss, mean var)"] = (
+        out["3 Spearman(loss at the last measured step, mean nvar) vs (same, mean var)"] = (
             f"{spearman(final_loss, mean_nvar):.2f} vs {spearman(final_loss, mean_var):.2f} over {len(final_loss)} runs"
         )
     for dup in sorted({key[1] for key in by_run}):
         gc = [s["gc"]["var"] / s["sg_2b"]["var"] for key, steps in by_run.items() if key[1] == dup
               for step, s in steps.items() if step > 0]  # fmt: skip
         out[f"4 GC var / SG-2B var, duplicates={dup}"] = spread(gc)
+        gc_sgb = [s["gc"]["var"] / s["sg_b"]["var"] for key, steps in by_run.items() if key[1] == dup
+                  for step, s in steps.items() if step > 0]  # fmt: skip
+        out[f"4 GC var / SG-B var, duplicates={dup}"] = spread(gc_sgb)
     for task in sorted({key[0] for key in by_run}):
         svrg = [s["svrg"]["var"] / s["sg_b"]["var"] for key, steps in by_run.items() if key[0] == task
                 for step, s in steps.items() if step >= 30]  # fmt: skip
@@ -84,9 +87,15 @@ def figure(by_run: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(key[0], key[1], key[2]) for key in by_run})
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
+    tasks = sorted({key[0] for key in by_run})
+    columns = sorted({(key[1], key[2]) for key in by_run})
+    fig, grid = plt.subplots(len(tasks), len(columns), figsize=(3.0 * len(columns), 2.6 * len(tasks)), squeeze=False)
+    axes = [[ax for row in grid for ax in row]]
+    panels = [(task, dup, lr) for task in tasks for dup, lr in columns]
     for ax, (task, dup, lr) in zip(axes[0], panels):
+        if not any(key[:3] == (task, dup, lr) for key in by_run):
+            ax.set_visible(False)
+            continue
         seed = min(key[3] for key in by_run if key[:3] == (task, dup, lr))
         steps = by_run[(task, dup, lr, seed)]
         xs = sorted(steps)
@@ -97,8 +106,9 @@ def figure(by_run: dict, path: str) -> None:
         ax.set_ylim(bottom=floor)
         ax.set(xscale="log", yscale="log", title=f"{task} lr={lr}" + (f" dup={dup}" if dup else ""), xlabel="step + 1")
         ax.title.set_fontsize(8)
-    axes[0][0].set_ylabel("var")
-    axes[0][-1].legend(fontsize=7)
+    for row in grid:
+        row[0].set_ylabel("var")
+    grid[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
 
