@@ -150,7 +150,12 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints
     keep_checkpoints: int = 2  # most recent checkpoints kept on disk (older ones deleted)
     resume: bool = True  # continue from the run directory's latest checkpoint (false: start over)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto (the GPU with the most free memory, else CPU) | cpu | cuda | cuda:N
+    # Training order: auto (the task's own: contiguous lanes for language models, else shuffled) | uniform |
+    # loss | gradnorm (importance sampling with unbiasing weights, optimlab.train.importance).
+    sampler: str = "auto"
+    sampler_floor: float = 0.1  # loss/gradnorm: share of the uniform distribution mixed in, in (0, 1]
+    init_from: Optional[str] = None  # model weights only, from an optimlab checkpoint or a state_dict file
 
 
 @dataclass
@@ -183,6 +188,7 @@ _CHOICES = {
     "hyper.name": RegistryNames("optimlab.hyper", "CONTROLLERS"),
     "hyper.variant": ("adatune", "marthe_tf"),
     "train.amp": ("none", "bf16", "fp16"),
+    "train.sampler": ("auto", "uniform", "loss", "gradnorm"),
     "log.wandb_mode": ("offline", "online", "disabled"),
     "log.progress": ("auto", "always", "never"),
     "direction.name": ("sgd", "svrg", "gc"),
@@ -459,6 +465,8 @@ def validate(cfg: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"config key {key!r}: must be >= 0, got {value}")
+    if not 0.0 < cfg.train.sampler_floor <= 1.0:
+        raise ConfigError(f"config key 'train.sampler_floor': must be in (0, 1], got {cfg.train.sampler_floor}")
     if not 0.0 < cfg.hyper.holdout_fraction < 1.0:
         raise ConfigError(f"config key 'hyper.holdout_fraction': must be in (0, 1), got {cfg.hyper.holdout_fraction}")
     _validate_instruments(cfg.instruments)

@@ -89,11 +89,17 @@ def identity(tree: dict[str, Any], *, with_seed: bool = True) -> dict[str, Any]:
         node = tree.get(group)
         if node is None or (isinstance(node, dict) and node.get("name") == off):
             tree.pop(group, None)
+    for key, default in OPTIONAL_KEYS.items():
+        group, _, name = key.partition(".")
+        if isinstance(tree.get(group), dict) and tree[group].get(name, default) == default:
+            tree[group].pop(name, None)
     return tree
 
 
 # Config groups that are not part of a run's identity while their `name` is the "off" choice given here.
 OPTIONAL_GROUPS = {"direction": "sgd", "precond": "none"}
+# Keys added after runs were written: not part of a run's identity while they hold this default value.
+OPTIONAL_KEYS = {"train.sampler": "auto", "train.sampler_floor": 0.1, "train.init_from": None}
 
 
 def identity_hash(tree: dict[str, Any], *, with_seed: bool = True) -> str:

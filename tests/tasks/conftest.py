@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from tasks_formats_writers import write_fake_vision_data
+from tasks_text_writers import write_multiwoz, write_ptb, write_snli, write_tiny_roberta, write_wikitext
 
 # CI clones the repository with shared/ beside it: <clone>/../shared/data.
 SHARED_DATA = (Path(__file__).parents[2] / "../shared/data").resolve()
@@ -29,6 +31,14 @@ def data_dir(vision_arrays) -> Path:
     """A data directory shared by the session: fake image files, Tiny Shakespeare (linked from shared/),
     and the MNIST-1D cache once generated."""
     data_dir = vision_arrays[0]
+    if not (data_dir / "ptb").exists():  # small text corpora in their real formats
+        write_ptb(data_dir / "ptb")
+        write_wikitext(data_dir / "wikitext-2")
+        write_wikitext(data_dir / "wikitext-103")
+        write_snli(data_dir / "snli_1.0")
+        write_multiwoz(data_dir / "multiwoz")
+        if importlib.util.find_spec("transformers") is not None:
+            write_tiny_roberta(data_dir / "roberta-base")
     if SHAKESPEARE.exists() and not (data_dir / SHAKESPEARE.name).exists():
         os.symlink(SHAKESPEARE, data_dir / SHAKESPEARE.name)
     return data_dir
@@ -52,3 +62,15 @@ def no_network(monkeypatch):
         raise OSError("network access is disabled in tests")
 
     monkeypatch.setattr("urllib.request.urlopen", refuse)
+
+
+# Tasks that need an optional library: every test parametrized by task `name` skips them without it.
+NEEDS = {"multiwoz_roberta": "transformers"}
+
+
+@pytest.fixture(autouse=True)
+def _optional_library(request):
+    callspec = getattr(request.node, "callspec", None)
+    name = callspec.params.get("name") if callspec is not None else None
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name], reason=f"task {name} needs {NEEDS[name]}")

@@ -9,7 +9,7 @@ with the MARTHE discount `mu` (`mu = 1`: the exact tangent, RTHO). One *dynamics
 group knows its optimizer's equations and advances the tangent in place; the only model-dependent input is
 the Hessian-vector product `H_t z` of the training loss, which the controller computes before the step.
 
-Every formula follows torch's own update (spec B.4 and the corrected B.6), including weight decay, momentum
+Every formula follows torch's own update (as torch implements it), including weight decay, momentum
 with dampening and Nesterov, Adam's bias corrections with `eps` outside the square root, AMSGrad, and
 AdamW's decoupled decay, and uses the lr of the step being taken (the original kept the initial lr, bug
 B.12 #3). Reading the post-step state (`momentum_buffer`, `exp_avg`, `exp_avg_sq`, `step`) back from the
@@ -136,7 +136,7 @@ class AdamDynamics(Dynamics):
     With the effective gradient `g~ = g + wd w` (coupled L2, Adam) or `g~ = g` (AdamW), post-step moments
     `m' = b1 m + (1 - b1) g~`, `v' = b2 v + (1 - b2) g~^2` (`v^ = max(v^, v')` with AMSGrad), bias
     corrections `c1 = 1 - b1^t`, `c2 = 1 - b2^t`, `s = sqrt(v^)/sqrt(c2)` and `u = m' / (c1 (s + eps))`:
-    `w' = w (1 - lr wd) - lr u` (AdamW) or `w' = w - lr u` (Adam). Tangents (spec B.6, corrected):
+    `w' = w (1 - lr wd) - lr u` (AdamW) or `w' = w - lr u` (Adam). Tangents:
     `dg = H z (+ wd z)`, `dm' = b1 dm + (1 - b1) dg`, `dv' = b2 dv + 2 (1 - b2) g~ dg`,
     `du = dm' / (c1 (s + eps)) - m' dv^' / (2 c1 c2 s (s + eps)^2)`, and
     `dw' = mu (z (1 - lr wd) - lr du) - ratio (u + wd w)` (AdamW) or `mu (z - lr du) - ratio u` (Adam).

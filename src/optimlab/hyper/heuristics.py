@@ -1,6 +1,6 @@
 """The MARTHE heuristics that adapt the discount `mu` and the hyper learning rate `beta`.
 
-Two published forms exist (spec B.5) and are offered as named variants:
+Two published forms exist and are offered as named variants:
 
 `adatune` (awslabs/adatune, `MuSGD.hyper_step`):
     beta <- max(beta + alpha * h * lr_new, 0)

@@ -9,7 +9,7 @@ ICLR 2018 (arXiv:1703.04782). The update direction of the previous step, `u_{t-1
 
 and then the base step runs with the new lr. `g_t` includes L2 weight decay (`g + wd w`).
 
-Differences from the original implementation (AdaTune's `hd_sgd.py` / `hd_adam.py`, spec B.7, B.12 #10):
+Differences from the original implementation (AdaTune's `hd_sgd.py` / `hd_adam.py`):
 one lr per param group (the original supports one group), updated once per step from the dot product over
 all the group's tensors (AdamHD updated it once per tensor, inside its loop), kept a Python float (it
 became a 0-dim tensor), projected into `[lr_min, lr_max]` (`lr_min=None`: unbounded, the original);

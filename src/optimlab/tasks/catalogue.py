@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from optimlab.tasks import digits, gru_repeat, mnist1d, shakespeare, study, synthetic, vision
+from optimlab.tasks import digits, gru_repeat, mnist1d, multiwoz, shakespeare, snli, study, synthetic, vision, word_lm
 from optimlab.tasks.registry import TaskSpec, task_spec
 from optimlab.tasks.variants import with_variants
 
@@ -53,6 +53,18 @@ TASKS: list[TaskSpec] = [
               "noisy quadratic model, variables in a Linear layer"),
     task_spec("random_features", study.build_random_features, study.RandomFeaturesOptions,
               "student/teacher random-features regression"),
+    task_spec("ptb_lstm", word_lm.build_ptb, word_lm.WordLMOptions, "Penn Treebank words, LSTM LM (truncated BPTT)"),
+    task_spec("wikitext2_lstm", word_lm.build_wikitext2, word_lm.WordLMOptions,
+              "WikiText-2 words, LSTM LM (truncated BPTT)"),
+    task_spec("wikitext103_lstm", word_lm.build_wikitext103, word_lm.WordLMOptions,
+              "WikiText-103 words, LSTM LM (truncated BPTT)"),
+    task_spec("snli_lstm", snli.build_lstm, snli.SNLIOptions, "SNLI sentence pairs, LSTM encoder (InferSent classifier)"),
+    task_spec("snli_infersent", snli.build_infersent, snli.SNLIOptions,
+              "SNLI sentence pairs, InferSent max-pooled BiLSTM"),
+    task_spec("snli_convnet", snli.build_convnet, snli.SNLIOptions, "SNLI sentence pairs, hierarchical ConvNet encoder"),
+    task_spec("multiwoz_bilstm", multiwoz.build_bilstm, multiwoz.MultiWOZOptions, "MultiWOZ user-turn domain, Bi-LSTM"),
+    task_spec("multiwoz_roberta", multiwoz.build_roberta, multiwoz.MultiWOZOptions,
+              "MultiWOZ user-turn domain, RoBERTa-base (local weights)"),
     *(
         _image_task(vision.DATASETS[dataset], vision.FAMILIES[family])
         for dataset, families in vision.CATALOGUE.items()

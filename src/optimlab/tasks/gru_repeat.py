@@ -36,7 +36,7 @@ PAD = 0
 
 @dataclass
 class GRURepeatOptions:
-    symbols: int = 30  # alphabet size (the spec's default)
+    symbols: int = 30  # alphabet size (the original task's default)
     min_len: int = 2  # string lengths are uniform in {min_len..max_len} (before deduplication)
     max_len: int = 9
     with_repeats: bool = True  # false: the symbols of a string are distinct

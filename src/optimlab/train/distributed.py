@@ -40,7 +40,10 @@ def init_world(device_choice: str) -> World:
 
 def resolve_device(choice: str, world: World) -> torch.device:
     if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            choice = "cpu"
+        else:  # one process: the emptiest GPU; under torchrun each rank takes its local_rank's
+            choice = f"cuda:{freest_gpu()}" if not world.distributed else "cuda"
     if choice.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"config key 'train.device': {choice!r} requested but CUDA is not available")
@@ -49,6 +52,12 @@ def resolve_device(choice: str, world: World) -> torch.device:
     elif choice != "cpu":
         raise ConfigError(f"config key 'train.device': expected auto, cpu or cuda[:N], got {choice!r}")
     return torch.device(choice)
+
+
+def freest_gpu() -> int:
+    """The index of the GPU with the most free memory (the first of equals), as the driver reports it now."""
+    free = [torch.cuda.mem_get_info(index)[0] for index in range(torch.cuda.device_count())]
+    return max(range(len(free)), key=lambda index: (free[index], -index))
 
 
 def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:

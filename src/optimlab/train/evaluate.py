@@ -39,7 +39,10 @@ def evaluate(
     model.train()
     if swap:
         optimizer.train()
-    return {f"{prefix}/{name}": total / count if count else float("nan") for name, (total, count) in sums.items()}
+    values = {f"{prefix}/{name}": total / count if count else float("nan") for name, (total, count) in sums.items()}
+    if task.info.get("perplexity"):  # language models: exp of the mean per-token negative log-likelihood
+        values[f"{prefix}/perplexity"] = math.exp(min(values[f"{prefix}/loss"], 700.0))
+    return values
 
 
 def is_better(values: dict[str, float], best: dict | None, task: Task) -> bool:

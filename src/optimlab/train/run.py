@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optimlab.config import Config, config_hash
+from optimlab.config import Config, config_hash, to_tree
 from optimlab.directions.hook import build_direction_hooks
 from optimlab.precond.hook import build_precond_hooks
 from optimlab.errors import ConfigError
@@ -26,8 +26,12 @@ from optimlab.train.distributed import World
 from optimlab.train.evaluate import to_device
 from optimlab.train.gradients import backward
 from optimlab.train.hooks import RunContext, StepHook, StepInfo, prefixed
+from optimlab.train.carried_state_hook import build_carried_state_hook
 from optimlab.train.hyper_hook import build_hypergradient_hook
+from optimlab.train.init_from import init_from
+from optimlab.train.importance import ImportanceSampler, importance_hooks, weighted_task, with_weights
 from optimlab.train.sampler import BatchSampler, rank_slice
+from optimlab.train.sampler_choice import build_sampler
 from optimlab.train.schedules import build_scheduler
 from optimlab.train.state import Progress, RunState, rng_state, set_rng_state
 
@@ -37,6 +41,7 @@ from optimlab.train.state import Progress, RunState, rng_state, set_rng_state
 HOOK_BUILDERS: list[Callable[[Config, RunContext], list[StepHook]]] = [
     lambda cfg, ctx: _build_instruments(cfg, ctx),
     lambda cfg, ctx: [hook] if (hook := build_hypergradient_hook(cfg, ctx)) is not None else [],
+    build_carried_state_hook,  # recurrent state carried across batches (word-level language models)
     build_direction_hooks,
     build_precond_hooks,
 ]
@@ -62,9 +67,11 @@ class Run:
     scheduler: Any
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
-    sampler: BatchSampler
+    sampler: BatchSampler  # or a StreamSampler / ImportanceSampler (train.sampler)
     augment_generator: torch.Generator
     hooks: list[StepHook]
+    # The loss the gradient is taken of: the task's, or its importance-weighted form (train.sampler=loss|gradnorm).
+    train_task: Task | None = None
 
     @functools.cached_property
     def parameters(self) -> list[Tensor]:
@@ -81,9 +88,10 @@ class Run:
     def backward(self, step: StepInfo) -> None:
         """The gradient of the batch's mean loss into `.grad` (with its graph when a hook needs it)."""
         create_graph = any(hook.needs_graph for hook in self.hooks)
+        task, batch = self._training_loss(step)
         step.loss_sum, step.count = backward(
-            self.trained, self.task, step.batch, self.cfg.train.microbatch_size, self.amp_dtype, self.scaler,
-            self.world, create_graph,
+            self.trained, task, batch, self.cfg.train.microbatch_size, self.amp_dtype, self.scaler, self.world,
+            create_graph,
         )
         # The seed of every backward call above: per-example gradients seen by layer hooks are grad_scale x
         # the gradients of the per-example loss summands (gradients.backward: 1/count unless microbatched,
@@ -94,6 +102,12 @@ class Run:
         whole = (microbatch is None or microbatch >= size) and not self.world.distributed
         loss_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
         step.grad_scale = loss_scale / float(step.count) if whole else loss_scale
+
+    def _training_loss(self, step: StepInfo) -> tuple[Task, tuple[Tensor, ...]]:
+        """The task and batch the gradient is taken of: importance samplers append weights and indices."""
+        if isinstance(self.sampler, ImportanceSampler):
+            return self.train_task, with_weights(step.batch, self.sampler, step.indices)
+        return self.task, step.batch
 
     def optimizer_step(self, step: StepInfo) -> None:
         if _needs_closure(self.optimizer):
@@ -107,8 +121,9 @@ class Run:
     def _reevaluate(self, step: StepInfo) -> Tensor:
         """The closure of optimizers that evaluate the loss again (L-BFGS): same batch, current weights."""
         self.optimizer.zero_grad(set_to_none=True)
+        task, batch = self._training_loss(step)
         loss_sum, count = backward(
-            self.trained, self.task, step.batch, self.cfg.train.microbatch_size, self.amp_dtype, self.scaler, self.world
+            self.trained, task, batch, self.cfg.train.microbatch_size, self.amp_dtype, self.scaler, self.world
         )
         return loss_sum / count
 
@@ -142,11 +157,14 @@ class Run:
         )
         state.add("metrics_offset", metrics.offset)  # read by the loop to rewind metrics.jsonl on resume
         state.add("config_hash", lambda: config_hash(self.cfg))  # for inspection
+        state.add("config", lambda: to_tree(self.cfg))  # read by `optimlab train --restore CHECKPOINT`
         return state
 
 
 def build_run(cfg: Config, device: torch.device, world: World) -> Run:
     task = build_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
+    if cfg.train.init_from is not None:  # weights only; a resumed run then loads its own checkpoint over them
+        init_from(task.model, cfg.train.init_from)
     model = task.model.to(device)
     groups = build_param_groups(model, cfg.optim.name, cfg.optim.no_decay)
     optimizer = build_optimizer(cfg.optim.name, groups, **cfg.optim.kwargs)
@@ -163,14 +181,13 @@ def build_run(cfg: Config, device: torch.device, world: World) -> Run:
     lengths = train_split.lengths if cfg.train.length_bucketing else None
     if cfg.train.length_bucketing and lengths is None:
         raise ConfigError(f"train.length_bucketing=true: task {task.name!r} has no sequence lengths")
-    try:
-        sampler = BatchSampler(len(train_split), cfg.task.batch_size, cfg.seed, lengths)
-    except ValueError as error:
-        raise ConfigError(f"config key 'task.batch_size': {error}") from None
+    sampler = build_sampler(cfg, task, train_split, lengths, world.world_size)
+    hooks += importance_hooks(task, model, sampler, cfg.train.microbatch_size)
+    train_task = weighted_task(task, sampler) if isinstance(sampler, ImportanceSampler) else task
     trained = nn.parallel.DistributedDataParallel(model) if world.distributed else model
     return Run(
         cfg, world, device, task, train_split, model, trained, optimizer, scheduler, scaler, amp_dtype, sampler,
-        torch.Generator().manual_seed(cfg.seed), hooks,
+        torch.Generator().manual_seed(cfg.seed), hooks, train_task,
     )
 
 

@@ -5,9 +5,9 @@ r"""Adam_C and AdamW_C: Adam (optionally AMSGrad) fed with critical-gradient agg
     \text{then torch Adam on } a_t \ (\text{L2 added to } a_t), \text{ or AdamW (decoupled decay)},
 
 with :math:`B_{t-1}` the memory of the top-``topC`` past raw gradients by decayed norm; the aggregate
-feeds both moments (spec A.4).
+feeds both moments.
 
-Differences from the original (spec A.8): ``kappa`` is honoured (the original always aggregated with
+Differences from the original: ``kappa`` is honoured (the original always aggregated with
 kappa = 1); ``kappa=0`` is exactly `torch.optim.Adam` / `AdamW` (the original crashed);
 ``step(closure)`` works; state round-trips through ``torch.load(weights_only=True)``.
 """

@@ -2,7 +2,7 @@ r"""Aggregation: how the memory and the current gradient combine into the step d
 
 Let :math:`d` be the current (offered) gradient, :math:`B` the memory with :math:`n \ge 1` filled slots,
 :math:`S = \sum B` its running sum and :math:`\kappa` the ``kappa`` factor. With the default order the
-memory is taken as it was *before* the current gradient is offered (spec A.3).
+memory is taken as it was *before* the current gradient is offered.
 
 =====================================  =================================  ===============================
 ``aggr`` (original name / alias)       direction                          ``update='buffer_only'``

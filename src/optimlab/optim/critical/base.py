@@ -10,7 +10,7 @@ memory writes in one compiled pass (`fused.py`).
 Weight decay placement, ``weight_decay_mode``:
 
 - ``'before_buffer'``: L2 added to the gradient before it is aggregated and stored (SGD_C's default,
-  as the original; under ``aggr='sum'`` the L2 term then counts about twice, spec A.8 #6);
+  as the original; under ``aggr='sum'`` the L2 term then counts about twice);
 - ``'after_aggregate'``: L2 added to the aggregated direction, the memory holds raw gradients (Adam_C
   and RMSprop_C's default, as the original);
 - ``'decoupled'``: the parameters shrink by ``lr * weight_decay`` before the update (AdamW_C's default).

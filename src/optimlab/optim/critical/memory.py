@@ -1,6 +1,6 @@
 """One memory step for one parameter group: offer the gradients, return the aggregated directions.
 
-Order (spec A.4, with the original's bugs fixed):
+Order (the original's, with its bugs fixed):
 
 1. the priority key of each gradient, from the raw gradient (`priority.py`);
 2. the offered tensor ``d`` (the raw gradient, or with L2 weight decay already added when

@@ -4,9 +4,9 @@ r"""RMSprop_C: RMSprop (centered, momentum options) fed with critical-gradient a
     a_t = \mathrm{aggr}(g_t, B_{t-1}), \qquad
     \text{then torch RMSprop on } a_t \ (\text{L2 added to } a_t),
 
-with :math:`B_{t-1}` the memory of the top-``topC`` past raw gradients by decayed norm (spec A.4).
+with :math:`B_{t-1}` the memory of the top-``topC`` past raw gradients by decayed norm.
 
-Differences from the original (spec A.8): ``kappa`` is honoured (always 1 there); ``kappa=0`` is
+Differences from the original: ``kappa`` is honoured (always 1 there); ``kappa=0`` is
 exactly `torch.optim.RMSprop` (the original crashed); ``sampling`` and ``critical_test`` are honoured
 (the original accepted and ignored them).
 """

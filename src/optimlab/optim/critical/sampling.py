@@ -1,7 +1,7 @@
 r"""Admission policies: whether a gradient offered to a *full* memory enters it, and which slot it takes.
 
 While the memory has a free slot every offered gradient is admitted (as in the original). Once it is
-full, ``sampling`` decides (spec A.2):
+full, ``sampling`` decides:
 
 ==================== ============================================================================
 ``'KotH'`` (default) "king of the hill": replace the lowest-priority item if the new key is strictly

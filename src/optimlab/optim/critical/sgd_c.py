@@ -8,7 +8,7 @@ r"""SGD_C: SGD (with momentum, dampening, Nesterov) fed with critical-gradient a
 with :math:`B_{t-1}` the memory of the top-``topC`` past offered gradients by decayed norm
 (Aghaei Saeed et al., "Memory Augmented Optimizers for Deep Learning", ICLR 2022, arXiv 2106.10708).
 
-Differences from the original (spec A.8): momentum is applied whatever ``kappa`` is (the original
+Differences from the original: momentum is applied whatever ``kappa`` is (the original
 skipped it for ``kappa=0``); ``kappa=0`` is exactly `torch.optim.SGD`; Nesterov is offered; the
 memory is the exact top-C; invalid ``decay`` / ``topC`` are rejected.
 """
