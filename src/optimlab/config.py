@@ -30,7 +30,7 @@ from optimlab.errors import ConfigError, suggest, unknown_name
 from optimlab.registry import RegistryNames
 from optimlab.validate import check_number
 
-NAMED_GROUPS = ("task", "optim", "schedule", "hyper")
+NAMED_GROUPS = ("task", "optim", "schedule", "hyper", "direction", "precond")
 # List-valued shorthands: `instruments=[grad_stats,hessian_top]` is `instruments.names=[...]`.
 LIST_GROUPS = {"instruments": "names"}
 
@@ -105,6 +105,39 @@ class HyperConfig:
 
 
 @dataclass
+class DirectionConfig:
+    """The step direction written into `.grad` for the optimizer (docs/directions.md); `sgd` is the plain
+    mini-batch gradient, `svrg` the SVRG control variate, `gc` gradient clustering's stratified estimate."""
+
+    name: str = "sgd"  # sgd | svrg | gc
+    snapshot_every: int = bounded(1000, low=1)  # svrg: steps between snapshots; gc: steps between full clusterings / assignments
+    snapshot_mode: str = "eval"  # svrg: eval | train (the model's mode in snapshot gradients)
+    clusters: int = bounded(10, low=1)  # gc: number of clusters
+    gc_mode: str = "batch"  # gc: batch (citers full passes per clustering) | online (EM step every online_every)
+    citers: int = bounded(2, low=1)  # gc batch: assignment+update passes per clustering
+    online_every: int = bounded(10, low=1)  # gc online: steps between EM steps on a fresh batch
+    beta: float = bounded(0.99, low=0.0, high=1.0, high_inclusive=False)  # gc online: decay of the running cluster sizes and centres
+    min_size: int = bounded(1, low=1)  # gc: clusters smaller than this are repaired by splitting the most distorted one
+    size_weighting: bool = True  # gc: weight assignment distances by cluster size (N_k + 1)
+    allocation: str = "equal"  # gc: equal (weights M N_k / N) | proportional (weights 1)
+    apply: bool = True  # false: keep the direction up to date on its schedules without training with it
+
+
+@dataclass
+class PrecondConfig:
+    """A preconditioner applied to `.grad` before the optimizer step (docs/directions.md); `none` is off."""
+
+    name: str = "none"  # none | kfac
+    t_cov: int = bounded(10, low=1)  # kfac: steps between factor statistics
+    t_inv: int = bounded(100, low=1)  # kfac: steps between eigendecompositions
+    damping: float = bounded(1e-3, low=0.0)  # kfac: added to the Kronecker eigenvalue products
+    decay: float = bounded(0.95, low=0.0, high=1.0, high_inclusive=False)  # kfac: running-average decay of the factors
+    kl_clip: Optional[float] = bounded(1e-3, low=0.0, low_inclusive=False)  # kfac: bound on lr^2 <V, g> (null: no clipping)
+    fisher: str = "true"  # kfac: true (labels sampled from the model) | empirical (the batch's labels)
+    apply: bool = True  # false: keep the factors up to date on their schedules without preconditioning
+
+
+@dataclass
 class InstrumentsConfig:
     """Gradient instruments (docs/instruments.md): measurements that never change the trajectory."""
 
@@ -160,6 +193,8 @@ class Config:
     hyper: HyperConfig = field(default_factory=HyperConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    direction: DirectionConfig = field(default_factory=DirectionConfig)
+    precond: PrecondConfig = field(default_factory=PrecondConfig)
     instruments: InstrumentsConfig = field(default_factory=InstrumentsConfig)
 
 
@@ -175,6 +210,12 @@ _CHOICES = {
     "train.sampler": ("auto", "uniform", "loss", "gradnorm"),
     "log.wandb_mode": ("offline", "online", "disabled"),
     "log.progress": ("auto", "always", "never"),
+    "direction.name": ("sgd", "svrg", "gc"),
+    "direction.snapshot_mode": ("eval", "train"),
+    "direction.gc_mode": ("batch", "online"),
+    "direction.allocation": ("equal", "proportional"),
+    "precond.name": ("none", "kfac"),
+    "precond.fisher": ("true", "empirical"),
     "instruments.compat": ("unbiased", "study"),
 }
 
@@ -317,6 +358,8 @@ class _PlainConfig:
     hyper: HyperConfig = field(default_factory=HyperConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    direction: DirectionConfig = field(default_factory=DirectionConfig)
+    precond: PrecondConfig = field(default_factory=PrecondConfig)
     instruments: InstrumentsConfig = field(default_factory=InstrumentsConfig)
 
 
@@ -552,9 +595,15 @@ def _validate_instruments(cfg: InstrumentsConfig) -> None:
 
 def to_tree(cfg: Config) -> dict:
     """The nested plain dict written to config.yaml; `from_tree(to_tree(cfg)) == cfg`."""
+    from optimlab.tasks.variants import VARIANT_DEFAULTS
+
     tree = dataclasses.asdict(cfg)
     task = tree["task"]
     task.update(task.pop("options"))
+    # Data variants at their defaults (off) are left out, so adding them changed no run's hash.
+    for key, default in VARIANT_DEFAULTS.items():
+        if key in task and task[key] == default:
+            task.pop(key)
     optim = tree["optim"]
     optim.update(optim.pop("kwargs"))
     if not optim["no_decay"]:  # absent at its default: configs written before it existed keep their hash

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TOY_TASK_FILE
 from optimlab.cli import main
+
+TOY_TASK_FILE = str(Path(__file__).parent / "toy_task.py")  # as conftest.py registers it
 
 BASE = ["task=toy", "optim=sgd", "optim.lr=0.1", "train.steps=2", "log.progress=never"]
 FILE_BASE = ["task=toy", "train.steps=2", "log.progress=never"]  # with --config: the file sets the rest
