@@ -48,6 +48,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a run failed (or, for a sweep, some runs did)
 EXIT_BAD_INPUT = 2  # invalid input: one line on stderr, nothing written
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: checkpointed and stopped on a signal; run again to resume
+EXIT_CTRL_C = 130  # 128 + SIGINT: Ctrl-C stopped the command where it could not checkpoint (e.g. start-up)
 
 # Config keys that do not change what a run computes: left out of its identity.
 # Instruments only observe (a run with them ends bit-identical to one without), so they are not identity.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -36,7 +37,13 @@ def write_run(
     step_time: float = 0.01,
     diverged_step: int = 30,
     val_loss: float = 0.5,
+    configuration_hash: str | None = None,
+    strict: bool = False,
+    extra: dict[str, Callable[[int], float]] | None = None,
 ) -> Path:
+    """One fake run directory. `configuration_hash` is written to summary.json when given (runs written
+    before the field existed have none); `strict` writes non-finite numbers as null (as the trainer does
+    now) instead of bare NaN tokens; `extra` maps more metrics.jsonl keys to a function of the step."""
     run = root / name
     run.mkdir(parents=True)
     config = {
@@ -61,6 +68,8 @@ def write_run(
             record["train/loss"] = math.nan if bad else 2.0 - 1.5 * min(1, step / reach)
             moving = hyper != "none" or schedule != "constant"
             record["lr"] = lr * (1 + 0.5 * math.sin(step / 15)) if moving else lr
+            for key, value in (extra or {}).items():
+                record[key] = value(step)
         if not (status == "diverged" and step >= diverged_step):
             record[f"val/{main_metric}"] = initial + (val - initial) * min(1.0, step / reach)
             if main_metric != "loss":
@@ -69,7 +78,7 @@ def write_run(
             record[f"test/{main_metric}"] = test
             if main_metric != "loss":
                 record["test/loss"] = 1.0 - test
-        lines.append(json.dumps(record))
+        lines.append(_dumps(record, strict))
     text = "\n".join(lines) + "\n"
     if status == "failed":
         text += '{"step": 30, "ti'  # a partial last line, as after kill -9
@@ -103,8 +112,20 @@ def write_run(
         "device": "cpu",
         "git_commit": None,
     }
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    if configuration_hash is not None:
+        summary["configuration_hash"] = configuration_hash
+    (run / "summary.json").write_text(_dumps(summary, strict))
     return run
+
+
+def _dumps(record: dict, strict: bool) -> str:
+    if not strict:
+        return json.dumps(record)  # NaN as a bare token, as run directories written before strict JSON
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+    if isinstance(clean.get("final"), dict):
+        clean["final"] = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                          for k, v in clean["final"].items()}
+    return json.dumps(clean, allow_nan=False)
 
 
 # (task, optim, hyper, schedule, lr) -> per seed (val, test); None marks a diverged/failed seed.

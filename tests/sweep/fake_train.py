@@ -4,8 +4,8 @@
 
 Modes: ok | crash (exit 1 with a failed summary) | die (SIGKILL itself half way on the first attempt) |
 badinput (exit 2, writes nothing) | slow (long steps, to be interrupted). It takes the same fcntl lock as
-the trainer, checkpoints every 5 steps, resumes from its last checkpoint, and on SIGTERM or SIGUSR1 writes
-a checkpoint and exits 75. summary.json also records `resumed_from`, the pid and OMP_NUM_THREADS.
+the trainer, checkpoints every 5 steps, resumes from its last checkpoint, and on SIGTERM, SIGINT (Ctrl-C)
+or SIGUSR1 writes a checkpoint, records `interrupted` and exits 75. summary.json also records `resumed_from`, the pid and OMP_NUM_THREADS.
 """
 
 import fcntl
@@ -44,6 +44,7 @@ def main() -> int:
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGUSR1, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     base = {"steps": steps, "resumed_from": start, "pid": os.getpid(), "threads": os.environ.get("OMP_NUM_THREADS"),
             "started": time.time()}
     write_summary(run_dir, {**base, "status": "running", "step": start})

@@ -18,27 +18,40 @@ def fake_command(modes: dict[int, str] | None = None, steps: int = 20):
     return command
 
 
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
-    """Poll until predicate() is truthy; fail the test after `timeout` seconds."""
+def wait_for(predicate, timeout: float = 120.0, interval: float = 0.05, describe=None):
+    """Poll until predicate() is truthy and return its value; fail the test after `timeout` seconds.
+
+    Tests wait on exactly the condition their assertions need, never on a sleep. `describe()` (optional)
+    says what was seen instead, for the failure message.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+    seen = f"; {describe()}" if describe is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}{seen}")
 
 
-def pids_with_arg(text: str) -> list[int]:
-    """Processes whose command line contains `text` (Linux /proc)."""
+def describe_dir(path: Path, log: Path | None = None) -> str:
+    """The files below `path` and the end of `log`: what a timed-out wait saw."""
+    files = sorted(str(p.relative_to(path)) for p in Path(path).rglob("*")) if Path(path).exists() else []
+    tail = Path(log).read_text()[-600:] if log is not None and Path(log).exists() else ""
+    return f"files under {path}: {files}; log tail: {tail!r}"
+
+
+def pids_with_arg(text: str, cwd: Path | None = None) -> list[int]:
+    """Processes whose command line contains `text` (Linux /proc), and that run in `cwd` when it is given:
+    a relative path in `text` is the same in every test session running on the machine."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if text in cmdline and (cwd is None or Path(os.readlink(entry / "cwd")) == Path(cwd).resolve()):
+                found.append(int(entry.name))
         except OSError:
             continue
-        if text in cmdline:
-            found.append(int(entry.name))
     return found

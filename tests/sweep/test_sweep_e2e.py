@@ -10,10 +10,10 @@ import threading
 
 import pytest
 import yaml
-from sweep_helpers import pids_with_arg, wait_for
+from sweep_helpers import describe_dir, pids_with_arg, wait_for
 
 from optimlab.sweep import expand, load_spec, run_sweep
-from optimlab.sweep.state import read_summary
+from optimlab.rundir import read_summary
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +35,11 @@ def test_kill_9_a_run_mid_sweep_then_rerun_skips_completed_and_resumes_it(tmp_pa
     runs = expand(load_spec(spec_path), tmp_path / "runs")
     victim = next(r for r in runs if r.config.optim.name == "sgd")
     sweep = optimlab("sweep", str(spec_path), "--workers", "2", "--root", "runs", "--no-progress", cwd=tmp_path)
-    wait_for(lambda: (victim.run_dir / "checkpoints" / "step-50.pt").exists(), timeout=120, interval=0.02)
-    (pid,) = pids_with_arg(f"run_dir={victim.run_dir.relative_to(tmp_path)}")
+    log = tmp_path / "runs" / "kr" / "logs" / f"{victim.key}.log"
+    # Kill the victim while it runs and has a checkpoint to resume from (it keeps only its last two).
+    (pid,) = wait_for(lambda: list((victim.run_dir / "checkpoints").glob("step-*.pt"))
+                      and pids_with_arg(f"run_dir={victim.run_dir.relative_to(tmp_path)}", cwd=tmp_path),
+                      timeout=300, interval=0.02, describe=lambda: describe_dir(victim.run_dir, log))
     os.kill(pid, signal.SIGKILL)
     _, err = sweep.communicate(timeout=180)
     assert sweep.returncode == 1, err  # the sweep went on; one run is not done
@@ -81,9 +84,11 @@ def test_slurm_backend_on_submitits_local_executor_requeues_a_preempted_run(tmp_
         backend_options={"cluster": "local", "poll": 0.2})))
     thread.start()
     victim = runs[0]
-    wait_for(lambda: (victim.run_dir / "checkpoints" / "step-50.pt").exists(), timeout=120, interval=0.02)
+    # The victim's trainer, once it has a checkpoint to resume from (it keeps only its last two).
+    (trainer,) = wait_for(lambda: list((victim.run_dir / "checkpoints").glob("step-*.pt"))
+                          and pids_with_arg(f"run_dir={victim.run_dir}"),
+                          timeout=300, interval=0.02, describe=lambda: describe_dir(victim.run_dir))
     # The job process (submitit) of the victim's array task: the parent of its trainer.
-    (trainer,) = pids_with_arg(f"run_dir={victim.run_dir}")
     job = int(open(f"/proc/{trainer}/stat").read().rsplit(")", 1)[1].split()[1])
     import submitit
 

@@ -15,7 +15,8 @@ from sweep_helpers import FAKE, fake_command, wait_for
 from optimlab.errors import ConfigError
 from optimlab.sweep import expand, run_sweep
 from optimlab.sweep.execute import threads_per_run
-from optimlab.sweep.state import is_locked, read_summary, scan_status
+from optimlab.rundir import is_locked, read_summary
+from optimlab.sweep.state import outcome, scan_status
 
 
 def summaries(result):
@@ -84,6 +85,20 @@ def test_status_from_the_run_directory(tmp_path):
     assert scan_status(run_dir) == "diverged"
 
 
+def test_outcome_of_an_exit_code(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert outcome(run_dir, 75) == ("interrupted", None)  # checkpointed on SIGTERM, SIGUSR1 or SIGINT
+    # Ctrl-C before the trainer could checkpoint (during start-up): `optimlab` exits 130; a stop, not a failure
+    assert outcome(run_dir, 130) == ("interrupted", "stopped by Ctrl-C (exit 130)")
+    assert outcome(run_dir, -signal.SIGINT) == ("interrupted", "killed by SIGINT")
+    assert outcome(run_dir, -signal.SIGSEGV) == ("failed", "killed by SIGSEGV")
+    assert outcome(run_dir, 1, "RuntimeError: boom") == ("failed", "RuntimeError: boom")
+    assert outcome(run_dir, 0) == ("failed", "exited 0 but summary.json says None")
+    (run_dir / "summary.json").write_text(json.dumps({"status": "stopped"}))
+    assert outcome(run_dir, 0) == ("stopped", None) and scan_status(run_dir) == "stopped"  # a result: skipped
+
+
 def test_a_run_held_by_another_process_is_left_alone(tmp_path, small_spec):
     held_run = expand(small_spec, tmp_path)[0]
     held_run.run_dir.mkdir(parents=True)
@@ -135,17 +150,15 @@ def _start_driver(tmp_path, mode):
 
 
 def _running_pids(tmp_path):
-    pids = [s["pid"] for p in (tmp_path / "slow").glob("*/*/summary.json") if (s := read_summary(p.parent))
-            and s.get("status") == "running" and s.get("step", 0) < 40]
-    return pids if len(pids) == 2 else None
+    """The pids of the two running runs once each has written a checkpoint (then a stop resumes both)."""
+    summaries = [(p.parent, s) for p in (tmp_path / "slow").glob("*/*/summary.json") if (s := read_summary(p.parent))]
+    running = [(run_dir, s["pid"]) for run_dir, s in summaries if s.get("status") == "running"]
+    if len(running) != 2 or not all(list((run_dir / "checkpoints").glob("step-*.pt")) for run_dir, _ in running):
+        return None
+    return [pid for _, pid in running]
 
 
-def test_sigterm_to_the_sweep_checkpoints_running_runs_and_exits_75(tmp_path):
-    driver = _start_driver(tmp_path, "slow")
-    wait_for(lambda: _running_pids(tmp_path) and list((tmp_path / "slow").glob("*/*/checkpoints/step-5.pt")))
-    driver.send_signal(signal.SIGTERM)
-    _, err = driver.communicate(timeout=60)
-    assert driver.returncode == 75, err
+def _assert_stopped_and_recorded(tmp_path):
     record = json.loads((tmp_path / "slow" / "sweep.json").read_text())
     statuses = sorted(r["status"] for r in record["runs"])
     assert statuses == ["interrupted", "interrupted", "pending"] and not record["finished"]
@@ -155,21 +168,51 @@ def test_sigterm_to_the_sweep_checkpoints_running_runs_and_exits_75(tmp_path):
             assert read_summary(tmp_path / "slow" / run["dir"])["status"] == "interrupted"
 
 
-def test_kill_9_of_the_whole_sweep_process_group_then_rerun(tmp_path):
-    driver = _start_driver(tmp_path, "slow")
-    pids = wait_for(lambda: _running_pids(tmp_path) if list((tmp_path / "slow").glob("*/*/checkpoints/step-5.pt"))
-                    else None)
-    os.killpg(driver.pid, signal.SIGKILL)  # the sweep and its runs, all at once
-    driver.wait(timeout=30)
-    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), timeout=10)
+def _rerun_resumes(tmp_path, stopped):
     from optimlab.sweep import parse_spec
 
     spec = parse_spec({"name": "slow", "grid": {"optim": ["sgd", "adam", "adamw"]}})
-    runs = expand(spec, tmp_path)
-    before = {r.key: scan_status(r.run_dir) for r in runs}
-    assert sorted(before.values()) == ["interrupted", "interrupted", "pending"]  # `running` summaries, no process
     result = run_sweep(spec, root=tmp_path, workers=2, command=fake_command(steps=40), progress=False)
     assert result.exit_code == 0
-    for run in runs:
-        if before[run.key] == "interrupted":
-            assert read_summary(run.run_dir)["resumed_from"] >= 5
+    resumed = {run.key: read_summary(run.run_dir)["resumed_from"] for run in result.runs}
+    assert all(resumed[key] >= 5 for key in stopped) and len(stopped) == 2
+
+
+def test_sigterm_to_the_sweep_checkpoints_running_runs_and_exits_75(tmp_path):
+    driver = _start_driver(tmp_path, "slow")
+    wait_for(lambda: _running_pids(tmp_path))
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 75, err
+    _assert_stopped_and_recorded(tmp_path)
+
+
+@pytest.mark.parametrize("target", ["process group", "sweep process"])
+def test_ctrl_c_records_runs_as_interrupted_not_failed_then_rerun_resumes(tmp_path, target):
+    # Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the sweep and its runs. The
+    # trainer checkpoints on SIGINT and exits 75; the sweep also asks its runs to stop.
+    driver = _start_driver(tmp_path, "slow")
+    wait_for(lambda: _running_pids(tmp_path))
+    if target == "process group":
+        os.killpg(driver.pid, signal.SIGINT)
+    else:
+        driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 75, err
+    _assert_stopped_and_recorded(tmp_path)
+    record = json.loads((tmp_path / "slow" / "sweep.json").read_text())
+    _rerun_resumes(tmp_path, [r["dir"] for r in record["runs"] if r["status"] == "interrupted"])
+
+
+def test_kill_9_of_the_whole_sweep_process_group_then_rerun(tmp_path):
+    driver = _start_driver(tmp_path, "slow")
+    pids = wait_for(lambda: _running_pids(tmp_path))  # both running runs have a checkpoint to resume from
+    os.killpg(driver.pid, signal.SIGKILL)  # the sweep and its runs, all at once
+    driver.wait(timeout=30)
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), timeout=30)
+    from optimlab.sweep import parse_spec
+
+    runs = expand(parse_spec({"name": "slow", "grid": {"optim": ["sgd", "adam", "adamw"]}}), tmp_path)
+    before = {r.key: scan_status(r.run_dir) for r in runs}
+    assert sorted(before.values()) == ["interrupted", "interrupted", "pending"]  # `running` summaries, no process
+    _rerun_resumes(tmp_path, [key for key, status in before.items() if status == "interrupted"])

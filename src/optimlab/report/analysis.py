@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from optimlab.errors import ConfigError, suggest
+from optimlab import rundir
 from optimlab.report import profiles
 from optimlab.report.load import Run
 from optimlab.report.stats import ALPHA, Summary, selection_key, summarize, welch_p_value
@@ -54,9 +55,9 @@ class Configuration:
         val_key, test_key = f"val/{self.main_metric}", f"test/{self.main_metric}"
         pick = (lambda r: r.final(val_key)) if self.select == "final" else (lambda r: r.best(val_key))
         pick_loss = (lambda r: r.final("val/loss")) if self.select == "final" else (lambda r: r.best("val/loss"))
-        self.val = [math.nan if r.status == "diverged" else pick(r) for r in used]
-        self.val_loss = [math.nan if r.status == "diverged" else pick_loss(r) for r in used]
-        completed = [r for r in used if r.status == "completed"]
+        self.val = [math.nan if r.status == rundir.DIVERGED else pick(r) for r in used]
+        self.val_loss = [math.nan if r.status == rundir.DIVERGED else pick_loss(r) for r in used]
+        completed = [r for r in used if r.status == rundir.COMPLETED]
         self.test_values = [r.final(test_key) for r in completed]
         self.test = summarize(self.test_values)
         self.test_loss = summarize([r.final("test/loss") for r in completed])
@@ -68,11 +69,11 @@ class Configuration:
 
     @property
     def n_diverged(self) -> int:
-        return sum(r.status == "diverged" for r in self.runs)
+        return sum(r.status == rundir.DIVERGED for r in self.runs)
 
     @property
     def n_excluded(self) -> int:
-        """Runs without final numbers: failed, running, interrupted."""
+        """Runs whose final numbers are not aggregated: failed, running, interrupted, stopped."""
         return sum(not r.used for r in self.runs)
 
     @property
@@ -276,7 +277,7 @@ def _set_target(result: TaskResult, tolerance: float, explicit: float | None) ->
     for row in result.rows:
         steps, seconds = [], []
         for run in row.config.used_runs:
-            if run.status == "diverged" or not math.isfinite(result.target):
+            if run.status == rundir.DIVERGED or not math.isfinite(result.target):
                 steps.append(math.inf)
                 seconds.append(math.inf)
                 continue

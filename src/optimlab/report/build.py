@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from optimlab.errors import ConfigError
 from optimlab.report import html_page, markdown, plots, tables
 from optimlab.report.analysis import DEFAULT_TOLERANCE, Analysis, analyze
 from optimlab.report.load import load_runs
+from optimlab.report.series import resolve as resolve_series
 
 
 def write_report(
@@ -21,6 +22,7 @@ def write_report(
     select: str = "final",
     tolerance: float = DEFAULT_TOLERANCE,
     targets: dict[str, float] | None = None,
+    series: Sequence[str] = (),
 ) -> Path:
     """Read run directories and write a report into `out_dir`; returns `out_dir/index.html`.
 
@@ -36,15 +38,19 @@ def write_report(
         select: choose configurations on each run's 'final' (default) or 'best' validation value.
         tolerance: performance-profile target = best value relaxed by this fraction of the improvement.
         targets: explicit performance-profile targets of val/<main metric>, by task.
+        series: metrics.jsonl keys or fnmatch patterns (e.g. 'train/grad_norm', 'optim/*') to plot over
+            steps, one figure per task and key, in the task's section.
 
     Raises:
-        ConfigError: no runs found, a malformed run directory, an unknown baseline, or an unwritable out_dir.
+        ConfigError: no runs found, a malformed run directory, an unknown baseline, a series no run logged,
+            or an unwritable out_dir.
 
     Example:
         >>> write_report(["runs/mnist1d_mlp"], "reports/mnist1d", baseline="adam")  # doctest: +SKIP
         PosixPath('reports/mnist1d/index.html')
     """
     runs = load_runs(run_dirs, metric=metric)
+    keys = resolve_series(series, runs)
     analysis = analyze(runs, baseline, select=select, tolerance=tolerance, targets=targets)
     out = Path(out_dir)
     try:
@@ -53,11 +59,11 @@ def write_report(
         raise ConfigError(f"cannot create the report directory {out}: {error.strerror}") from None
     if not os.access(out, os.W_OK):
         raise ConfigError(f"cannot write to the report directory {out}")
-    return _write(analysis, out, baseline)
+    return _write(analysis, out, baseline, keys)
 
 
-def _write(analysis: Analysis, out: Path, baseline: str | None) -> Path:
-    figures = plots.draw_all(analysis, out)
+def _write(analysis: Analysis, out: Path, baseline: str | None, series: Sequence[str]) -> Path:
+    figures = plots.draw_all(analysis, out, series)
     tables.write_csvs(analysis, out)
     (out / "report.md").write_text(markdown.render(analysis, figures, baseline))
     index = out / "index.html"

@@ -1,5 +1,5 @@
 """`optimlab report RUNS... --out DIR [--baseline NAME] [--metric NAME[:max|:min]] [--select final|best]
-[--target TOL | --target TASK=VALUE ...]`."""
+[--target TOL | --target TASK=VALUE ...] [--series NAME [NAME ...]]`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"performance-profile target: a tolerance in [0, 1) (default {DEFAULT_TOLERANCE}) or an explicit "
         "val/<metric> value for one task; repeatable",
     )
+    parser.add_argument(
+        "--series",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="metrics.jsonl series to plot over steps (mean and min-max band over seeds, one figure per task "
+        "and series): exact keys such as train/grad_norm, or patterns such as 'optim/*'",
+    )
     return parser
 
 
@@ -56,6 +64,7 @@ def report_main(argv: list[str]) -> int:
         select=args.select,
         tolerance=tolerance,
         targets=targets,
+        series=args.series,
     )
     print(index)
     return 0

@@ -7,6 +7,7 @@ import base64
 from html import escape
 from pathlib import Path
 
+from optimlab import rundir
 from optimlab.report import markdown, tables
 from optimlab.report.analysis import Analysis
 
@@ -94,7 +95,7 @@ def table(data: tables.Table, text_columns: int = 1, verdict_column: bool = Fals
                 classes.append("text")
             if i == verdict_at and cell in _VERDICTS:
                 classes.append(cell)
-            if i == bad_column and cell != "completed":
+            if i == bad_column and cell != rundir.COMPLETED:
                 classes.append("bad")
             attr = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{attr}>{escape(str(cell))}</td>")

@@ -7,8 +7,6 @@ and what is wrong with it, so the CLI prints one line and exits with code 2.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import math
 from collections.abc import Iterable
@@ -18,24 +16,12 @@ from typing import Any
 
 import yaml
 
+from optimlab import rundir
 from optimlab.errors import ConfigError
 
-# Statuses whose final numbers enter the statistics. Diverged runs count as the worst possible result;
-# failed, running and interrupted runs are listed and counted but have no final numbers to aggregate.
-USED_STATUSES = ("completed", "diverged")
-KNOWN_STATUSES = ("completed", "diverged", "failed", "running", "interrupted")
-
-# Keys that do not change what a run computes (as optimlab.config.identity) plus the seed: runs that agree
-# on everything else are seeds of one configuration.
-NOT_CONFIGURATION = (
-    "seed",
-    "run_dir",
-    "log",
-    "task.data_dir",
-    "train.device",
-    "train.resume",
-    "train.log_every",
-)
+# The statuses whose final numbers enter the statistics are `rundir.HAS_RESULT` (completed, and diverged as
+# the worst possible result); failed, running, interrupted and stopped runs are listed and counted but
+# their final numbers are not aggregated.
 
 # Task keys that describe how data is fed, not which problem is solved: not part of the task's identity.
 _NOT_TASK_VARIANT = ("name", "data_dir", "batch_size", "eval_batch_size")
@@ -55,14 +41,14 @@ class Run:
     label: str  # optimizer label: optim name [+hyper] [@schedule]
     seed: int
     status: str
-    configuration: str  # short hash of the config identity without the seed
+    configuration: str  # summary's configuration_hash: the config identity's hash without the seed
     identity: dict[str, Any] = field(repr=False)  # flattened config identity without the seed
     main_metric: str | None = None
     higher_is_better: bool | None = None
 
     @property
     def used(self) -> bool:
-        return self.status in USED_STATUSES
+        return self.status in rundir.HAS_RESULT
 
     @property
     def lr(self) -> float | None:
@@ -122,10 +108,10 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
             raise ConfigError(f"no such run directory or folder: {path}")
         if not path.is_dir():
             raise ConfigError(f"{path} is not a directory (expected a run directory or a folder of them)")
-        if (path / "summary.json").is_file():
+        if (path / rundir.SUMMARY).is_file():
             found[path.resolve()] = None
             continue
-        runs = sorted(s.parent.resolve() for s in path.rglob("summary.json") if s.is_file())
+        runs = sorted(s.parent.resolve() for s in path.rglob(rundir.SUMMARY) if s.is_file())
         if not runs:
             raise ConfigError(f"no runs found in {path}: no run directory (one with a summary.json) below it")
         found.update(dict.fromkeys(runs))
@@ -156,24 +142,22 @@ def load_runs(paths: Iterable[str | Path], metric: str | None = None) -> list[Ru
 
 def read_run(path: Path) -> Run:
     path = Path(path)
-    summary = _read_summary(path / "summary.json")
-    config = _read_config(path / "config.yaml")
+    summary = _read_summary(path / rundir.SUMMARY)
+    config = _read_config(path / rundir.CONFIG)
     status = summary["status"]
-    metrics = _read_metrics(path / "metrics.jsonl", required=status in USED_STATUSES)
+    metrics = _read_metrics(path / rundir.METRICS, required=status in rundir.HAS_RESULT)
     task, optim = config["task"]["name"], config["optim"]["name"]
     hyper = (config.get("hyper") or {}).get("name", "none") or "none"
     schedule = (config.get("schedule") or {}).get("name", "constant") or "constant"
     label = optim + ("" if hyper == "none" else f"+{hyper}") + ("" if schedule == "constant" else f"@{schedule}")
     seed = config.get("seed", summary.get("seed", 0))
-    identity = configuration_identity(config)
-    blob = json.dumps(identity, sort_keys=True, default=str)
     main_metric = summary.get("main_metric")
     higher = summary.get("higher_is_better")
-    if status in USED_STATUSES:
+    if status in rundir.HAS_RESULT:
         if not isinstance(main_metric, str) or not main_metric:
-            raise ConfigError(f"{path / 'summary.json'}: 'main_metric' must name a metric, got {main_metric!r}")
+            raise ConfigError(f"{path / rundir.SUMMARY}: 'main_metric' must name a metric, got {main_metric!r}")
         if not isinstance(higher, bool):
-            raise ConfigError(f"{path / 'summary.json'}: 'higher_is_better' must be true or false, got {higher!r}")
+            raise ConfigError(f"{path / rundir.SUMMARY}: 'higher_is_better' must be true or false, got {higher!r}")
     return Run(
         path=path,
         config=config,
@@ -183,36 +167,21 @@ def read_run(path: Path) -> Run:
         label=str(label),
         seed=seed,
         status=status,
-        configuration=hashlib.sha256(blob.encode()).hexdigest()[:8],
-        identity=flatten(identity),
+        configuration=configuration_hash(summary, config),
+        identity=rundir.flatten(rundir.identity(config, with_seed=False)),
         main_metric=main_metric if isinstance(main_metric, str) else None,
         higher_is_better=higher if isinstance(higher, bool) else None,
     )
 
 
-def configuration_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The config without the keys that do not change what is computed, and without the seed."""
-    tree = copy.deepcopy(config)
-    for key in NOT_CONFIGURATION:
-        group, _, name = key.partition(".")
-        if name:
-            if isinstance(tree.get(group), dict):
-                tree[group].pop(name, None)
-        else:
-            tree.pop(group, None)
-    return tree
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'optim': {'lr': 0.1}} -> {'optim.lr': 0.1}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+def configuration_hash(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    """The run's configuration: summary.json's `configuration_hash` (the config identity's hash without the
+    seed, written by the trainer), or the same hash derived from config.yaml for runs written before the
+    field existed. Runs with equal hashes are seeds of one configuration."""
+    value = summary.get("configuration_hash")
+    if isinstance(value, str) and value:
+        return value
+    return rundir.identity_hash(config, with_seed=False)
 
 
 def parse_metric(text: str) -> tuple[str, bool | None]:
@@ -240,14 +209,14 @@ def _read_summary(path: Path) -> dict[str, Any]:
     try:
         summary = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path.parent}: summary.json is missing (not a run directory?)") from None
+        raise ConfigError(f"{path.parent}: {rundir.SUMMARY} is missing (not a run directory?)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(summary, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(summary).__name__}")
     status = summary.get("status")
-    if status not in KNOWN_STATUSES:
-        raise ConfigError(f"{path}: 'status' must be one of {', '.join(KNOWN_STATUSES)}, got {status!r}")
+    if status not in rundir.STATUSES:
+        raise ConfigError(f"{path}: 'status' must be one of {', '.join(rundir.STATUSES)}, got {status!r}")
     for key in ("final", "best"):
         if summary.get(key) is not None and not isinstance(summary[key], dict):
             raise ConfigError(f"{path}: {key!r} must be an object, got {summary[key]!r}")
@@ -258,7 +227,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path.parent}: config.yaml is missing (every run directory has one)") from None
+        raise ConfigError(f"{path.parent}: {rundir.CONFIG} is missing (every run directory has one)") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"{path}: not valid YAML ({first})") from None
@@ -279,7 +248,7 @@ def _read_metrics(path: Path, required: bool) -> list[dict[str, Any]]:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
         if required:
-            raise ConfigError(f"{path.parent}: metrics.jsonl is missing") from None
+            raise ConfigError(f"{path.parent}: {rundir.METRICS} is missing") from None
         return []
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text ({error})") from None
@@ -306,7 +275,7 @@ def _name_task_variants(runs: list[Run]) -> None:
         by_name.setdefault(run.task, []).append(run)
     for name, group in by_name.items():
         variants = [
-            {k: v for k, v in flatten(run.config["task"]).items() if k not in _NOT_TASK_VARIANT} for run in group
+            {k: v for k, v in rundir.flatten(run.config["task"]).items() if k not in _NOT_TASK_VARIANT} for run in group
         ]
         keys = sorted({k for v in variants for k in v})
         differing = [k for k in keys if len({json.dumps(v.get(k), default=str) for v in variants}) > 1]

@@ -7,6 +7,7 @@ global backend state, so drawing works headless and in threads.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,12 @@ def colors(labels: list[str]) -> dict[str, str]:
     return {label: _hex(palette(i % palette.N)) for i, label in enumerate(labels)}
 
 
-def draw_all(analysis: Analysis, out_dir: Path) -> dict[str, list[Path]]:
-    """Every figure, as files in `out_dir`; returns the written paths by section ('profiles' or a task)."""
+def draw_all(analysis: Analysis, out_dir: Path, series: Sequence[str] = ()) -> dict[str, list[Path]]:
+    """Every figure, as files in `out_dir`; returns the written paths by section ('profiles' or a task).
+
+    `series`: metrics.jsonl keys (resolved by `optimlab.report.series.resolve`) drawn per task, one figure
+    each, after the task's standard figures; a task whose runs did not log a key gets no figure for it.
+    """
     palette = colors(analysis.labels)
     figures: dict[str, list[Path]] = {}
     for task in analysis.tasks:
@@ -36,6 +41,7 @@ def draw_all(analysis: Analysis, out_dir: Path) -> dict[str, list[Path]]:
             plot_curves(task, palette, out_dir / f"{stem}-curves.png"),
             plot_lr_sensitivity(task, palette, out_dir / f"{stem}-lr-sensitivity.png"),
             plot_lr_traces(task, palette, out_dir / f"{stem}-lr-traces.png"),
+            *(plot_series(task, key, palette, out_dir / f"{stem}-series-{slug(key)}.png") for key in series),
         ]
         figures[task.task] = [p for p in written if p is not None]
     path = plot_profiles(analysis.profile, palette, out_dir / "performance-profiles.png")
@@ -80,6 +86,31 @@ def plot_curves(task: TaskResult, palette: dict[str, str], path: Path) -> Path |
     axes[1].set_title(f"validation {task.main_metric} (mean, min-max over seeds)", fontsize=10)
     axes[1].legend(fontsize=8, loc="best")
     fig.suptitle(task.task, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_series(task: TaskResult, key: str, palette: dict[str, str], path: Path) -> Path | None:
+    """One logged metrics.jsonl series vs step of each optimizer's best configuration: the mean over its
+    seeds at each logged step, the band from the minimum to the maximum; None if no such run logged it."""
+    fig, axes = _figure(1, 1, (6.5, 4.0))
+    ax = axes[0]
+    drawn = False
+    for row in task.rows:
+        runs = row.config.used_runs
+        steps, mean, low, high = band([r.series(key) for r in runs])
+        if not len(steps):
+            continue
+        drawn = True
+        color = palette[row.label]
+        ax.plot(steps, mean, color=color, lw=1.6, label=f"{row.label} (n={len(runs)})")
+        ax.fill_between(steps, low, high, color=color, alpha=0.2, lw=0)
+    if not drawn:
+        return None
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_title(f"{task.task}: {key} (mean, min-max over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

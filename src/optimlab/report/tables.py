@@ -11,9 +11,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from optimlab import rundir
 from optimlab.report.analysis import Analysis, TaskResult
-from optimlab.report.load import KNOWN_STATUSES, Run
+from optimlab.report.load import Run
 from optimlab.report.stats import ALPHA
+
+# Status columns: those with final numbers first, then the rest in the run directory's order.
+STATUS_ORDER = (*rundir.HAS_RESULT, *(s for s in rundir.STATUSES if s not in rundir.HAS_RESULT))
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -45,7 +49,7 @@ def p_text(p: float) -> str:
 
 def overview(analysis: Analysis) -> Table:
     """Run counts per task and status."""
-    header = ["task", "main metric", "runs", *KNOWN_STATUSES, "optimizers", "configurations"]
+    header = ["task", "main metric", "runs", *STATUS_ORDER, "optimizers", "configurations"]
     rows = []
     totals: Counter = Counter()
     for task in analysis.tasks:
@@ -57,7 +61,7 @@ def overview(analysis: Analysis) -> Table:
                 task.task,
                 f"val/{task.main_metric} ({direction})",
                 str(len(task.runs)),
-                *(str(counts.get(s, 0)) for s in KNOWN_STATUSES),
+                *(str(counts.get(s, 0)) for s in STATUS_ORDER),
                 str(len({c.label for c in task.configurations})),
                 str(len(task.configurations)),
             ]
@@ -65,7 +69,7 @@ def overview(analysis: Analysis) -> Table:
     if len(analysis.tasks) > 1:
         configs = sum(len(t.configurations) for t in analysis.tasks)
         rows.append(
-            ["all", "", str(len(analysis.runs)), *(str(totals.get(s, 0)) for s in KNOWN_STATUSES),
+            ["all", "", str(len(analysis.runs)), *(str(totals.get(s, 0)) for s in STATUS_ORDER),
              str(len(analysis.labels)), str(configs)]
         )  # fmt: skip
     return header, rows
@@ -138,11 +142,13 @@ def problem_runs(analysis: Analysis) -> Table:
     header = ["run directory", "task", "optimizer", "seed", "status", "step", "detail"]
     rows = []
     for run in analysis.runs:
-        if run.status == "completed":
+        if run.status == rundir.COMPLETED:
             continue
         detail = ""
-        if run.status == "diverged":
+        if run.status == rundir.DIVERGED:
             detail = f"diverged at step {run.summary.get('diverged_step')}"
+        elif run.status == rundir.STOPPED:
+            detail = "ended early on purpose (a search's early stopping)"
         elif run.summary.get("error"):
             detail = str(run.summary["error"]).splitlines()[0][:160]
         step = str(run.summary.get("step", ""))
@@ -284,7 +290,7 @@ def _one_line(value: Any) -> str:
 
 def run_count(runs: list[Run]) -> str:
     counts = Counter(r.status for r in runs)
-    return ", ".join(f"{counts[s]} {s}" for s in KNOWN_STATUSES if counts.get(s))
+    return ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts.get(s))
 
 
 def methods(analysis: Analysis) -> list[str]:
@@ -293,10 +299,11 @@ def methods(analysis: Analysis) -> list[str]:
     return [
         "An optimizer is the optim name, plus +hyper for hypergradient runs and @schedule for a non-constant "
         "schedule. A configuration is a run's config without its seed (and without keys that do not change "
-        "the computation); its seeds are aggregated.",
+        "the computation), identified by summary.json's configuration_hash; its seeds are aggregated.",
         f"Each optimizer's best configuration is chosen on the mean over seeds of each run's {select} of the "
         "main metric (ties: the lower mean val/loss). Diverged runs count as the worst possible result; failed, "
-        "running and interrupted runs are excluded from the statistics but listed and counted.",
+        "running, interrupted and stopped (ended early by a search) runs are excluded from the statistics but "
+        "listed and counted.",
         "The chosen configuration is reported on test: mean ± sample standard deviation (ddof=1) over its "
         "completed seeds, and the 95 % confidence interval mean ± t(0.975, n−1)·std/√n.",
         f"Δ and p compare the test main metric with the baseline's chosen configuration on the same task: "

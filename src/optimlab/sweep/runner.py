@@ -24,23 +24,11 @@ from optimlab.sweep.backends import SWEEP_BACKENDS
 from optimlab.sweep.execute import Launch, make_launch, thread_env, threads_per_run, train_command
 from optimlab.sweep.expand import Run, expand, sweep_dir
 from optimlab.sweep.spec import SweepSpec
-from optimlab.sweep.state import (
-    DONE,
-    STATUSES,
-    SweepLock,
-    log_tail,
-    now,
-    outcome,
-    read_summary,
-    read_sweep_record,
-    scan_status,
-)
-from optimlab.rundir import write_json
+from optimlab import rundir
+from optimlab.rundir import DONE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, read_summary, write_json
+from optimlab.sweep.state import BUSY, STATUSES, SweepLock, log_tail, now, outcome, read_sweep_record, scan_status
 
 BACKENDS = tuple(SWEEP_BACKENDS.names())
-
-# Exit codes of `optimlab sweep` and `optimlab compare`.
-EXIT_OK, EXIT_RUNS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 75
 
 
 @dataclass
@@ -64,7 +52,7 @@ class SweepResult:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_OK if all(s in DONE for s in self.statuses.values()) else EXIT_RUNS_FAILED
+        return EXIT_OK if all(s in DONE for s in self.statuses.values()) else EXIT_FAILED
 
 
 @dataclass
@@ -149,7 +137,7 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
         records[run.key] = _Record(run, scan_status(run.run_dir), attempts=int(old.get("attempts") or 0),
                                    exit_code=old.get("exit_code"), error=old.get("error"), log=f"logs/{run.key}.log")
         records[run.key].refresh()
-    todo = [run for run in runs if records[run.key].status not in (*DONE, "busy")]
+    todo = [run for run in runs if records[run.key].status not in (*DONE, BUSY)]
     skipped = sum(records[run.key].status in DONE for run in runs)
     header = {
         "name": spec.name,
@@ -210,7 +198,7 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
 
 
 def _postfix(records: dict[str, _Record]) -> str:
-    bad = {s: sum(r.status == s for r in records.values()) for s in ("failed", "interrupted", "diverged")}
+    bad = {s: sum(r.status == s for r in records.values()) for s in (rundir.FAILED, rundir.INTERRUPTED, rundir.DIVERGED)}
     return " ".join(f"{s}={n}" for s, n in bad.items() if n)
 
 

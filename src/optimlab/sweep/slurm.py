@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from optimlab import rundir
 from optimlab.errors import ConfigError
 from optimlab.sweep.execute import Launch, execute, signal_and_wait
 
@@ -55,7 +56,7 @@ class TrainJob(_checkpointable_base() if importlib.util.find_spec("submitit") el
     def __call__(self, launch: Launch) -> int:
         self._process = None
         code = execute(launch, on_start=self._started, preexec=_ignore_submitit_signal)
-        if code == 75:
+        if code == rundir.EXIT_INTERRUPTED:
             time.sleep(2.0)  # the preemption signal reached the trainer first; let submitit's handler requeue
         return code
 

@@ -7,9 +7,14 @@ A run's status, as the sweep sees it:
 | `pending`     | never started (no summary.json)                                          | launched  |
 | `completed`   | summary says completed                                                   | skipped   |
 | `diverged`    | summary says diverged (a result, not an error)                           | skipped   |
+| `stopped`     | summary says stopped (ended early by a search on purpose: a result)      | skipped   |
 | `failed`      | the trainer failed (exit 1, bad input, a crash signal, no summary)       | launched  |
-| `interrupted` | stopped by a signal (exit 75, SIGKILL/SIGTERM/...) or found `running` with no process holding its lock | launched: resumes from its last checkpoint |
+| `interrupted` | stopped by a signal (exit 75, exit 130 after Ctrl-C, SIGKILL/SIGTERM/SIGINT/...) or found `running` with no process holding its lock | launched: resumes from its last checkpoint |
 | `busy`        | another process holds the run directory's lock                           | left alone |
+
+The run-directory vocabulary (file names, the statuses a summary can hold, exit codes, the lock) is
+`optimlab.rundir`'s; `pending` and `busy` are the sweep's own words for a run it has not started and a run
+another process holds.
 
 `sweep.json` is written by the sweep's parent process only, atomically (a temporary file, then
 `os.replace`), so a reader never sees a half-written record.
@@ -17,88 +22,60 @@ A run's status, as the sweep sees it:
 
 from __future__ import annotations
 
-import errno
 import fcntl
-import json
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from optimlab import rundir
+from optimlab.rundir import is_locked, read_summary
 
-DONE = ("completed", "diverged")
-STATUSES = ("pending", "completed", "diverged", "failed", "interrupted", "busy")
-
-# Exit codes of `optimlab train` (docs/run-directory.md).
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 75
+PENDING = "pending"  # the sweep's own view: never started
+BUSY = "busy"  # the sweep's own view: another process holds the run directory's lock
+STATUSES = (PENDING, *(s for s in rundir.STATUSES if s != rundir.RUNNING), BUSY)
 
 # Signals that stop a healthy process from outside (a kill, a preemption, Ctrl-C): the run is resumable.
 _STOP_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's summary.json, or None when it is missing or unreadable."""
-    try:
-        data = json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def is_locked(run_dir: str | Path) -> bool:
-    """Whether a process holds the trainer's lock on `<run_dir>/.lock` (fcntl.flock, as the trainer takes it)."""
-    try:
-        fd = os.open(Path(run_dir) / ".lock", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            return True
-        raise
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def scan_status(run_dir: str | Path) -> str:
     """The status of a run directory before launching it (see the module docstring)."""
     summary = read_summary(run_dir)
     if is_locked(run_dir):
-        return "busy"
+        return BUSY
     if summary is None:
-        return "pending"
+        return PENDING
     status = summary.get("status")
-    if status in DONE or status in ("failed", "interrupted"):
+    if status in rundir.DONE or status in (rundir.FAILED, rundir.INTERRUPTED):
         return status
-    return "interrupted"  # `running` with no process holding the lock: it was killed
+    return rundir.INTERRUPTED  # `running` with no process holding the lock: it was killed
 
 
 def outcome(run_dir: str | Path, returncode: int | None, log_tail: str = "") -> tuple[str, str | None]:
     """(status, error) of a run after its process ended with `returncode` (negative: killed by that signal)."""
     summary = read_summary(run_dir) or {}
     status = summary.get("status")
-    if status in DONE:
+    if status in rundir.DONE:
         return status, None
     if returncode is None:
-        return "failed", log_tail or "no exit code (the job ended without a result)"
-    if returncode == EXIT_INTERRUPTED:
-        return "interrupted", None
+        return rundir.FAILED, log_tail or "no exit code (the job ended without a result)"
+    if returncode == rundir.EXIT_INTERRUPTED:
+        return rundir.INTERRUPTED, None
+    if returncode == rundir.EXIT_CTRL_C:  # a stop, not an error: the run resumes from its last checkpoint
+        return rundir.INTERRUPTED, "stopped by Ctrl-C (exit 130)"
     if returncode < 0:
         sig = _signal_name(-returncode)
         if -returncode in _STOP_SIGNALS:
-            return "interrupted", f"killed by {sig}"
-        return "failed", f"killed by {sig}"
-    if returncode == EXIT_BAD_INPUT and is_locked(run_dir):
-        return "busy", "the run directory is in use by another process"
-    if returncode == EXIT_OK:
-        return "failed", f"exited 0 but summary.json says {status!r}"
-    error = summary.get("error") if status == "failed" else None
-    return "failed", error or log_tail or f"exit code {returncode}"
+            return rundir.INTERRUPTED, f"killed by {sig}"
+        return rundir.FAILED, f"killed by {sig}"
+    if returncode == rundir.EXIT_BAD_INPUT and is_locked(run_dir):
+        return BUSY, "the run directory is in use by another process"
+    if returncode == rundir.EXIT_OK:
+        return rundir.FAILED, f"exited 0 but {rundir.SUMMARY} says {status!r}"
+    error = summary.get("error") if status == rundir.FAILED else None
+    return rundir.FAILED, error or log_tail or f"exit code {returncode}"
 
 
 def _signal_name(number: int) -> str:
@@ -123,11 +100,7 @@ def log_tail(path: str | Path, lines: int = 1) -> str:
 
 
 def read_sweep_record(path: str | Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return rundir.read_json(path) or {}
 
 
 class SweepLock:

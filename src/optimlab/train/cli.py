@@ -6,10 +6,16 @@ import argparse
 import sys
 
 from optimlab.config import load_config, load_config_file
+from optimlab.errors import ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # bad arguments are bad input: one line and exit code 2 through ConfigError
+        raise ConfigError(message)
 
 
 def train_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="optimlab train", description="Train one run (resumes its run directory).")
+    parser = _Parser(prog="optimlab train", description="Train one run (resumes its run directory).")
     parser.add_argument("--config", help="a YAML config file (e.g. a run's config.yaml); overrides apply on top")
     parser.add_argument(
         "--restore", metavar="CHECKPOINT",
