@@ -440,6 +440,11 @@ def _optim_config(node: dict) -> OptimConfig:
                 except ValueError as error:
                     raise ConfigError(f"config key 'optim.{key}': {error}") from None
     _try_optimizer(name, resolved)
+    # An optimizer may complete its own arguments from what they point at (the learned optimizer records the
+    # sha256 of its weights file, so that the run's identity follows the weights, not only their path).
+    resolve_config = getattr(get_optimizer_class(name), "resolve_config", None)
+    if resolve_config is not None:
+        resolved = resolve_config(resolved)
     return OptimConfig(name=name, kwargs=resolved, no_decay=check_no_decay([] if no_decay is None else no_decay, name))
 
 

@@ -187,19 +187,6 @@ def test_the_shipped_default_loads_and_trains():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def _config_resolves_learned_arguments() -> bool:
-    import inspect
-
-    from optimlab import config
-
-    return "resolve_config" in inspect.getsource(config)
-
-
-@pytest.mark.xfail(
-    not _config_resolves_learned_arguments(),
-    strict=True,
-    reason="optimlab.config._optim_config does not yet call the optimizer's resolve_config hook",
-)
 def test_config_hash_changes_with_the_weights(tmp_path):
     from optimlab.config import config_hash, load_config
 
