@@ -20,7 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from optimlab.config import LogConfig, default_data_dir
+from optimlab.config import LogConfig, default_data_dir, read_yaml_mapping
 from optimlab.errors import ConfigError, suggest, unknown_name
 
 SHORTHAND = ("policy", "strategy", "estimator")
@@ -133,11 +133,7 @@ def load_meta_config(overrides: list[str] | tuple[str, ...] = (), base: dict | N
 
 
 def load_meta_config_file(path: str | Path, overrides=()) -> MetaTrainConfig:
-    try:
-        base = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"config file {path}: {error}") from None
-    return load_meta_config(overrides, base)
+    return load_meta_config(overrides, read_yaml_mapping(path, "config file"))
 
 
 def _expand(item: str) -> tuple[str, str]:

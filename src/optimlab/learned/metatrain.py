@@ -29,6 +29,7 @@ from safetensors.torch import save as save_safetensors
 
 from optimlab import rundir
 from optimlab.atomic import atomic_write_bytes
+from optimlab.config import read_yaml_mapping
 from optimlab.errors import ConfigError
 from optimlab.learned import strategies
 from optimlab.learned.estimators import build_estimator
@@ -80,13 +81,12 @@ def meta_train(cfg: MetaTrainConfig, *, handle_signals: bool = False) -> dict[st
 
 
 def _check_resumable(cfg: MetaTrainConfig, run_dir: Path) -> None:
-    import yaml
 
     path = run_dir / rundir.CONFIG
     if not path.is_file():
         return
     try:
-        old = from_tree(yaml.safe_load(path.read_text()) or {})
+        old = from_tree(read_yaml_mapping(path, "the run's config"))
     except ConfigError as error:
         raise ConfigError(f"run_dir {run_dir} holds an unreadable config.yaml ({error}); use another run_dir") from None
     changes = rundir.identity_changes(to_tree(old), to_tree(cfg))
