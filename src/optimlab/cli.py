@@ -2,13 +2,15 @@
 
 Bad input (an unknown name, a wrong type, an invalid value, a missing file) prints one line on stderr and
 exits with code 2 before anything is written. A run that cannot write its run directory (a full or read-only
-disk) prints one line and exits with code 1.
+disk) prints one line and exits with code 1. OpenMP's idle threads sleep rather than spin (`OMP_WAIT_POLICY`
+defaults to PASSIVE), so a run next to another busy process is not slowed tens of times.
 """
 
 from __future__ import annotations
 
 import sys
 
+from optimlab import rundir
 from optimlab.errors import ConfigError, RunFailed
 
 USAGE = """usage: optimlab COMMAND [ARGS]
@@ -16,9 +18,12 @@ USAGE = """usage: optimlab COMMAND [ARGS]
 commands:
   train    [--config FILE] [key=value ...]   train one run (resumes an existing run directory)
   sweep    SPEC [--backend local|ray|slurm] [--workers N] [--root DIR]
-  report   RUNS... --out DIR [--baseline NAME]
+  report   RUNS... --out DIR [--baseline NAME] [--series NAME...]
   compare  [task=NAME] [optims=[a,b]] [seeds=N] [key=value ...]   sweep + report (the main job)
   list     tasks | optimizers [NAME] | sweeps | instruments
+  meta-train [--config FILE] [key=value ...]   meta-train a learned optimizer (preset=quick: about a minute)
+  evaluate   path=DIR tasks=[...] [key=value ...]   a learned optimizer on tasks, repeated seeds
+  baseline   optim=NAME lrs=[...] tasks=[...]       the same protocol for an analytical optimizer
 
 `optimlab COMMAND --help` describes a command; `optimlab train --help` lists every config key.
 """
@@ -26,6 +31,7 @@ commands:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    thread_defaults()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
@@ -48,7 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(f"optimlab {command}: interrupted", file=sys.stderr)
-        return 130
+        return rundir.EXIT_CTRL_C
+
+
+def thread_defaults() -> None:
+    """Make OpenMP's idle threads sleep instead of spin, unless the user chose (`OMP_WAIT_POLICY`).
+
+    torch runs one OpenMP thread per core. GNU OpenMP's threads spin-wait between parallel regions, so
+    when another process holds a core the spinning threads and the one doing work take turns on it: one
+    small run next to one busy process on 2 cores took 69 s instead of 23 s (docs/performance.md).
+    PASSIVE waiting keeps the thread count, and so every result, and only changes how threads wait.
+    OpenMP reads the variable when torch loads, so this runs before any import of torch.
+    """
+    import os
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def load_plugins() -> None:
@@ -99,7 +120,18 @@ def _commands():
 
         return report_main(argv)
 
-    return {"train": train, "sweep": sweep, "report": report, "compare": compare, "list": _list}
+    def learned(name):
+        def handler(argv):
+            from optimlab.learned import cli
+
+            return getattr(cli, name)(argv)
+
+        return handler
+
+    return {
+        "train": train, "sweep": sweep, "report": report, "compare": compare, "list": _list,
+        "meta-train": learned("meta_train_main"), "evaluate": learned("evaluate_main"), "baseline": learned("baseline_main"),
+    }  # fmt: skip
 
 
 LIST_USAGE = """usage: optimlab list WHAT [NAME]

@@ -2,7 +2,7 @@
 
 The dataclasses are the one source: a field's meaning is its trailing comment (`steps: int = 1000  # ...`)
 or, when it has none, the comment block directly above it; a group's meaning is its class docstring's
-first line. `optimlab train --help` prints `config_help()`, so help never drifts from the code.
+first paragraph. `optimlab train --help` prints `config_help()`, so help never drifts from the code.
 """
 
 from __future__ import annotations
@@ -90,14 +90,14 @@ def config_keys() -> list[tuple[str, str, str]]:
 
 
 def group_meanings() -> dict[str, str]:
-    """{group: the first line of its class docstring}."""
+    """{group: the first paragraph of its class docstring}."""
     meanings = {}
     for f in dataclasses.fields(Config):
         value = _default(f)
         if dataclasses.is_dataclass(value):
             doc = inspect.getdoc(type(value)) or ""
             written = doc and not doc.startswith(type(value).__name__ + "(")  # not dataclass's signature
-            meanings[f.name] = doc.splitlines()[0] if written else ""
+            meanings[f.name] = " ".join(doc.split("\n\n")[0].split()) if written else ""  # the first paragraph
     return meanings
 
 
@@ -114,7 +114,8 @@ def config_help(width: int = 110) -> str:
             current = group
             if group:
                 lines.append("")
-                lines.append(f"  {group}: {groups.get(group, '')}".rstrip())
+                lines.append(textwrap.fill(f"  {group}: {groups.get(group, '')}".rstrip(), width=width,
+                                           subsequent_indent="    "))
                 if group in _OPEN_GROUPS:
                     lines.append(f"    {_OPEN_GROUPS[group]}")
         head = f"    {key}={default}"

@@ -7,6 +7,7 @@ import dataclasses
 import sys
 
 from optimlab.config import default_run_dir, load_config, load_config_file, to_yaml
+from optimlab.errors import ConfigError
 
 DESCRIPTION = """Train one run (resumes its run directory).
 
@@ -15,10 +16,15 @@ overrides (Hydra's grammar): key=value or +key=value or ++key=value sets a key; 
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # bad arguments are bad input: one line and exit code 2 through ConfigError
+        raise ConfigError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from optimlab.config_help import config_help
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="optimlab train", description=DESCRIPTION, epilog=config_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from optimlab.config import Config, config_hash, to_tree
+from optimlab.directions.hook import build_direction_hooks
+from optimlab.precond.hook import build_precond_hooks
 from optimlab.errors import ConfigError
 from optimlab.optim import build_optimizer
 from optimlab.optim.param_groups import build_param_groups
@@ -41,6 +43,8 @@ HOOK_BUILDERS: list[Callable[[Config, RunContext], list[StepHook]]] = [
     lambda cfg, ctx: _build_instruments(cfg, ctx),
     lambda cfg, ctx: [hook] if (hook := build_hypergradient_hook(cfg, ctx)) is not None else [],
     build_carried_state_hook,  # recurrent state carried across batches (word-level language models)
+    build_direction_hooks,
+    build_precond_hooks,
 ]
 
 
