@@ -123,6 +123,9 @@ class TrainConfig:
     sampler: str = "auto"
     sampler_floor: float = 0.1  # loss/gradnorm: share of the uniform distribution mixed in, in (0, 1]
     init_from: Optional[str] = None  # model weights only, from an optimlab checkpoint or a state_dict file
+    # Intra-op CPU threads (torch.set_num_threads); None: the process's own (OMP_NUM_THREADS). The thread count
+    # changes float results (reduction order), so config.yaml records the count the run used.
+    threads: Optional[int] = None
 
 
 @dataclass
@@ -392,7 +395,7 @@ def validate(cfg: Config) -> None:
         "schedule.T_0": cfg.schedule.T_0,
         "schedule.T_mult": cfg.schedule.T_mult,
     }
-    for optional in ("microbatch_size", "eval_batches"):
+    for optional in ("microbatch_size", "eval_batches", "threads"):
         if getattr(cfg.train, optional) is not None:
             positive[f"train.{optional}"] = getattr(cfg.train, optional)
     if cfg.schedule.step_size is not None:
