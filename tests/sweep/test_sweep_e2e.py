@@ -10,7 +10,7 @@ import threading
 
 import pytest
 import yaml
-from sweep_helpers import describe_dir, pids_holding, wait_for
+from sweep_helpers import describe_dir, pids_holding, pids_with_arg, wait_for
 
 from optimlab.sweep import expand, load_spec, run_sweep
 from optimlab.rundir import read_summary

@@ -78,7 +78,8 @@ def test_a_crash_and_a_sigkill_take_down_only_their_run_then_rerun_resumes(tmp_p
     runs = {run.key: run for run in parse_and_expand(sweep, tmp_path)}
     victim = next(run for run in runs.values() if run.config.task.name == "toy" and run.config.seed == 0)
     result = {}
-    thread = threading.Thread(target=lambda: result.update(r=run_sweep(sweep, root=tmp_path, workers=2, progress=False)))
+    thread = threading.Thread(target=lambda: result.update(r=run_sweep(sweep, root=tmp_path, workers=2,
+                                                                       progress=False)))
     thread.start()
     (pid,) = wait_for(lambda: list((victim.run_dir / "checkpoints").glob("step-*.pt"))
                       and pids_holding(victim.run_dir / ".lock", exclude=(os.getpid(),)), timeout=120, interval=0.02)

@@ -37,11 +37,11 @@ class LocalBackend:
         On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the sweep), running runs get SIGTERM,
         which makes the trainer checkpoint and exit 75; runs not started yet are not started.
         """
-        live: dict[str, "subprocess.Popen | WarmProcess"] = {}
+        live: dict[str, subprocess.Popen | WarmProcess] = {}
         lock = threading.Lock()
         stopping = threading.Event()
 
-        def started(key: str, process: "subprocess.Popen | WarmProcess") -> None:
+        def started(key: str, process: subprocess.Popen | WarmProcess) -> None:
             with lock:
                 live[key] = process
                 if stopping.is_set():
