@@ -2,13 +2,15 @@
 
 Bad input (an unknown name, a wrong type, an invalid value, a missing file) prints one line on stderr and
 exits with code 2 before anything is written. A run that cannot write its run directory (a full or read-only
-disk) prints one line and exits with code 1.
+disk) prints one line and exits with code 1. OpenMP's idle threads sleep rather than spin (`OMP_WAIT_POLICY`
+defaults to PASSIVE), so a run next to another busy process is not slowed tens of times.
 """
 
 from __future__ import annotations
 
 import sys
 
+from optimlab import rundir
 from optimlab.errors import ConfigError, RunFailed
 
 USAGE = """usage: optimlab COMMAND [ARGS]
@@ -16,14 +18,20 @@ USAGE = """usage: optimlab COMMAND [ARGS]
 commands:
   train    [--config FILE] [key=value ...]   train one run (resumes an existing run directory)
   sweep    SPEC [--backend local|ray|slurm] [--workers N] [--root DIR]
-  report   RUNS... --out DIR [--baseline NAME]
+  report   RUNS... --out DIR [--baseline NAME] [--series NAME...]
   compare  [task=NAME] [optims=[a,b]] [seeds=N] [key=value ...]   sweep + report (the main job)
-  list     tasks | optimizers | sweeps | instruments
+  list     tasks | optimizers [NAME] | sweeps | instruments
+  meta-train [--config FILE] [key=value ...]   meta-train a learned optimizer (preset=quick: about a minute)
+  evaluate   path=DIR tasks=[...] [key=value ...]   a learned optimizer on tasks, repeated seeds
+  baseline   optim=NAME lrs=[...] tasks=[...]       the same protocol for an analytical optimizer
+
+`optimlab COMMAND --help` describes a command; `optimlab train --help` lists every config key.
 """
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    thread_defaults()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
@@ -46,7 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(f"optimlab {command}: interrupted", file=sys.stderr)
-        return 130
+        return rundir.EXIT_CTRL_C
+
+
+def thread_defaults() -> None:
+    """Make OpenMP's idle threads sleep instead of spin, unless the user chose (`OMP_WAIT_POLICY`).
+
+    torch runs one OpenMP thread per core. GNU OpenMP's threads spin-wait between parallel regions, so
+    when another process holds a core the spinning threads and the one doing work take turns on it: one
+    small run next to one busy process on 2 cores took 69 s instead of 23 s (docs/performance.md).
+    PASSIVE waiting keeps the thread count, and so every result, and only changes how threads wait.
+    OpenMP reads the variable when torch loads, so this runs before any import of torch.
+    """
+    import os
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def load_plugins() -> None:
@@ -97,20 +120,47 @@ def _commands():
 
         return report_main(argv)
 
-    return {"train": train, "sweep": sweep, "report": report, "compare": compare, "list": _list}
+    def learned(name):
+        def handler(argv):
+            from optimlab.learned import cli
+
+            return getattr(cli, name)(argv)
+
+        return handler
+
+    return {
+        "train": train, "sweep": sweep, "report": report, "compare": compare, "list": _list,
+        "meta-train": learned("meta_train_main"), "evaluate": learned("evaluate_main"), "baseline": learned("baseline_main"),
+    }  # fmt: skip
+
+
+LIST_USAGE = """usage: optimlab list WHAT [NAME]
+
+  tasks                 every task with a one-line description
+  optimizers            every optimizer with the first line of its docstring
+  optimizers NAME       one optimizer: its description, keyword arguments and defaults (optim.<argument>=...)
+  sweeps                the sweep files shipped in sweeps/
+  instruments           gradient instruments with what each needs
+"""
 
 
 def _list(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(LIST_USAGE)
+        return 0
     what = argv[0] if argv else ""
     if what == "tasks":
         from optimlab.tasks import available_tasks, get_task_spec
 
         for name in available_tasks():
             print(f"{name:24s} {get_task_spec(name).description}")
+    elif what == "optimizers" and len(argv) > 1:
+        print(optimizer_details(argv[1]))
     elif what == "optimizers":
-        from optimlab.optim import available
+        from optimlab.optim.registry import available, describe_optimizer
 
-        print("\n".join(available()))
+        for name in available(zoo=True):
+            print(f"{name:24s} {describe_optimizer(name)}".rstrip())
     elif what == "sweeps":
         from optimlab.sweep.spec import available_sweeps
 
@@ -124,6 +174,18 @@ def _list(argv: list[str]) -> int:
         raise ConfigError(f"list what? expected tasks, optimizers, sweeps or instruments, got {what!r}")
     return 0
 
+
+def optimizer_details(name: str) -> str:
+    """`optimlab list optimizers NAME`: the description and every keyword argument with its default."""
+    import inspect
+
+    from optimlab.optim.registry import describe_optimizer, optimizer_arguments
+
+    lines = [f"{name}: {describe_optimizer(name)}".rstrip(), "", "arguments (optim.<argument>=value):"]
+    for key, parameter in optimizer_arguments(name).items():
+        default = "required" if parameter.default is inspect.Parameter.empty else repr(parameter.default)
+        lines.append(f"  {key:24s} {default}")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     sys.exit(main())

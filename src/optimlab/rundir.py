@@ -7,6 +7,7 @@ A run directory is what `optimlab train` writes and what sweeps and reports read
     <run_dir>/summary.json     status, steps, final and best values, hashes, versions
     <run_dir>/checkpoints/     step-<N>.pt, written atomically
     <run_dir>/.lock            held (flock) by the one process training the run
+    <run_dir>/.lock.pid        the lock instead, where the filesystem has no flock (`host pid`)
 
 This module is the only place that defines that vocabulary; it imports no torch, so sweep and report code
 that only reads run directories stays light.
@@ -20,6 +21,8 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +107,7 @@ def identity(tree: dict[str, Any], *, with_seed: bool = True) -> dict[str, Any]:
 # Config groups that are not part of a run's identity while their `name` is the "off" choice given here.
 OPTIONAL_GROUPS = {"direction": "sgd", "precond": "none"}
 # Keys added after runs were written: not part of a run's identity while they hold this default value.
-OPTIONAL_KEYS = {"train.sampler": "auto", "train.sampler_floor": 0.1, "train.init_from": None}
+OPTIONAL_KEYS = {"train.sampler": "auto", "train.sampler_floor": 0.1, "train.init_from": None, "train.deterministic": False}
 
 
 def identity_hash(tree: dict[str, Any], *, with_seed: bool = True) -> str:
@@ -191,11 +194,19 @@ class MetricsFile:
 
 
 class RunLock:
-    """An exclusive flock on `<run_dir>/.lock`: one training process per run directory."""
+    """An exclusive flock on `<run_dir>/.lock`: one training process per run directory.
+
+    Where the filesystem has no flock (Lustre mounted without it answers ENOSYS; some NFS setups ENOLCK or
+    EOPNOTSUPP), a warning is printed once and the lock is the exclusive creation of `<run_dir>/.lock.pid`
+    (O_CREAT | O_EXCL, which such filesystems do provide) holding `host pid`; a file left by a process that
+    died on this host is recognised as stale and taken over. One left by another host cannot be checked:
+    the run is reported in use, and the message names the file to delete.
+    """
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK
         self._file = None
+        self._pid_file: Path | None = None
 
     def acquire(self) -> None:
         try:
@@ -209,16 +220,89 @@ class RunLock:
             self._file.close()
             self._file = None
             raise ConfigError(f"run directory {self.path.parent} is in use by another process") from None
+        except OSError as error:
+            if error.errno not in NO_FLOCK:
+                raise
+            self._file.close()
+            self._file = None
+            warn_no_flock(self.path.parent, error)
+            self._pid_file = acquire_pid_file(self.path.parent / PID_LOCK)
 
     def release(self) -> None:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+        if self._pid_file is not None:
+            self._pid_file.unlink(missing_ok=True)
+            self._pid_file = None
+
+
+PID_LOCK = ".lock.pid"  # the lock where flock is missing: `host pid` of the holder
+NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)  # errnos of filesystems without flock
+_WARNED = {"no_flock": False}
+
+
+def warn_no_flock(folder: Path, error: OSError) -> None:
+    if not _WARNED["no_flock"]:
+        _WARNED["no_flock"] = True
+        print(f"optimlab: warning: the filesystem of {folder} has no flock ({os.strerror(error.errno)}); "
+              f"using an exclusive lock file ({PID_LOCK}) instead", file=sys.stderr)
+
+
+def _holder(path: Path) -> tuple[str, int] | None:
+    """(host, pid) written in a pid lock file, or None when it is unreadable or malformed."""
+    try:
+        host, pid = path.read_text().split()
+        return host, int(pid)
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def pid_file_held(path: Path) -> bool:
+    """Whether a pid lock file names a live holder (on another host: assumed alive, it cannot be checked)."""
+    if not path.exists():
+        return False
+    holder = _holder(path)
+    if holder is None:
+        return True  # being written right now, or damaged: not ours to judge
+    host, pid = holder
+    return host != socket.gethostname() or _alive(pid)
+
+
+def acquire_pid_file(path: Path) -> Path:
+    """Create `path` exclusively with `host pid`; take over a stale one left by a dead process on this host."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _holder(path)
+            if holder is not None and holder[0] == socket.gethostname() and not _alive(holder[1]):
+                path.unlink(missing_ok=True)  # stale: its process died without releasing it
+                continue
+            who = f" (host {holder[0]}, pid {holder[1]})" if holder else ""
+            raise ConfigError(f"run directory {path.parent} is in use by another process{who}; "
+                              f"if it is not, delete {path}") from None
+        with os.fdopen(fd, "w") as file:
+            file.write(f"{socket.gethostname()} {os.getpid()}\n")
+        return path
+    raise ConfigError(f"run directory {path.parent} is in use by another process")
 
 
 def is_locked(run_dir: str | Path) -> bool:
-    """Whether a process holds the trainer's lock on `<run_dir>/.lock`."""
+    """Whether a process holds the trainer's lock on `<run_dir>/.lock` (or its lock file, without flock)."""
+    if pid_file_held(Path(run_dir) / PID_LOCK):
+        return True
     try:
         fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
     except OSError:
@@ -228,6 +312,8 @@ def is_locked(run_dir: str | Path) -> bool:
     except OSError as error:
         if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             return True
+        if error.errno in NO_FLOCK:
+            return False  # no flock here: the pid file above is the lock
         raise
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)

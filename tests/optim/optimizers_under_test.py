@@ -169,3 +169,13 @@ HYPERGRADIENT = [
                        "wd bounded", skips=_HD_SKIPS, has_foreach=False),
 ]
 OPTIMIZERS_UNDER_TEST += HYPERGRADIENT
+
+# The learned optimizer (optimlab.learned), with the RNNProp shipped in optimlab/learned/pretrained/.
+LEARNED = [
+    # lr multiplies the policy's step, whose size RNNProp caps at 0.1 per coordinate: Rosenbrock's valley
+    # needs longer steps within the suite's 600-step budget.
+    OptimizerUnderTest("learned", {"warmup_steps": 0}, "shipped rnnprop-mnist1d",
+                       bad_kwargs=_LR_BAD + [{"warmup_steps": -1}, {"path": "no-such-optimizer"}], has_foreach=False,
+                       problem_kwargs={"rosenbrock": {"lr": 4.0}}),
+]
+OPTIMIZERS_UNDER_TEST += LEARNED

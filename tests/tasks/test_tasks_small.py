@@ -148,3 +148,13 @@ def test_digits_are_standardised_with_training_statistics(data_dir):
 def test_bad_options_are_config_errors(name, options, match, data_dir):
     with pytest.raises(ConfigError, match=match):
         build_task(name, options, data_dir)
+
+
+def test_shipped_digits_equal_scikit_learns():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    from optimlab.tasks.digits import digits_arrays
+
+    images, target = digits_arrays()
+    bunch = sklearn_datasets.load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images.astype(np.float64), bunch.images)
+    assert np.array_equal(target.astype(np.int64), bunch.target)

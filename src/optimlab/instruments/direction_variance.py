@@ -1,5 +1,10 @@
 """direction_variance: the study's repeated-draw estimator for the optimizer's own step direction.
 
+When the run keeps a direction or K-FAC up to date (`direction=...`, `precond=kfac`, applied or only
+observed with `apply=false`; docs/directions.md), each draw is that estimator's direction on a batch it
+draws itself (stratified for gradient clustering) and then the optimizer's step for it; the `sgd_`
+statistics stay those of the plain mini-batch gradient on the instrument's own batches.
+
 At a measured step, T gradients on independent batches of size g (from the instrument's own sampler over
 the training split; the training stream is never advanced) are turned into the direction the optimizer
 would take (`peek_direction`: the live optimizer state, nothing modified). The study's var, nvar, snr,
@@ -17,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from optimlab.directions.base import Objective
+from optimlab.directions.hook import observed_estimator
 from optimlab.instruments.base import Instrument, step_generator
 from optimlab.instruments.direction import peek_direction
 from optimlab.instruments.isolation import isolated
@@ -78,9 +85,26 @@ class DirectionVariance(Instrument):
         grads = torch.autograd.grad(loss_sum / count, params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads)]
         self.cost["grad_evals"] += 1
-        directions = peek_direction(self.ctx.optimizer, params, grads)
         names = [name for name, _ in named]
+        estimator = observed_estimator(self.model)
+        if estimator is not None:
+            grads_of = self._estimator_direction(estimator, step, index, batch)
+            directions = peek_direction(self.ctx.optimizer, params, [grads_of[name] for name in names])
+        else:
+            directions = peek_direction(self.ctx.optimizer, params, grads)
         return dict(zip(names, grads)), dict(zip(names, directions))
+
+    def _estimator_direction(self, estimator, step: int, index: int, batch: tuple) -> dict[str, Tensor]:
+        """The estimator's direction on a batch it draws (a uniform-batch preconditioner: this draw's batch)."""
+        indices = None
+        if hasattr(estimator, "sample"):
+            size = self.cfg.draw_batch_size or self.ctx.batch_size
+            indices = estimator.sample(step_generator(self.ctx.seed, step, 5000 + index), size)
+            batch = self.ctx.to_device(estimator.train_split.batch(indices))
+            if self.ctx.task.augment is not None:
+                batch = self.ctx.task.augment(batch, step_generator(self.ctx.seed, step, 6000 + index))
+        self.cost["grad_evals"] += estimator.measure_grad_evals
+        return estimator.direction(self.model, Objective.of(self.ctx.task), batch, indices)
 
     def after_backward(self, step: StepInfo) -> None:
         if not self.schedule.due(step.step):

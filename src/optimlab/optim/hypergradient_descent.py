@@ -22,6 +22,7 @@ step is torch's Adam (`eps` added to the bias-corrected root), so with `hypergra
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,6 +36,23 @@ def _check_bounds(lr_min: float | None, lr_max: float | None) -> None:
         check_number("lr_min", lr_min, low=0)
     if lr_max is not None:
         check_number("lr_max", lr_max, low=lr_min or 0.0)
+
+
+def _scalar_lr(lr: Any) -> Any:
+    """A one-element tensor lr (torch's optimizers accept them) as the Python float HD keeps and updates."""
+    if torch.is_tensor(lr):
+        check(lr.numel() == 1, "lr", lr, "must be a number or a one-element tensor")
+        return float(lr)
+    return lr
+
+
+def _reject_complex(optimizer: Optimizer, group: dict) -> None:
+    """HD's hypergradient is the real inner product g . u; for complex tensors it would need Re(conj(g) . u),
+    and torch.dot does not conjugate, so a complex parameter would get a silently wrong lr: refuse it."""
+    if any(torch.is_complex(p) for p in group["params"]):
+        optimizer.param_groups.pop()
+        raise ValueError(f"{type(optimizer).__name__} does not support complex parameters "
+                         "(use torch.view_as_real on them, or a torch optimizer)")
 
 
 def _group_dot(xs: list[Tensor], ys: list[Tensor]) -> float:
@@ -85,6 +103,7 @@ class SGDHD(Optimizer):
         lr_min: float | None = 0.0,
         lr_max: float | None = None,
     ) -> None:
+        lr = _scalar_lr(lr)
         check_number("lr", lr, low=0)
         check_number("momentum", momentum, low=0)
         check_number("dampening", dampening, low=0)
@@ -98,6 +117,10 @@ class SGDHD(Optimizer):
             hypergrad_lr=hypergrad_lr, lr_min=lr_min, lr_max=lr_max,
         )
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        _reject_complex(self, self.param_groups[-1])
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -171,6 +194,7 @@ class AdamHD(Optimizer):
         lr_min: float | None = 0.0,
         lr_max: float | None = None,
     ) -> None:
+        lr = _scalar_lr(lr)
         check_number("lr", lr, low=0)
         check_number("eps", eps, low=0)
         check(isinstance(betas, (tuple, list)) and len(betas) == 2, "betas", betas, "must be a pair")
@@ -185,6 +209,10 @@ class AdamHD(Optimizer):
             hypergrad_lr=hypergrad_lr, lr_min=lr_min, lr_max=lr_max,
         )
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        _reject_complex(self, self.param_groups[-1])
 
     @torch.no_grad()
     def step(self, closure=None):

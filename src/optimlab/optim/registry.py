@@ -51,12 +51,27 @@ _register_torch_optimizers()
 _register_schedulefree()
 
 
-def available() -> list[str]:
-    return OPTIMIZERS.names()
+def available(zoo: bool = False) -> list[str]:
+    """The registered optimizers; with `zoo`, also pytorch_optimizer's `po.<name>` ones when it is installed
+    (`optimlab list optimizers` shows them; test suites that loop over optimizers keep to optimlab's own)."""
+    from optimlab.optim import zoo as po
+
+    own = {name for name in OPTIMIZERS.names() if not name.startswith(po.PREFIX)}
+    return sorted(own | set(po.zoo_names())) if zoo else sorted(own)
 
 
 def get_optimizer_class(name: str) -> Callable[..., torch.optim.Optimizer]:
+    from optimlab.optim import zoo
+
+    if name.startswith(zoo.PREFIX) and name not in OPTIMIZERS:
+        register(name, zoo.zoo_class(name))  # lazily: pytorch_optimizer is imported on first use
     return OPTIMIZERS.get(name)
+
+
+def describe_optimizer(name: str) -> str:
+    """The one-line description of a registered or `po.` optimizer."""
+    get_optimizer_class(name)
+    return OPTIMIZERS.describe(name)
 
 
 def optimizer_arguments(name: str) -> dict[str, inspect.Parameter]:
@@ -77,5 +92,5 @@ def build_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.op
             raise ConfigError(f"unknown argument {key!r} for optimizer {name!r}{suggest(key, accepted)}")
     try:
         return get_optimizer_class(name)(params, **kwargs)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, IndexError) as error:  # IndexError: a too-short tuple such as betas
         raise ConfigError(f"optimizer {name!r}: {error}") from None

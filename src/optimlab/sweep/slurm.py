@@ -94,6 +94,12 @@ class SlurmBackend:
         gpus: int = 0,
         cpus_per_run: int = 1,
         array_parallelism: int | None = None,
+        mem: str | None = None,
+        account: str | None = None,
+        qos: str | None = None,
+        constraint: str | None = None,
+        setup: list[str] | None = None,
+        extra: dict[str, str] | None = None,
         signal_delay_s: int = 120,
         grace: float = 60.0,
         poll: float = 1.0,
@@ -106,6 +112,10 @@ class SlurmBackend:
         self.gpus = gpus
         self.cpus_per_run = cpus_per_run
         self.array_parallelism = array_parallelism
+        # hydra-submitit's habits: sbatch options by name, shell lines before the job, anything else as extra
+        self.slurm_options = {"mem": mem, "account": account, "qos": qos, "constraint": constraint}
+        self.setup = list(setup or [])
+        self.extra = dict(extra or {})
         self.signal_delay_s = signal_delay_s
         self.grace = grace
         self.poll = poll
@@ -118,13 +128,23 @@ class SlurmBackend:
         if self.gpus:
             params["gpus_per_node"] = self.gpus
         if executor.cluster == "slurm":
-            params["slurm_signal_delay_s"] = self.signal_delay_s
-            if self.partition:
-                params["slurm_partition"] = self.partition
-            if self.array_parallelism:
-                params["slurm_array_parallelism"] = self.array_parallelism
+            params.update({f"slurm_{key}": value for key, value in self.slurm_parameters().items()})
         executor.update_parameters(name="optimlab", **params)
         return executor
+
+    def slurm_parameters(self) -> dict:
+        """The SLURM-only parameters of submitit's SlurmExecutor (without the `slurm_` prefix AutoExecutor adds)."""
+        params: dict = {"signal_delay_s": self.signal_delay_s}
+        if self.partition:
+            params["partition"] = self.partition
+        if self.array_parallelism:
+            params["array_parallelism"] = self.array_parallelism
+        params.update({key: value for key, value in self.slurm_options.items() if value})
+        if self.setup:
+            params["setup"] = self.setup
+        if self.extra:
+            params["additional_parameters"] = self.extra
+        return params
 
     def run(self, launches: list[Launch], on_done: OnDone) -> None:
         """Submit one job array and wait for it; on Ctrl-C the jobs are left running (re-run to collect)."""

@@ -11,6 +11,9 @@ A spec comes from a YAML file
         optim: [sgd]
         optim.momentum: [0.9]
     seeds: 5              # n -> seeds 0..n-1, or a list of seeds (`repeats: n` is the same as `seeds: n`)
+    search:               # and/or a random or quasi-random search (optimlab.sweep.search)
+      trials: 16
+      space: {optim.lr: {log: [1e-4, 1e-1]}}
 
 or from a Python function returning a list of such mappings, registered with
 `@optimlab.sweep.register_sweep("name")` or given as `module:function`. `load_spec(text)` resolves, in
@@ -36,7 +39,7 @@ from optimlab.errors import ConfigError, suggest
 
 Point = dict[str, Any]  # dotted config key -> value, one run
 
-SPEC_KEYS = ("name", "description", "base", "grid", "seeds", "repeats")
+SPEC_KEYS = ("name", "description", "base", "grid", "search", "seeds", "repeats")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -69,9 +72,14 @@ def parse_spec(data: Any, *, name: str | None = None, source: str = "") -> Sweep
     if not isinstance(description, str):
         raise ConfigError(f"{where}: 'description' must be a string")
     base = flatten(data.get("base") or {}, where=f"{where}: 'base'")
-    if "grid" not in data:
-        raise ConfigError(f"{where}: no 'grid' (give at least one key with a list of values)")
-    grid = _grid_points(data["grid"], where)
+    if "grid" not in data and "search" not in data:
+        raise ConfigError(f"{where}: no 'grid' (give at least one key with a list of values) and no 'search'")
+    grid = _grid_points(data["grid"], where) if "grid" in data else [{}]
+    if "search" in data:  # every grid point gets the same trials (optimlab.sweep.search)
+        from optimlab.sweep.search import search_points
+
+        trials = search_points(data["search"], where)
+        grid = [{**point, **trial} for point in grid for trial in trials]
     seeds = _seeds(data, where)
     if seeds is not None and (any("seed" in p for p in grid) or "seed" in base):
         raise ConfigError(f"{where}: 'seed' is set both as a config key and by 'seeds'/'repeats'; keep one")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from optimlab import rundir
+from optimlab.errors import ConfigError
 from optimlab.rundir import is_locked, read_summary
 
 PENDING = "pending"  # the sweep's own view: never started
@@ -113,15 +114,24 @@ class SweepLock:
     def __init__(self, folder: Path):
         self.path = Path(folder) / ".sweep.lock"
         self._fd: int | None = None
+        self._pid_file: Path | None = None
 
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as error:
             os.close(fd)
-            return False
+            if error.errno not in rundir.NO_FLOCK:
+                return False
+            # no flock on this filesystem (Lustre: ENOSYS): the same exclusive lock file as the trainer's
+            rundir.warn_no_flock(self.path.parent, error)
+            try:
+                self._pid_file = rundir.acquire_pid_file(self.path.with_name(".sweep.lock.pid"))
+            except ConfigError:
+                return False
+            return True
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -132,6 +142,9 @@ class SweepLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+        if self._pid_file is not None:
+            self._pid_file.unlink(missing_ok=True)
+            self._pid_file = None
 
 
 def now() -> str:

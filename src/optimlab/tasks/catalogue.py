@@ -2,7 +2,8 @@
 one-line description (`optimlab list tasks`).
 
 A new built-in task is a builder function in its own module plus one row here. The image tasks are the
-product of `vision.CATALOGUE` (dataset -> model families), one row per pair.
+product of `vision.CATALOGUE` (dataset -> model families), one row per pair. The classification tasks
+(MNIST-1D, digits, images) take the data variants' options (`variants.with_variants`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from optimlab.tasks import digits, gru_repeat, mnist1d, multiwoz, shakespeare, snli, synthetic, vision, word_lm
+from optimlab.tasks import digits, gru_repeat, mnist1d, multiwoz, shakespeare, snli, study, synthetic, vision, word_lm
 from optimlab.tasks.registry import TaskSpec, task_spec
+from optimlab.tasks.variants import with_variants
 
 
 def _image_task(dataset: vision.ImageDataset, family: vision.ModelFamily) -> TaskSpec:
@@ -23,16 +25,20 @@ def _image_task(dataset: vision.ImageDataset, family: vision.ModelFamily) -> Tas
     )
     options.__module__ = __name__
     build = functools.partial(vision.build_image_task, name, dataset, family)
-    return task_spec(name, build, options, f"{dataset.title}, {family.description}")
+    return with_variants(task_spec(name, build, options, f"{dataset.title}, {family.description}"))
+
+
+def _classification(*args) -> TaskSpec:
+    return with_variants(task_spec(*args))
 
 
 TASKS: list[TaskSpec] = [
-    task_spec("mnist1d_logreg", mnist1d.build_logreg, mnist1d.MNIST1DOptions, "MNIST-1D, logistic regression"),
-    task_spec("mnist1d_mlp", mnist1d.build_mlp, mnist1d.MNIST1DMLPOptions, "MNIST-1D, MLP (2 x 100 ReLU)"),
-    task_spec("mnist1d_cnn", mnist1d.build_cnn, mnist1d.MNIST1DCNNOptions, "MNIST-1D, 1-D ConvNet (3 strided convs)"),
-    task_spec("digits_logreg", digits.build_logreg, digits.DigitsOptions, "sklearn digits (8x8), logistic regression"),
-    task_spec("digits_mlp", digits.build_mlp, digits.DigitsMLPOptions, "sklearn digits (8x8), MLP (2 x 128 ReLU)"),
-    task_spec("digits_cnn", digits.build_cnn, digits.DigitsCNNOptions, "sklearn digits (8x8), 2-D ConvNet (16, 32)"),
+    _classification("mnist1d_logreg", mnist1d.build_logreg, mnist1d.MNIST1DOptions, "MNIST-1D, logistic regression"),
+    _classification("mnist1d_mlp", mnist1d.build_mlp, mnist1d.MNIST1DMLPOptions, "MNIST-1D, MLP (2 x 100 ReLU)"),
+    _classification("mnist1d_cnn", mnist1d.build_cnn, mnist1d.MNIST1DCNNOptions, "MNIST-1D, 1-D ConvNet (3 strided convs)"),
+    _classification("digits_logreg", digits.build_logreg, digits.DigitsOptions, "sklearn digits (8x8), logistic regression"),
+    _classification("digits_mlp", digits.build_mlp, digits.DigitsMLPOptions, "sklearn digits (8x8), MLP (2 x 128 ReLU)"),
+    _classification("digits_cnn", digits.build_cnn, digits.DigitsCNNOptions, "sklearn digits (8x8), 2-D ConvNet (16, 32)"),
     task_spec("shakespeare_lstm", shakespeare.build, shakespeare.ShakespeareOptions,
               "Tiny Shakespeare characters, LSTM LM"),
     task_spec("gru_repeat", gru_repeat.build, gru_repeat.GRURepeatOptions,
@@ -43,6 +49,10 @@ TASKS: list[TaskSpec] = [
               "Rosenbrock function, optionally noisy (2 params)"),
     task_spec("logreg", synthetic.build_logreg, synthetic.LogRegOptions,
               "binary logistic regression on Gaussian data (generated)"),
+    task_spec("nqm", study.build_nqm, synthetic.QuadraticOptions,
+              "noisy quadratic model, variables in a Linear layer"),
+    task_spec("random_features", study.build_random_features, study.RandomFeaturesOptions,
+              "student/teacher random-features regression"),
     task_spec("ptb_lstm", word_lm.build_ptb, word_lm.WordLMOptions, "Penn Treebank words, LSTM LM (truncated BPTT)"),
     task_spec("wikitext2_lstm", word_lm.build_wikitext2, word_lm.WordLMOptions,
               "WikiText-2 words, LSTM LM (truncated BPTT)"),

@@ -1,6 +1,6 @@
 """scikit-learn's bundled handwritten digits (UCI optdigits test set): 1797 8x8 images, 10 classes.
 
-Offline (the data ships with scikit-learn). There is no official split: a fixed seeded 20 % is the test set,
+Offline: the arrays ship with optimlab (`tasks/arrays/digits.npz`, scikit-learn's copy). There is no official split: a fixed seeded 20 % is the test set,
 and 10 % of the rest is the validation set. Pixels (0..16) are standardised with the training set's mean and
 standard deviation. Images are stored as (N, 1, 8, 8); the MLP flattens them.
 """
@@ -8,6 +8,7 @@ standard deviation. Images are stored as (N, 1, 8, 8); the MLP flattens them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Optional
 
@@ -44,14 +45,22 @@ class DigitsCNNOptions(DigitsOptions):
     batch_norm: bool = False
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1797 8x8 images (uint8, 0..16) and labels of scikit-learn's `load_digits`, shipped with optimlab
+    (45 kB) so the digits tasks need neither scikit-learn nor a download. Source: the test set of the UCI
+    "Optical Recognition of Handwritten Digits" data (Alpaydin & Kaynak, 1998; CC BY 4.0), as scikit-learn
+    distributes it; tests check the copy against scikit-learn's where it is installed."""
+    with resources.files("optimlab.tasks").joinpath("arrays/digits.npz").open("rb") as file:
+        arrays = np.load(file)
+        return arrays["images"], arrays["target"]
+
+
 def load_digits(options: DigitsOptions) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_test, y_test), images float32 (N, 1, 8, 8) standardised with train statistics."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
     check_fraction("test_fraction", options.test_fraction)
-    bunch = sklearn_digits()
-    x = bunch.images.astype(np.float32)[:, None]
-    y = bunch.target.astype(np.int64)
+    images, target = digits_arrays()
+    x = images.astype(np.float32)[:, None]
+    y = target.astype(np.int64)
     order = rng(options.data_seed, 0).permutation(len(y))
     count = int(round(len(y) * options.test_fraction))
     test, train = np.sort(order[:count]), np.sort(order[count:])

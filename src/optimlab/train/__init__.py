@@ -1,5 +1,6 @@
 """The training loop and everything a run directory holds."""
 
-from optimlab.train.loop import STOP_EXIT_CODE, request_stop, train
+from optimlab.train.api import LoadedRun, load_run, train
+from optimlab.train.loop import STOP_EXIT_CODE, request_stop
 
-__all__ = ["STOP_EXIT_CODE", "request_stop", "train"]
+__all__ = ["STOP_EXIT_CODE", "LoadedRun", "load_run", "request_stop", "train"]

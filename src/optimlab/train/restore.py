@@ -20,10 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from optimlab import rundir
-from optimlab.config import Config, default_run_dir, load_config
+from optimlab.config import Config, default_run_dir, load_config, read_yaml_mapping
 from optimlab.errors import ConfigError
 from optimlab.train.checkpoint import CheckpointError, list_checkpoints, read_checkpoint, save_checkpoint
 
@@ -44,7 +42,7 @@ def saved_config(path: Path, checkpoint: dict[str, Any]) -> dict:
         return checkpoint["config"]
     config_file = path.parent.parent / rundir.CONFIG
     if config_file.is_file():
-        return yaml.safe_load(config_file.read_text()) or {}
+        return read_yaml_mapping(config_file, "the checkpoint's run config")
     raise ConfigError(f"--restore: {path} holds no config and {config_file} does not exist")
 
 

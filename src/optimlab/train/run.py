@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from optimlab.config import Config, config_hash, to_tree
+from optimlab.directions.hook import build_direction_hooks
+from optimlab.precond.hook import build_precond_hooks
 from optimlab.errors import ConfigError
 from optimlab.optim import build_optimizer
 from optimlab.optim.param_groups import build_param_groups
@@ -41,6 +44,8 @@ HOOK_BUILDERS: list[Callable[[Config, RunContext], list[StepHook]]] = [
     lambda cfg, ctx: _build_instruments(cfg, ctx),
     lambda cfg, ctx: [hook] if (hook := build_hypergradient_hook(cfg, ctx)) is not None else [],
     build_carried_state_hook,  # recurrent state carried across batches (word-level language models)
+    build_direction_hooks,
+    build_precond_hooks,
 ]
 
 
@@ -160,6 +165,8 @@ class Run:
 
 def build_run(cfg: Config, device: torch.device, world: World) -> Run:
     apply_threads(cfg)  # before anything computes; config.yaml records the count (RunRecord.write_config)
+    if cfg.train.deterministic:
+        use_deterministic_algorithms()
     task = build_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)
     if cfg.train.init_from is not None:  # weights only; a resumed run then loads its own checkpoint over them
         init_from(task.model, cfg.train.init_from)
@@ -187,6 +194,16 @@ def build_run(cfg: Config, device: torch.device, world: World) -> Run:
         cfg, world, device, task, train_split, model, trained, optimizer, scheduler, scaler, amp_dtype, sampler,
         torch.Generator().manual_seed(cfg.seed), hooks, train_task,
     )
+
+
+def use_deterministic_algorithms() -> None:
+    """`train.deterministic=true`: torch raises on an operation without a deterministic implementation
+    instead of silently varying, cuDNN picks deterministic kernels and stops benchmarking, and cuBLAS gets
+    the fixed workspace it needs (read when its handle is created, at the first matmul on the GPU)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def upgrade_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,8 @@ class RunRecord:
     def __init__(self, cfg: Config, writes: bool = True):
         self.cfg = cfg
         self.path = Path(cfg.run_dir)
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"config key 'run_dir': {self.path} exists and is not a directory")
         self.writes = writes
         self.started = time.perf_counter()
         self.checkpoints = self.path / rundir.CHECKPOINTS
@@ -100,6 +102,7 @@ class RunRecord:
             "params_sha256": records.params_sha256(model),
             "versions": records.versions(),
             "device": str(device),
+            "deterministic": cfg.train.deterministic,
             "git_commit": records.git_commit(),
         }
 

@@ -142,6 +142,14 @@ def check_fused(fused: Any, foreach: Any) -> None:
     check(not (fused and foreach), "fused", fused, "cannot be combined with foreach=True")
 
 
+def tensor_step(state: dict[str, Any] | None, p: Tensor, fused: bool) -> None:
+    """A `step` saved as a Python number (state dicts of older torch versions) becomes the 0-dim tensor the
+    step functions expect, as torch.optim.Adam's and RMSprop's `__setstate__` convert it."""
+    if state and "step" in state and not torch.is_tensor(state["step"]):
+        dtype = torch.float64 if torch.get_default_dtype() == torch.float64 and not fused else torch.float32
+        state["step"] = torch.tensor(float(state["step"]), dtype=dtype, device=p.device if fused else None)
+
+
 class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
     """Base class: the memory and the step skeleton. Subclasses implement `_update` only.
 
@@ -185,6 +193,8 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
         for group in self.param_groups:
             for key, value in EXTRA_DEFAULTS.items():
                 group.setdefault(key, value)
+            for p in group["params"]:
+                tensor_step(self.state.get(p), p, bool(group.get("fused")))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)

@@ -1,0 +1,243 @@
+"""K-FAC: Kronecker-factored approximate curvature as a preconditioner of `.grad` before any optimizer.
+
+Martens & Grosse 2015, "Optimizing Neural Networks with Kronecker-factored Approximate Curvature"; convolution
+layers as in Grosse & Martens 2016 (KFC). The layout follows the preconditioner style of gpauloski/kfac-pytorch
+and the schedule of alecwangcq/KFAC-Pytorch (used by fartashf/gvar_code):
+
+- For each Linear/Conv1d/Conv2d layer, with `a` its input patches (a 1 appended for the bias) and `d` the
+  gradient of one example's loss with respect to the layer's output, the Fisher block of
+  `[weight.flatten(1) | bias]` is approximated by `A (x) G` with `A = mean over examples and positions of a a^T`
+  and `G = mean over examples of sum over positions of d d^T` (exact for one Linear layer and one example).
+- Every `t_cov` steps the factors are re-estimated on the step's batch by one extra forward/backward: with the
+  true Fisher the labels are sampled from the model's predictive distribution (softmax; an independent
+  generator, so the global RNG is untouched), with the empirical Fisher they are the batch's own labels. The
+  factors are running averages `M <- decay M + (1 - decay) M_new`, starting at the identity.
+- Every `t_inv` steps both factors are eigendecomposed (in their dtype; eigenvalues below 1e-10 set to 0). A layer's
+  gradient `g` becomes `V = Q_G [(Q_G^T g Q_A) / (d_G d_A^T + damping)] Q_A^T`, i.e. `(A (x) G + damping I)^-1 g`.
+- KL clipping scales every preconditioned gradient by `min(1, sqrt(kl_clip / sum_layers lr^2 <V, g>))`.
+- Weight decay is the base optimizer's: it is added to the preconditioned direction (not preconditioned), from
+  the first step on (the original's special case of starting it after 20 t_cov steps is not kept).
+
+Parameters outside the supported layers (batch-norm, embeddings) keep their plain gradient.
+
+Usage around any torch.optim optimizer::
+
+    kfac = KFAC(model, optimizer)
+    loss.backward()
+    kfac.step(batch)      # factors / inverses on schedule, then .grad <- K-FAC direction
+    optimizer.step()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from optimlab.directions.base import (
+    Batch,
+    Costs,
+    Gradient,
+    Objective,
+    Schedule,
+    batch_gradient,
+    side_effect_free,
+)
+from optimlab.directions.layers import (
+    capture,
+    layer_parameters,
+    split_matrix,
+    supported_layers,
+    weight_matrix,
+)
+
+_EIGEN_FLOOR = 1e-10
+
+
+def kronecker_solve(gradient: Tensor, eigen: tuple[Tensor, Tensor, Tensor, Tensor], damping: float) -> Tensor:
+    """`(A (x) G + damping I)^-1 vec(gradient)` as a matrix, from the eigenpairs (Q_A, d_A, Q_G, d_G)."""
+    q_a, d_a, q_g, d_g = eigen
+    rotated = q_g.T @ gradient @ q_a
+    return q_g @ (rotated / (d_g[:, None] * d_a[None, :] + damping)) @ q_a.T
+
+
+def eigen_pairs(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Eigenpairs of both factors, in the factors' dtype (as kfac-pytorch's default float32 inverses)."""
+    d_a, q_a = torch.linalg.eigh(a)
+    d_g, q_g = torch.linalg.eigh(g)
+    return q_a, d_a * (d_a > _EIGEN_FLOOR), q_g, d_g * (d_g > _EIGEN_FLOOR)
+
+
+def layer_factors(a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+    """(A, G) of one batch: a (B, T, d_in), d (B, T, d_out) per-example output gradients."""
+    examples, positions = a.shape[0], a.shape[1]
+    a2, d2 = a.reshape(-1, a.shape[-1]), d.reshape(-1, d.shape[-1])
+    return a2.T @ a2 / (examples * positions), d2.T @ d2 / examples
+
+
+def sample_labels(outputs: Tensor, generator: torch.Generator) -> Tensor:
+    """Labels drawn from softmax(outputs) over the last dimension, with `generator` (on the CPU)."""
+    probs = torch.softmax(outputs.detach().double(), dim=-1).cpu()
+    flat = probs.reshape(-1, probs.shape[-1])
+    labels = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    return labels.to(outputs.device)
+
+
+class KFAC:
+    """K-FAC preconditioner for a model's Linear/Conv1d/Conv2d layers (see the module docstring)."""
+
+    measure_grad_evals = 1.0  # mini-batch gradients one `direction()` call costs
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        objective: Objective | None = None,
+        t_cov: int = 10,
+        t_inv: int = 100,
+        damping: float = 1e-3,
+        decay: float = 0.95,
+        kl_clip: float | None = 1e-3,
+        fisher: str = "true",
+        lr: float | None = None,
+        seed: int = 0,
+    ):
+        if fisher not in ("true", "empirical"):
+            raise ValueError(f"fisher must be 'true' or 'empirical', got {fisher!r}")
+        if kl_clip is not None and optimizer is None and lr is None:
+            raise ValueError("KL clipping needs the learning rate: pass the optimizer or lr")
+        self.model, self.optimizer, self.lr = model, optimizer, lr
+        self.objective = objective or Objective()
+        self.cov_schedule, self.inv_schedule = Schedule(t_cov), Schedule(t_inv)
+        self.damping, self.decay, self.kl_clip, self.fisher = damping, decay, kl_clip, fisher
+        self.layers = supported_layers(model)
+        self.factors: dict[str, list[Tensor]] = {}
+        for name, module in self.layers.items():
+            d_in = module.weight[0].numel() + (module.bias is not None)
+            d_out = module.weight.shape[0]
+            like = module.weight
+            self.factors[name] = [torch.eye(d_in, dtype=like.dtype, device=like.device),
+                                  torch.eye(d_out, dtype=like.dtype, device=like.device)]  # fmt: skip
+        self.eigen: dict[str, tuple[Tensor, ...]] = {}
+        self.steps = 0
+        self.generator = torch.Generator().manual_seed(seed)
+        self.costs = Costs()
+        self.inversions = 0
+        self.last_scale = 1.0
+
+    # -- statistics -----------------------------------------------------------------------------------
+    def update_factors(self, batch: Batch) -> None:
+        """One forward/backward on `batch` (labels sampled for the true Fisher); side-effect free."""
+        with side_effect_free(self.model), capture(self.model, self.layers) as recorder:
+            outputs = self.objective.forward(self.model, batch)
+            targets = batch[-1]
+            if self.fisher == "true":
+                if targets.is_floating_point():
+                    raise ValueError("the true Fisher samples class labels: use fisher='empirical' for this loss")
+                targets = sample_labels(outputs, self.generator)
+            loss_sum, _ = self.objective.loss(outputs, (*batch[:-1], targets))
+            recorder.backward(loss_sum)
+        for name, a, d in recorder.pairs():
+            new_a, new_g = layer_factors(a, d)
+            a_old, g_old = self.factors[name]
+            self.factors[name] = [self.decay * a_old + (1 - self.decay) * new_a,
+                                  self.decay * g_old + (1 - self.decay) * new_g]  # fmt: skip
+        self.costs.add(grad_evals=1.0, examples=len(batch[0]))
+
+    def update_inverse(self) -> None:
+        self.eigen = {name: eigen_pairs(a, g) for name, (a, g) in self.factors.items()}
+        self.inversions += 1
+
+    # -- the preconditioned direction (pure) ------------------------------------------------------------
+    def precondition(self, gradient: Gradient) -> Gradient:
+        """The K-FAC direction of a gradient {parameter name: tensor}, without KL clipping; pure."""
+        eigen = self.eigen or {name: eigen_pairs(a, g) for name, (a, g) in self.factors.items()}
+        names = {p: name for name, p in self.model.named_parameters()}
+        out = dict(gradient)
+        for layer, module in self.layers.items():
+            keys = {"weight": names[module.weight]}
+            if module.bias is not None:
+                keys["bias"] = names[module.bias]
+            matrix = weight_matrix(module, {k: gradient[v] for k, v in keys.items()})
+            solved = split_matrix(module, kronecker_solve(matrix, eigen[layer], self.damping))
+            out.update({keys[k]: v for k, v in solved.items()})
+        return out
+
+    def direction(self, model: nn.Module, objective: Objective, batch: Batch, indices: Tensor | None = None) -> Gradient:
+        """The K-FAC direction on `batch` at the current parameters (no clipping); mutates nothing."""
+        del indices
+        with side_effect_free(model):
+            gradient = batch_gradient(model, objective, batch)
+        return self.precondition(gradient)
+
+    # -- training -----------------------------------------------------------------------------------------
+    def update(self, batch: Batch | None = None) -> None:
+        """The scheduled statistics of this step (factors every t_cov, inverses every t_inv), no gradient
+        change; advances the step counter."""
+        self._scheduled(batch)
+        self.steps += 1
+
+    def _scheduled(self, batch: Batch | None) -> None:
+        if self.cov_schedule.due(self.steps):
+            if batch is None:
+                raise ValueError(f"K-FAC step {self.steps} updates the factors and needs the batch")
+            self.update_factors(batch)
+        if self.inv_schedule.due(self.steps) or not self.eigen:
+            self.update_inverse()
+
+    def step(self, batch: Batch | None = None) -> None:
+        """Factors and inverses when due, then `.grad` <- the clipped K-FAC direction. Call after backward."""
+        self._scheduled(batch)
+        layer_params = {p for module in self.layers.values() for p in layer_parameters(module)}
+        named = {name: p for name, p in self.model.named_parameters() if p.grad is not None and p in layer_params}
+        gradient = {name: p.grad for name, p in self.model.named_parameters() if p.grad is not None}
+        direction = self.precondition_present(gradient)
+        scale = self._kl_scale(direction, gradient, named)
+        with torch.no_grad():
+            for name, p in named.items():
+                p.grad.copy_(direction[name] * scale)
+        self.last_scale = scale
+        self.steps += 1
+
+    def precondition_present(self, gradient: Gradient) -> Gradient:
+        """`precondition` for a gradient that may lack some parameters (no `.grad`): those count as zero."""
+        full = {name: gradient.get(name, torch.zeros_like(p)) for name, p in self.model.named_parameters()}
+        return self.precondition(full)
+
+    def _kl_scale(self, direction: Gradient, gradient: Gradient, named: dict[str, Tensor]) -> float:
+        if self.kl_clip is None:
+            return 1.0
+        lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else self.lr
+        vg = sum(float((direction[name] * gradient[name]).sum()) for name in named) * lr**2
+        return min(1.0, (self.kl_clip / vg) ** 0.5) if vg > 0 else 1.0
+
+    # -- reporting and state ----------------------------------------------------------------------------
+    def stats(self) -> dict[str, float]:
+        return {
+            "extra_grad_evals": self.costs.grad_evals,
+            "inversions": float(self.inversions),
+            "kl_scale": self.last_scale,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "factors": {name: list(f) for name, f in self.factors.items()},
+            "eigen": {name: list(e) for name, e in self.eigen.items()},
+            "steps": self.steps,
+            "generator": self.generator.get_state(),
+            "costs": self.costs.state_dict(),
+            "inversions": self.inversions,
+            "last_scale": self.last_scale,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = next(iter(self.layers.values())).weight.device if self.layers else torch.device("cpu")
+        self.factors = {name: [t.to(device) for t in f] for name, f in state["factors"].items()}
+        self.eigen = {name: tuple(t.to(device) for t in e) for name, e in state["eigen"].items()}
+        self.steps = int(state["steps"])
+        self.generator.set_state(state["generator"])
+        self.costs.load_state_dict(state["costs"])
+        self.inversions = int(state["inversions"])
+        self.last_scale = float(state["last_scale"])

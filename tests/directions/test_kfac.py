@@ -1,0 +1,171 @@
+"""K-FAC against dense references in float64: the Kronecker-factored solve from brute-force per-layer factors
+on tiny Linear/Conv1d/Conv2d nets, the dense Fisher block where K-FAC is exact, label sampling, clipping,
+training and resume."""
+
+import pytest
+import torch
+from resume_helpers import logged, stop_resume_matches
+from torch import nn
+from torch.nn import functional as F
+
+from optimlab.config import load_config
+from optimlab.directions import Objective
+from optimlab.precond import KFAC
+from optimlab.train import train
+
+
+def conv_net_2d():
+    return nn.Sequential(
+        nn.Conv2d(2, 3, (2, 3), stride=(1, 2), padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 5 * 3, 4)
+    ).double()
+
+
+def conv_net_1d():
+    return nn.Sequential(
+        nn.Conv1d(2, 3, 3, stride=2, padding=1, dilation=2), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4, 4, bias=False)
+    ).double()
+
+
+def brute_patches(module, x):
+    """Receptive fields by explicit slicing, position by position (row-major), a 1 appended for the bias."""
+    if isinstance(module, nn.Linear):
+        a = x.unsqueeze(1)
+    else:
+        two_d = isinstance(module, nn.Conv2d)
+        x = x if two_d else x.unsqueeze(2)
+        k = module.kernel_size if two_d else (1, module.kernel_size[0])
+        s = module.stride if two_d else (1, module.stride[0])
+        d = module.dilation if two_d else (1, module.dilation[0])
+        p = module.padding if two_d else (0, module.padding[0])
+        xp = F.pad(x, (p[1], p[1], p[0], p[0]))
+        rows = (xp.shape[2] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+        cols = (xp.shape[3] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+        patches = []
+        for i in range(rows):
+            for j in range(cols):
+                window = xp[:, :, i * s[0] : i * s[0] + d[0] * (k[0] - 1) + 1 : d[0],
+                            j * s[1] : j * s[1] + d[1] * (k[1] - 1) + 1 : d[1]]  # fmt: skip
+                patches.append(window.reshape(x.shape[0], -1))
+        a = torch.stack(patches, dim=1)
+    if module.bias is not None:
+        a = torch.cat([a, torch.ones(a.shape[:2] + (1,), dtype=a.dtype)], dim=-1)
+    return a
+
+
+def dense_reference(model, batch, damping):
+    """Per layer: brute-force factors A, G and the dense solve (A (x) G + damping I)^-1 vec(mean gradient)."""
+    x, y = batch
+    inputs, outputs, layers = {}, {}, [m for m in model if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+
+    def record(module, args, output):
+        inputs[module], outputs[module] = args[0], output
+
+    handles = [m.register_forward_hook(record) for m in layers]
+    loss_sum = F.cross_entropy(model(x), y, reduction="sum")
+    for h in handles:
+        h.remove()
+    out_grads = torch.autograd.grad(loss_sum, [outputs[m] for m in layers], retain_graph=True)
+    mean_grads = torch.autograd.grad(loss_sum / len(y), [p for m in layers for p in (m.weight, m.bias) if p is not None])
+    expected, k = {}, 0
+    for m, g_out in zip(layers, out_grads):
+        a = brute_patches(m, inputs[m].detach())
+        d = g_out.reshape(len(y), -1, g_out.shape[-1]) if isinstance(m, nn.Linear) else g_out.flatten(2).transpose(1, 2)
+        a_ref = torch.einsum("bti,btj->ij", a, a) / (a.shape[0] * a.shape[1])
+        g_ref = torch.einsum("bto,btp->op", d, d) / a.shape[0]
+        grad = [mean_grads[k].flatten(1)]
+        k += 1
+        if m.bias is not None:
+            grad.append(mean_grads[k].unsqueeze(1))
+            k += 1
+        matrix = torch.cat(grad, dim=1)
+        fisher = torch.kron(a_ref, g_ref) + damping * torch.eye(a_ref.shape[0] * g_ref.shape[0], dtype=a.dtype)
+        solved = torch.linalg.solve(fisher, matrix.T.reshape(-1)).reshape(matrix.shape[1], matrix.shape[0]).T
+        expected[m] = solved
+    return expected
+
+
+@pytest.mark.parametrize("make, shape", [(conv_net_2d, (5, 2, 4, 6)), (conv_net_1d, (5, 2, 9))])
+def test_kfac_matches_the_dense_kronecker_solve_from_brute_force_factors(make, shape):
+    torch.manual_seed(0)
+    model = make()
+    batch = (torch.randn(shape, dtype=torch.float64), torch.randint(0, 4, (shape[0],)))
+    kfac = KFAC(model, decay=0.0, damping=0.1, fisher="empirical", kl_clip=None)
+    kfac.update_factors(batch)
+    direction = kfac.direction(model, Objective(), batch)
+    expected = dense_reference(model, batch, 0.1)
+    for name, module in model.named_children():
+        if module in expected:
+            got = [direction[f"{name}.weight"].flatten(1)]
+            if module.bias is not None:
+                got.append(direction[f"{name}.bias"].unsqueeze(1))
+            torch.testing.assert_close(torch.cat(got, dim=1), expected[module], rtol=1e-9, atol=1e-11)
+
+
+def test_kfac_is_the_dense_fisher_solve_for_one_linear_layer_and_one_example():
+    torch.manual_seed(1)
+    model = nn.Linear(4, 3).double()
+    x, y = torch.randn(1, 4, dtype=torch.float64), torch.tensor([2])
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), [model.weight, model.bias])
+    matrix = torch.cat([grads[0], grads[1].unsqueeze(1)], dim=1)
+    g = matrix.T.reshape(-1)  # vec, column-major
+    kfac = KFAC(model, decay=0.0, damping=1e-2, fisher="empirical", kl_clip=None)
+    kfac.update_factors((x, y))
+    a, gg = kfac.factors[""]
+    torch.testing.assert_close(torch.kron(a, gg), torch.outer(g, g), rtol=1e-12, atol=1e-14)
+    expected = torch.linalg.solve(torch.outer(g, g) + 1e-2 * torch.eye(len(g), dtype=g.dtype), g)
+    direction = kfac.direction(model, Objective(), (x, y))
+    got = torch.cat([direction["weight"], direction["bias"].unsqueeze(1)], dim=1).T.reshape(-1)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_true_fisher_samples_labels_from_the_model_with_its_own_generator():
+    # For one Linear layer and softmax cross-entropy, E_y[d d^T] = diag(p) - p p^T with y ~ softmax.
+    torch.manual_seed(2)
+    model = nn.Linear(3, 4).double()
+    x = torch.randn(1, 3, dtype=torch.float64).expand(20000, 3)
+    batch = (x, torch.zeros(20000, dtype=torch.long))
+    kfac = KFAC(model, decay=0.0, fisher="true", kl_clip=None, seed=5)
+    rng = torch.get_rng_state()
+    kfac.update_factors(batch)
+    assert torch.equal(torch.get_rng_state(), rng)
+    p = torch.softmax(model(x[:1]), dim=-1).detach().squeeze(0)
+    torch.testing.assert_close(kfac.factors[""][1], torch.diag(p) - torch.outer(p, p), rtol=0, atol=0.01)
+
+
+def test_kfac_step_preconditions_grad_on_schedule_with_kl_clipping():
+    torch.manual_seed(3)
+    model = conv_net_2d()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    kfac = KFAC(model, optimizer, t_cov=2, t_inv=3, kl_clip=1e-6, damping=0.1)
+    batch = (torch.randn(5, 2, 4, 6, dtype=torch.float64), torch.randint(0, 4, (5,)))
+    for step in range(4):
+        optimizer.zero_grad()
+        F.cross_entropy(model(batch[0]), batch[1]).backward()
+        gradient = {n: p.grad.clone() for n, p in model.named_parameters()}
+        expected = kfac.precondition(gradient) if step % 2 and step % 3 else None
+        kfac.step(batch)
+        vg = sum(float((kfac.precondition(gradient)[n] * gradient[n]).sum()) for n in gradient) * 0.25
+        assert kfac.last_scale == pytest.approx(min(1.0, (1e-6 / vg) ** 0.5), rel=1e-12)
+        if expected is not None:  # no factor or inverse update at this step: same factors as before
+            for n, p in model.named_parameters():
+                torch.testing.assert_close(p.grad, expected[n] * kfac.last_scale)
+        optimizer.step()
+    assert kfac.costs.grad_evals == 2 and kfac.inversions == 2  # factors at 0, 2; inverses at 0, 3
+
+
+def test_kfac_trains_from_the_config_with_any_base_optimizer(tmp_path, toy_overrides):
+    for optim in (["optim=sgd", "optim.lr=0.05"], ["optim=adam", "optim.lr=1e-3"]):
+        overrides = [o for o in toy_overrides if not o.startswith(("optim", "run_dir"))]
+        run_dir = tmp_path / optim[0]
+        summary = train(load_config([*overrides, *optim, "precond=kfac", "precond.t_cov=2", "precond.t_inv=5",
+                                     "train.steps=20", f"run_dir={run_dir}"]))  # fmt: skip
+        assert summary["status"] == "completed"
+        assert logged(run_dir, "precond/inversions")[-1] == 4.0
+        assert logged(run_dir, "precond/extra_grad_evals")[-1] == 10.0
+
+
+def test_kfac_and_svrg_resume_bit_exactly(monkeypatch, tmp_path, toy_overrides):
+    overrides = [o for o in toy_overrides if not o.startswith("run_dir")]
+    extra = ["precond=kfac", "precond.t_cov=3", "precond.t_inv=4", "direction=svrg", "direction.snapshot_every=9"]
+    reference, resumed = stop_resume_matches(monkeypatch, tmp_path, [*overrides, *extra])
+    assert resumed["params_sha256"] == reference["params_sha256"]
