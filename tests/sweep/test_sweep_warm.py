@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-import warm_plugins  # noqa: F401  (registers toy, leaky and crashy here too: the sweep validates its runs)
 from sweep_helpers import pids_holding, wait_for
 
 from optimlab.rundir import read_summary
@@ -23,6 +22,20 @@ from optimlab.sweep.warm import is_train_command
 PLUGINS = str(Path(__file__).with_name("warm_plugins.py"))
 TOY = {"task.batch_size": 16, "optim.lr": 0.05, "train.log_every": 5, "train.eval_every": 10,
        "train.checkpoint_every": 10}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def warm_tasks():
+    """toy, leaky and crashy registered here too (the sweep validates its runs), only while these tests run:
+    tests elsewhere parametrize over every registered task."""
+    from optimlab.tasks.registry import _TASKS
+
+    import warm_plugins  # noqa: F401
+
+    yield
+    for name in ("leaky", "crashy"):  # the registry has no removal: its tables, directly
+        _TASKS._objects.pop(name, None)
+        _TASKS._descriptions.pop(name, None)
 
 
 @pytest.fixture(autouse=True)

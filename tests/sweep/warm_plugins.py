@@ -37,6 +37,6 @@ def build_crashy(options: ToyOptions, data_dir):
     return task
 
 
-if "leaky" not in _TASKS:
+if "leaky" not in _TASKS:  # registered at import; tests/sweep/test_sweep_warm.py removes them afterwards
     register_task("leaky", options=ToyOptions, description="toy, changing process-wide settings")(build_leaky)
     register_task("crashy", options=ToyOptions, description="toy, raising in forward")(build_crashy)
