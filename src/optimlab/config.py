@@ -179,6 +179,8 @@ class TrainConfig:
     sampler_floor: float = bounded(0.1, low=0.0, low_inclusive=False, high=1.0)  # loss/gradnorm: share of the uniform distribution mixed in, in (0, 1]
     init_from: Optional[str] = None  # model weights only, from an optimlab checkpoint or a state_dict file
     deterministic: bool = False  # deterministic algorithms only (torch.use_deterministic_algorithms, cuDNN); slower on GPU
+    # The thread count changes float results (reduction order), so config.yaml records the count the run used.
+    threads: Optional[int] = bounded(None, low=1)  # intra-op CPU threads (torch.set_num_threads); null: the process's own (OMP_NUM_THREADS)
 
 
 @dataclass

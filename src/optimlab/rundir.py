@@ -55,7 +55,11 @@ EXIT_CTRL_C = 130  # 128 + SIGINT: Ctrl-C stopped the command where it could not
 
 # Config keys that do not change what a run computes: left out of its identity.
 # Instruments only observe (a run with them ends bit-identical to one without), so they are not identity.
-NOT_IDENTITY = ("run_dir", "log", "instruments", "train.resume", "train.device", "train.log_every", "task.data_dir")
+# train.threads is recorded so that a run can be reproduced, but it is where the run ran, not what it computes.
+NOT_IDENTITY = (
+    "run_dir", "log", "instruments", "train.resume", "train.device", "train.log_every", "task.data_dir",
+    "train.threads",
+)
 # Config keys a resumed run may change (to extend it, or to checkpoint differently).
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints")
 

@@ -55,3 +55,19 @@ def pids_with_arg(text: str, cwd: Path | None = None) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def pids_holding(path: Path, exclude: tuple[int, ...] = ()) -> list[int]:
+    """Processes with `path` open (Linux /proc): the trainer of a run holds `<run_dir>/.lock`, whether it is a
+    fresh subprocess or a run forked by a warm worker (whose command line is the fork server's)."""
+    target = str(Path(path).resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), *exclude):
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (entry / "fd").iterdir()):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 import yaml
-from sweep_helpers import describe_dir, pids_with_arg, wait_for
+from sweep_helpers import describe_dir, pids_holding, pids_with_arg, wait_for
 
 from optimlab.sweep import expand, load_spec, run_sweep
 from optimlab.rundir import read_summary
@@ -38,7 +38,7 @@ def test_kill_9_a_run_mid_sweep_then_rerun_skips_completed_and_resumes_it(tmp_pa
     log = tmp_path / "runs" / "kr" / "logs" / f"{victim.key}.log"
     # Kill the victim while it runs and has a checkpoint to resume from (it keeps only its last two).
     (pid,) = wait_for(lambda: list((victim.run_dir / "checkpoints").glob("step-*.pt"))
-                      and pids_with_arg(f"run_dir={victim.run_dir.relative_to(tmp_path)}", cwd=tmp_path),
+                      and pids_holding(victim.run_dir / ".lock", exclude=(sweep.pid,)),
                       timeout=300, interval=0.02, describe=lambda: describe_dir(victim.run_dir, log))
     os.kill(pid, signal.SIGKILL)
     _, err = sweep.communicate(timeout=180)

@@ -17,11 +17,18 @@ from optimlab.registry import Registry
 SWEEP_BACKENDS: Registry[Callable[[int, int, Path, dict], Any]] = Registry("backend")
 
 
-@SWEEP_BACKENDS.register("local", description="a process pool on this machine")
+@SWEEP_BACKENDS.register("local", description="a pool of warm workers on this machine (runs forked after one import)")
 def _local(workers: int, cpus_per_run: int, folder: Path, options: dict) -> Any:
     from optimlab.sweep.local import LocalBackend
 
     return LocalBackend(workers, **options)
+
+
+@SWEEP_BACKENDS.register("fresh", description="a process pool on this machine, a fresh python process per run")
+def _fresh(workers: int, cpus_per_run: int, folder: Path, options: dict) -> Any:
+    from optimlab.sweep.local import LocalBackend
+
+    return LocalBackend(workers, warm=False, **options)
 
 
 @SWEEP_BACKENDS.register("ray", description="Ray tasks, on a local instance or an existing cluster")

@@ -28,6 +28,24 @@ from optimlab.tasks.registry import register_task
 
 LENGTH, CLASSES = 40, 10
 
+# The generator's arguments: `mnist1d.data.get_dataset_args()` of mnist1d 0.0.2 (github.com/greydanus/mnist1d),
+# without its download url. Kept here so that loading cached data does not import the `mnist1d` package
+# (about 1 s); the package is imported only to generate. They are also the cache key of the generated arrays.
+GENERATOR_ARGS = {
+    "num_samples": 5000,
+    "train_split": 0.8,
+    "template_len": 12,
+    "padding": [36, 60],
+    "scale_coeff": 0.4,
+    "max_translation": 48,
+    "corr_noise_scale": 0.25,
+    "iid_noise_scale": 2e-2,
+    "shear_scale": 0.75,
+    "shuffle_seq": False,
+    "final_seq_length": 40,
+    "seed": 42,
+}
+
 
 @dataclass
 class MNIST1DOptions:
@@ -56,14 +74,13 @@ def load_mnist1d(options: MNIST1DOptions, data_dir: Path) -> dict[str, np.ndarra
     check_positive(num_samples=options.num_samples)
     if options.num_samples < 5 * CLASSES:
         raise ConfigError(f"task option 'num_samples' must be at least {5 * CLASSES}, got {options.num_samples}")
-    from mnist1d.data import get_dataset_args, make_dataset
-    from mnist1d.utils import ObjectView
-
-    args = get_dataset_args(as_dict=True)
-    args.pop("url", None)
+    args = {**GENERATOR_ARGS, "padding": list(GENERATOR_ARGS["padding"])}
     args.update(num_samples=options.num_samples, seed=options.data_seed, shuffle_seq=options.shuffle_seq)
 
     def make() -> dict[str, np.ndarray]:
+        from mnist1d.data import make_dataset
+        from mnist1d.utils import ObjectView
+
         with preserved_global_rng():  # make_dataset seeds numpy's and Python's global generators
             data = make_dataset(ObjectView(dict(args)))
         return {

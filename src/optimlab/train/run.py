@@ -35,6 +35,7 @@ from optimlab.train.sampler import BatchSampler, rank_slice
 from optimlab.train.sampler_choice import build_sampler
 from optimlab.train.schedules import build_scheduler
 from optimlab.train.state import Progress, RunState, rng_state, set_rng_state
+from optimlab.train.threads import apply_threads
 
 # Every kind of step hook enters the loop here: a builder (cfg, ctx) -> hooks, in the order they are called.
 # Instruments come first: their after_backward reads the training backward before other hooks differentiate
@@ -163,6 +164,7 @@ class Run:
 
 
 def build_run(cfg: Config, device: torch.device, world: World) -> Run:
+    apply_threads(cfg)  # before anything computes; config.yaml records the count (RunRecord.write_config)
     if cfg.train.deterministic:
         use_deterministic_algorithms()
     task = build_task(cfg.task.name, cfg.task.options, cfg.task.data_dir)

@@ -18,6 +18,7 @@ from optimlab.errors import ConfigError, RunFailed
 from optimlab.tasks import Task
 from optimlab.train import records
 from optimlab.train.state import Progress
+from optimlab.train.threads import with_threads
 
 
 class RunRecord:
@@ -68,7 +69,8 @@ class RunRecord:
 
     def write_config(self) -> None:
         if self.writes:
-            (self.path / rundir.CONFIG).write_text(to_yaml(self.cfg))
+            # With the thread count the run computes with: re-running config.yaml reproduces it bit for bit.
+            (self.path / rundir.CONFIG).write_text(to_yaml(with_threads(self.cfg)))
 
     def elapsed(self, progress: Progress) -> float:
         return progress.time + time.perf_counter() - self.started

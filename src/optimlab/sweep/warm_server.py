@@ -1,0 +1,18 @@
+"""Imported by the warm workers' fork server only (its preload), never by the sweep's own process.
+
+The server applies the command line's OpenMP defaults (`optimlab.cli.thread_defaults`) before torch loads,
+imports everything a run needs (optimlab.sweep.warm_child) and ignores SIGTERM: a SIGTERM sent to
+the sweep's whole process group must reach the runs (which checkpoint and exit 75) without killing the
+server, which would lose their exit codes. The server still exits when the sweep process does
+(multiprocessing closes its "alive" pipe); each forked run restores SIGTERM's default first thing.
+"""
+
+import signal
+
+from optimlab.cli import thread_defaults
+
+thread_defaults()  # OpenMP's wait policy, read when torch loads, as `optimlab train` sets it in a fresh process
+
+import optimlab.sweep.warm_child  # noqa: E402,F401
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
