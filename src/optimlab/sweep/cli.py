@@ -20,7 +20,8 @@ module:function. key=value overrides apply to every run (e.g. train.steps=100); 
 the line, before or after the options.
 
 options:
-  --backend local|ray|slurm    where runs execute (default local: a process pool on this machine)
+  --backend local|fresh|ray|slurm  where runs execute (default local: warm workers forked from a server that
+                               imported torch once; fresh: a new process per run)
   --workers N                  runs at once (default: the usable CPU cores); each run gets max(1, cores // N) threads
   --root DIR                   runs go to DIR/<sweep>/<task>/<optim>-<config hash> (default runs)
   --cpus-per-run N             threads (Ray: num_cpus, SLURM: cpus per task) per run
@@ -41,7 +42,7 @@ options:
 """
 
 COMPARE_USAGE = """usage: optimlab compare [task=NAME] [optims=[a,b,...]] [seeds=N] [lrs=[...]] [workers=N]
-                        [out=DIR] [root=DIR] [backend=local|ray|slurm] [name=NAME] [progress=false]
+                        [out=DIR] [root=DIR] [backend=local|fresh|ray|slurm] [name=NAME] [progress=false]
                         [dotted.config.key=value ...]
 
 Runs a small learning-rate grid for each optimizer and several seeds, then writes the comparison report
