@@ -18,7 +18,6 @@ from optimlab.tasks.base import Task
 from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import check_fraction, check_non_negative, check_positive, classification_splits, rng
 from optimlab.tasks.models import MLP, ConvNet2d, LogisticRegression
-from optimlab.tasks.registry import register_task
 
 SIZE, CLASSES = 8, 10
 
@@ -80,13 +79,11 @@ def _task(name: str, options: DigitsOptions, make) -> Task:
     return Task(name, train, val, test, factory(), info=info, model_factory=factory)
 
 
-@register_task("digits_logreg", options=DigitsOptions, description="sklearn digits (8x8), logistic regression")
 def build_logreg(options: DigitsOptions, data_dir: Path) -> Task:
     del data_dir  # bundled with scikit-learn
     return _task("digits_logreg", options, lambda: LogisticRegression(SIZE * SIZE, CLASSES))
 
 
-@register_task("digits_mlp", options=DigitsMLPOptions, description="sklearn digits (8x8), MLP (2 x 128 ReLU)")
 def build_mlp(options: DigitsMLPOptions, data_dir: Path) -> Task:
     del data_dir
     check_positive(width=options.width)
@@ -95,7 +92,6 @@ def build_mlp(options: DigitsMLPOptions, data_dir: Path) -> Task:
     return _task("digits_mlp", options, lambda: MLP(SIZE * SIZE, hidden, CLASSES, options.activation))
 
 
-@register_task("digits_cnn", options=DigitsCNNOptions, description="sklearn digits (8x8), 2-D ConvNet (16, 32)")
 def build_cnn(options: DigitsCNNOptions, data_dir: Path) -> Task:
     del data_dir
     channels = list(options.channels)

@@ -28,7 +28,6 @@ from optimlab.tasks.base import Batch, Split, Task
 from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import cached_arrays, check_positive, rng
 from optimlab.tasks.models import GRURepeat
-from optimlab.tasks.registry import register_task
 from optimlab.tasks.sequence import length_mask, token_accuracy, token_loss
 
 PAD = 0
@@ -125,7 +124,6 @@ def _metrics(outputs: Tensor, batch: Batch) -> dict[str, tuple[Tensor, Tensor]]:
     return token_accuracy(outputs, targets, length_mask(lengths, targets.shape[1], outputs.device))
 
 
-@register_task("gru_repeat", options=GRURepeatOptions, description="repeat (copy) strings with an encoder-decoder GRU")
 def build(options: GRURepeatOptions, data_dir: Path) -> Task:
     _check(options)
     args = {k: v for k, v in vars(options).items() if k not in ("state_size", "embedding_size", "no_input")}

@@ -24,7 +24,6 @@ from optimlab.tasks.data import (
     preserved_global_rng,
 )
 from optimlab.tasks.models import MLP, ConvNet1d, LogisticRegression
-from optimlab.tasks.registry import register_task
 
 LENGTH, CLASSES = 40, 10
 
@@ -104,12 +103,10 @@ def _task(name: str, options: MNIST1DOptions, data_dir: Path, make) -> Task:
     return Task(name, train, val, test, factory(), info=info, model_factory=factory)
 
 
-@register_task("mnist1d_logreg", options=MNIST1DOptions, description="MNIST-1D, logistic regression")
 def build_logreg(options: MNIST1DOptions, data_dir: Path) -> Task:
     return _task("mnist1d_logreg", options, data_dir, lambda: LogisticRegression(LENGTH, CLASSES))
 
 
-@register_task("mnist1d_mlp", options=MNIST1DMLPOptions, description="MNIST-1D, MLP (2 x 100 ReLU)")
 def build_mlp(options: MNIST1DMLPOptions, data_dir: Path) -> Task:
     check_positive(width=options.width)
     check_non_negative(depth=options.depth)
@@ -117,7 +114,6 @@ def build_mlp(options: MNIST1DMLPOptions, data_dir: Path) -> Task:
     return _task("mnist1d_mlp", options, data_dir, lambda: MLP(LENGTH, hidden, CLASSES, options.activation))
 
 
-@register_task("mnist1d_cnn", options=MNIST1DCNNOptions, description="MNIST-1D, 1-D ConvNet (3 strided convs)")
 def build_cnn(options: MNIST1DCNNOptions, data_dir: Path) -> Task:
     channels = list(options.channels)
     return _task("mnist1d_cnn", options, data_dir, lambda: ConvNet1d(LENGTH, CLASSES, channels, 1, options.batch_norm))

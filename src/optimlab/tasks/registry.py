@@ -22,11 +22,6 @@ from typing import Any
 from optimlab.registry import Registry
 from optimlab.tasks.base import Task
 
-# Built-in builder modules may still decorate their builders with `register_task`; the catalogue's table is
-# what registers them, so those calls are ignored (no registration as a side effect of importing a module).
-_BUILTIN_PREFIX = "optimlab.tasks."
-
-
 @dataclass
 class NoOptions:
     """A task without options."""
@@ -56,8 +51,6 @@ def register_task(name: str, options: type = NoOptions, description: str = ""):
 
     def decorator(build: Callable[[Any, Path], Task]) -> Callable[[Any, Path], Task]:
         spec = task_spec(name, build, options, description)
-        if getattr(build, "__module__", "").startswith(_BUILTIN_PREFIX):
-            return build
         _load_builtin_tasks()
         if name in _TASKS:
             raise ValueError(f"task {name!r} is already registered")

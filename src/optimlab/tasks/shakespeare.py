@@ -25,7 +25,6 @@ from optimlab.tasks.base import Batch, Split, Task
 from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import check_non_negative, check_positive, checked_file
 from optimlab.tasks.models import LSTMLanguageModel
-from optimlab.tasks.registry import register_task
 from optimlab.tasks.sequence import token_accuracy, token_loss
 
 FILENAME = "tinyshakespeare.txt"
@@ -66,7 +65,6 @@ def _metrics(outputs: Tensor, batch: Batch) -> dict[str, tuple[Tensor, Tensor]]:
     return {"accuracy": token_accuracy(outputs, batch[-1])["accuracy"]}
 
 
-@register_task("shakespeare_lstm", options=ShakespeareOptions, description="Tiny Shakespeare characters, LSTM LM")
 def build(options: ShakespeareOptions, data_dir: Path) -> Task:
     check_positive(seq_len=options.seq_len, stride=options.stride, hidden=options.hidden, layers=options.layers)
     check_positive(embedding_size=options.embedding_size)

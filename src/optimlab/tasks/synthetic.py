@@ -22,7 +22,6 @@ from optimlab.errors import ConfigError
 from optimlab.tasks.base import Batch, Split, Task
 from optimlab.tasks.data import check_positive, rng
 from optimlab.tasks.models import LogisticRegression
-from optimlab.tasks.registry import register_task
 
 
 class Point(nn.Module):
@@ -69,7 +68,6 @@ class QuadraticOptions:
     test_samples: int = 1000
 
 
-@register_task("quadratic", options=QuadraticOptions, description="noisy quadratic, ill-conditioned (generated)")
 def build_quadratic(options: QuadraticOptions, data_dir: Path) -> Task:
     """The noisy quadratic model (Zhang et al. 2019, "Which algorithmic choices matter at which batch sizes?").
 
@@ -138,7 +136,6 @@ class RosenbrockOptions:
     test_samples: int = 1000
 
 
-@register_task("rosenbrock", options=RosenbrockOptions, description="Rosenbrock function, optionally noisy (2 params)")
 def build_rosenbrock(options: RosenbrockOptions, data_dir: Path) -> Task:
     """The Rosenbrock function of a 2-parameter model. Each sample adds a zero-mean linear term eps . theta,
     so minibatch gradients are unbiased with covariance noise^2 I / batch; with noise=0 every sample is f."""
@@ -200,7 +197,6 @@ class LogRegOptions:
     test_samples: int = 1000
 
 
-@register_task("logreg", options=LogRegOptions, description="binary logistic regression on Gaussian data (generated)")
 def build_logreg(options: LogRegOptions, data_dir: Path) -> Task:
     """Features x ~ N(0, diag(s^2)) with scales s log-spaced over `condition`, labels y ~ Bernoulli(sigmoid(
     w* . x)) for a random w* of norm `margin` (then flipped with probability `label_noise`). The model is one

@@ -39,7 +39,6 @@ from optimlab.tasks.common import INITS, model_factory
 from optimlab.tasks.data import check_non_negative, check_positive, classification_splits
 from optimlab.tasks.formats import read_cifar, read_idx, read_svhn
 from optimlab.tasks.models import MLP, VGG, ConvNet2d, DenseNetBC, LeNet5, LogisticRegression, ResNet, WideResNet
-from optimlab.tasks.registry import register_task
 
 
 @dataclass(frozen=True)
@@ -352,22 +351,3 @@ def build_image_task(name: str, dataset: ImageDataset, family: ModelFamily, opti
         augment = random_crop_flip(fill)
     info = {"input_shape": [dataset.channels, dataset.size, dataset.size], "classes": dataset.classes}
     return Task(name, train, val, test, model, augment=augment, info=info, model_factory=factory)
-
-
-def _register(dataset: ImageDataset, family: ModelFamily) -> None:
-    name = f"{dataset.name}_{family.name}"
-    data_options = AugmentedImageOptions if dataset.augment else ImageOptions
-    options = dataclasses.make_dataclass(
-        f"{''.join(p.title() for p in name.split('_'))}Options", [], bases=(family.options, data_options)
-    )
-    options.__module__ = __name__
-
-    def build(opts, data_dir: Path) -> Task:
-        return build_image_task(name, dataset, family, opts, data_dir)
-
-    register_task(name, options=options, description=f"{dataset.title}, {family.description}")(build)
-
-
-for _dataset, _families in CATALOGUE.items():
-    for _family in _families:
-        _register(DATASETS[_dataset], FAMILIES[_family])
