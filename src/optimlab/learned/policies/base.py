@@ -14,6 +14,7 @@ meta-parameters and `torch.func.functional_call` can run the policy with perturb
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 from torch import Tensor, nn
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 State = dict[str, Tensor]
 
 
-class Policy(nn.Module):
+class Policy(nn.Module, abc.ABC):
     """Base class: subclasses set `name`, store their constructor arguments in `self.hparams`."""
 
     name: str = ""
@@ -35,8 +36,9 @@ class Policy(nn.Module):
         super().__init__()
         self.hparams = hparams
 
+    @abc.abstractmethod
     def init_state(self, param: Tensor) -> State:
-        raise NotImplementedError  # pragma: no cover - every policy defines it
+        """The per-coordinate state of a new optimizee tensor (first dimension: its number of elements)."""
 
     def init_global_state(self, like: Tensor) -> State:
         return {}
@@ -45,10 +47,11 @@ class Policy(nn.Module):
         """The global state after every tensor was updated (hierarchical policies only)."""
         return global_state
 
+    @abc.abstractmethod
     def forward(
         self, param: Tensor, grad: Tensor, state: State, step: Tensor, global_state: State
     ) -> tuple[Tensor, State]:
-        raise NotImplementedError  # pragma: no cover
+        """The step `delta` for one flattened tensor (`param <- param - delta`) and its new state."""
 
     def matmul_flops_per_coordinate(self) -> int:
         """Multiply-add FLOPs of the dense layers per coordinate and step (for the benchmark)."""
