@@ -6,6 +6,8 @@ import pytest
 
 from optimlab import rundir
 from optimlab.errors import ConfigError
+from optimlab.report.load import load_runs
+from optimlab.report.tables import has_stopped, tuning_budget
 from optimlab.rundir import read_summary
 from optimlab.sweep import run_sweep
 from optimlab.sweep.halving import choose, parse_early_stopping, promoted_count
@@ -75,6 +77,8 @@ def test_six_trials_two_rungs_promote_two_and_stop_four_and_rerun_changes_nothin
     assert launched == {k: 2 if k in done else 1 for k in summaries}
     rerun = {r["dir"]: r["attempts"] for r in json.loads((result.folder / "sweep.json").read_text())["runs"]}
     assert rerun == launched  # nothing launched again
+    runs = load_runs([result.folder])
+    assert has_stopped(runs) and tuning_budget(runs) == "sgd: 6 runs, 50 steps"  # 4 x 5 + 2 x 15
 
 
 def test_trials_are_compared_within_each_grid_point(tmp_path, monkeypatch):
