@@ -46,6 +46,11 @@ def test_bad_early_stopping_names_the_key(block, message):
     assert parse_early_stopping({"rungs": [1, 3], "eta": 3}, "s").keep == pytest.approx(1 / 3)
 
 
+def test_train_steps_comes_from_the_rungs(tmp_path):
+    with pytest.raises(ConfigError, match="train.steps is set by search early_stopping 'rungs'"):
+        run_sweep(halving_spec(), root=tmp_path, extra=["train.steps=100"], backend="fresh", progress=False)
+
+
 def test_six_trials_two_rungs_promote_two_and_stop_four_and_rerun_changes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run_sweep(halving_spec(), root=tmp_path / "runs", backend="local", workers=2, progress=False)

@@ -120,6 +120,10 @@ def choose(values: dict[str, float | None], keep: float, maximize: bool) -> list
 
 def halving_runs(spec, es: EarlyStopping, root, extra) -> list[Run]:
     """The trials, each named by its config at the last rung (so all its rungs share one directory)."""
+    given = [item for item in extra if item.partition("=")[0] == "train.steps"]
+    if given or any("train.steps" in point for point in spec.points):
+        raise ConfigError(f"sweep {spec.name!r}: train.steps is set by search early_stopping 'rungs' "
+                          f"(the last rung is the full budget); remove it{' (' + given[0] + ')' if given else ''}")
     return expand(spec, root, (*extra, f"train.steps={es.rungs[-1]}"))
 
 
