@@ -45,9 +45,11 @@ def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | N
         "<h1>optimlab report</h1>",
         f'<p class="lead">{len(analysis.runs)} runs ({escape(tables.run_count(analysis.runs))}) on '
         f"{len(analysis.tasks)} task(s), {len(analysis.labels)} optimizer(s). Baseline: {ref}.</p>",
-        "<h2>Runs</h2>",
-        table(tables.overview(analysis), text_columns=2),
     ]
+    if tables.has_stopped(analysis.runs):  # a search stopped trials early: say what each optimizer was given
+        body.append(f"<p>Tuning budget (runs and training steps, early-stopped runs included): "
+                    f"{escape(tables.tuning_budget(analysis.runs))}.</p>")
+    body += ["<h2>Runs</h2>", table(tables.overview(analysis), text_columns=2)]
     header, rows = tables.problem_runs(analysis)
     body.append("<h3>Runs that did not complete</h3>")
     body.append(table((header, rows), text_columns=7, bad_column=4) if rows else "<p>None: every run completed.</p>")

@@ -11,6 +11,9 @@ from optimlab.report.analysis import Analysis
 def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | None) -> str:
     out = ["# optimlab report", ""]
     out += [_intro(analysis, baseline), ""]
+    if tables.has_stopped(analysis.runs):  # a search stopped trials early: say what each optimizer was given
+        out += [f"Tuning budget (runs and training steps, early-stopped runs included): "
+                f"{tables.tuning_budget(analysis.runs)}.", ""]
     out += ["## Runs", "", *table(tables.overview(analysis)), ""]
     header, rows = tables.problem_runs(analysis)
     out += ["### Runs that did not complete", ""]

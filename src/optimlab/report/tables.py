@@ -293,6 +293,22 @@ def run_count(runs: list[Run]) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts.get(s))
 
 
+def tuning_budget(runs: list[Run]) -> str:
+    """Per optimizer, the runs it was given and the training steps they took (an early-stopped run counts the
+    steps it ran): a search with early stopping spends less than trials x steps, and comparisons of tuned
+    optimizers should state what each was given."""
+    count: Counter = Counter()
+    steps: Counter = Counter()
+    for run in runs:
+        count[run.label] += 1
+        steps[run.label] += int(run.summary.get("step") or 0)
+    return "; ".join(f"{label}: {count[label]} runs, {steps[label]} steps" for label in sorted(count))
+
+
+def has_stopped(runs: list[Run]) -> bool:
+    return any(run.status == rundir.STOPPED for run in runs)
+
+
 def methods(analysis: Analysis) -> list[str]:
     """The statistical rules this report applied, one sentence each (docs/reports.md has the full text)."""
     select = "final validation value" if analysis.select == "final" else "best validation evaluation"

@@ -23,6 +23,7 @@ from optimlab.errors import ConfigError
 from optimlab.sweep.backends import SWEEP_BACKENDS
 from optimlab.sweep.execute import Launch, make_launch, thread_env, threads_per_run, train_command
 from optimlab.sweep.expand import Run, expand, sweep_dir
+from optimlab.sweep.halving import early_stopping_of, halving_runs, run_halving
 from optimlab.sweep.spec import SweepSpec
 from optimlab import rundir
 from optimlab.rundir import DONE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, read_summary, write_json
@@ -115,7 +116,8 @@ def run_sweep(
     """
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
-    runs = expand(spec, root, extra)
+    early_stopping = early_stopping_of(spec.data)
+    runs = halving_runs(spec, early_stopping, root, extra) if early_stopping else expand(spec, root, extra)
     threads = cpus_per_run or threads_per_run(workers)
     folder = sweep_dir(root, spec.name)
     if isinstance(backend, str):
@@ -124,6 +126,9 @@ def run_sweep(
     if not lock.acquire():
         raise ConfigError(f"sweep folder {folder} is in use by another sweep process (see {lock.path})")
     try:
+        if early_stopping:  # successive halving: the trials run rung by rung (optimlab.sweep.halving)
+            return run_halving(spec, early_stopping, runs, folder, backend, threads, tuple(extra), command,
+                               _sigterm_as_interrupt)
         return _run(spec, runs, folder, backend, workers, threads, tuple(extra), command, progress)
     finally:
         lock.release()
@@ -240,5 +245,7 @@ def _sigterm_as_interrupt():
 
 def dry_run(spec: SweepSpec, *, root: str | Path = "runs", extra: Sequence[str] = ()) -> list[tuple[Run, str]]:
     """Validate and list the runs of `spec` with their current status, starting nothing."""
-    return [(run, scan_status(run.run_dir)) for run in expand(spec, root, extra)]
+    early_stopping = early_stopping_of(spec.data)
+    runs = halving_runs(spec, early_stopping, root, extra) if early_stopping else expand(spec, root, extra)
+    return [(run, scan_status(run.run_dir)) for run in runs]
 

@@ -11,6 +11,7 @@ A spec's `search` block, beside or instead of its `grid`:
         optim.momentum: {linear: [0.0, 0.99]}
         task.width: {int: [32, 256]}
         optim.nesterov: [true, false]      # a list: one of these values
+      early_stopping: {rungs: [100, 300, 1000], keep: 0.33}   # optional: successive halving (optimlab.sweep.halving)
 
 Quasi-random (low-discrepancy) search covers a box more evenly than random search for the same budget;
 Bergstra & Bengio (JMLR 2012) for random search, and the AlgoPerf benchmark's external tuning ruleset
@@ -31,7 +32,7 @@ import numpy as np
 from optimlab.errors import ConfigError, suggest
 
 METHODS = ("random", "sobol", "halton")
-SEARCH_KEYS = ("trials", "method", "seed", "space")
+SEARCH_KEYS = ("trials", "method", "seed", "space", "early_stopping")
 RANGES = ("log", "linear", "int")
 
 
@@ -83,6 +84,10 @@ def search_points(search: Any, where: str) -> list[dict[str, Any]]:
         raise ConfigError(f"{where}: search 'space' must map config keys to ranges, e.g. optim.lr: {{log: [1e-4, 1e-1]}}")
     for key, spec in space.items():
         _check_range(f"{where}: search space {key!r}", spec)
+    if "early_stopping" in search:  # successive halving over the trials (optimlab.sweep.halving)
+        from optimlab.sweep.halving import parse_early_stopping
+
+        parse_early_stopping(search["early_stopping"], where)
     keys = list(space)
     samples = unit_samples(method, trials, len(keys), seed)
     return [{key: scale(float(u), space[key]) for key, u in zip(keys, row)} for row in samples]
