@@ -62,6 +62,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
     run = build_run(cfg, device, world)
     model, optimizer, task = run.model, run.optimizer, run.task
     run.optimizer.zero_grad(set_to_none=True)  # torch imports its compiler stack here (seconds): before the clock
+    record.start_clock()
     progress, window = Progress(), []  # window: (loss sum, count) of each step since the last log, on the device
     metrics = MetricsFile(record.path / rundir.METRICS)
     state = run.state(progress, window, metrics, lambda: record.elapsed(progress))

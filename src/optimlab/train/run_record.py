@@ -72,6 +72,10 @@ class RunRecord:
             # With the thread count the run computes with: re-running config.yaml reproduces it bit for bit.
             (self.path / rundir.CONFIG).write_text(to_yaml(with_threads(self.cfg)))
 
+    def start_clock(self) -> None:
+        """Training time counts from here (set-up, data generation and imports are not training)."""
+        self.started = time.perf_counter()
+
     def elapsed(self, progress: Progress) -> float:
         return progress.time + time.perf_counter() - self.started
 
