@@ -14,14 +14,14 @@ costs are counted in `costs` and logged by `stats()`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from optimlab.isolation import isolated
 from optimlab.tasks.base import Batch, Split, Task, classification_loss, default_forward
 
 Gradient = dict[str, Tensor]  # parameter name -> tensor of the parameter's shape
@@ -208,22 +208,11 @@ def weighted_gradient(model: nn.Module, objective: Objective, batch: Batch, weig
     return {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(params.items(), grads)}
 
 
-@contextlib.contextmanager
-def side_effect_free(model: nn.Module) -> Iterator[None]:
+def side_effect_free(model: nn.Module):
     """Forward/backward passes inside leave no trace: buffers (batch-norm running statistics), the
-    module's train/eval mode and the global RNG (dropout, CPU and CUDA) are restored on exit."""
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    modes = [(m, m.training) for m in model.modules()]
-    devices = [b.device for b, _ in buffers if b.device.type == "cuda"] or None
-    with torch.random.fork_rng(devices=devices or [], enabled=True):
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for buffer, saved in buffers:
-                    buffer.copy_(saved)
-            for module, training in modes:
-                module.training = training
+    module's train/eval mode and the global RNG (dropout, CPU and CUDA) are restored on exit; `.grad` is
+    left to the caller (a direction writes it on purpose)."""
+    return isolated(model, restore_grads=False)
 
 
 def read_grads(model: nn.Module) -> Gradient:

@@ -7,7 +7,7 @@ Usable alone from plain PyTorch (`per_example_moments`, `record_moments`, `top_e
 
 from optimlab.instruments.direction import peek_direction
 from optimlab.instruments.hessian import hessian_vector_product, top_eigenvalue
-from optimlab.instruments.isolation import isolated
+from optimlab.isolation import isolated
 from optimlab.instruments.per_example import (
     Moments,
     per_example_moments,

@@ -26,7 +26,7 @@ from optimlab.directions.base import Objective
 from optimlab.directions.hook import observed_estimator
 from optimlab.instruments.base import Instrument, step_generator
 from optimlab.instruments.direction import peek_direction
-from optimlab.instruments.isolation import isolated
+from optimlab.isolation import isolated
 from optimlab.instruments.statistics import (
     layer_statistics,
     study_estimate,

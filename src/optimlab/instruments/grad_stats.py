@@ -29,7 +29,7 @@ import torch
 
 from optimlab.instruments.base import Instrument
 from optimlab.instruments.fallback import per_example_grads
-from optimlab.instruments.isolation import isolated
+from optimlab.isolation import isolated
 from optimlab.instruments.per_example import (
     MomentRecorder,
     Moments,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optimlab.instruments.base import Instrument, step_generator
 from optimlab.instruments.hessian import top_eigenvalue
-from optimlab.instruments.isolation import isolated
+from optimlab.isolation import isolated
 from optimlab.train.hooks import StepInfo
 
 

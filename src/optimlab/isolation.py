@@ -1,9 +1,10 @@
-"""Measurement without side effects: whatever an instrument does inside `isolated`, training cannot tell.
+"""Computation without side effects: whatever an instrument or a direction's measurement does inside
+`isolated`, training cannot tell.
 
 Restored on exit: the global torch RNG and the CUDA RNGs of the model's devices (`torch.random.fork_rng`:
 dropout masks drawn by a measurement forward do not shift later training masks), every buffer of the model
 (batch-norm running statistics and counters updated by a train-mode forward), every module's train/eval
-flag, and every parameter's `.grad`. Optimizer state is never reached: directions are peeked on a copy
+flag, and (unless `restore_grads=False`) every parameter's `.grad`. Optimizer state is never reached: directions are peeked on a copy
 (`direction.peek_direction`). The original gradient-variance code leaked through the first three
 (Faghri et al. 2020, gvar_code: measurement forwards in train mode updated running statistics and consumed
 the global RNG), so its trajectories depended on whether they were measured.
@@ -23,10 +24,11 @@ def _cuda_devices(model: nn.Module) -> list[int]:
 
 
 @contextlib.contextmanager
-def isolated(model: nn.Module) -> Iterator[None]:
+def isolated(model: nn.Module, *, restore_grads: bool = True) -> Iterator[None]:
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
+    params = model.parameters() if restore_grads else []
+    grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in params]
     with torch.random.fork_rng(devices=_cuda_devices(model)):
         try:
             yield
