@@ -66,15 +66,7 @@ def plot_curves(task: TaskResult, palette: dict[str, str], path: Path) -> Path |
     fig, axes = _figure(1, 2, (11, 3.8))
     drawn = False
     for ax, key in zip(axes, ("train/loss", val_key)):
-        for row in task.rows:
-            runs = row.config.used_runs
-            steps, mean, low, high = band([r.series(key) for r in runs])
-            if not len(steps):
-                continue
-            drawn = True
-            color = palette[row.label]
-            ax.plot(steps, mean, color=color, lw=1.6, label=f"{row.label} (n={len(runs)})")
-            ax.fill_between(steps, low, high, color=color, alpha=0.2, lw=0)
+        drawn = _draw_bands(ax, task, key, palette) or drawn
         ax.set_xlabel("step")
         ax.set_ylabel(key)
         if key.endswith("loss") and _all_positive(ax):
@@ -89,11 +81,9 @@ def plot_curves(task: TaskResult, palette: dict[str, str], path: Path) -> Path |
     return _save(fig, path)
 
 
-def plot_series(task: TaskResult, key: str, palette: dict[str, str], path: Path) -> Path | None:
-    """One logged metrics.jsonl series vs step of each optimizer's best configuration: the mean over its
-    seeds at each logged step, the band from the minimum to the maximum; None if no such run logged it."""
-    fig, axes = _figure(1, 1, (6.5, 4.0))
-    ax = axes[0]
+def _draw_bands(ax, task: TaskResult, key: str, palette: dict[str, str]) -> bool:
+    """Each optimizer's best configuration: the mean of `key` over its seeds at each logged step, and a band
+    from the minimum to the maximum. Whether anything was drawn."""
     drawn = False
     for row in task.rows:
         runs = row.config.used_runs
@@ -104,7 +94,15 @@ def plot_series(task: TaskResult, key: str, palette: dict[str, str], path: Path)
         color = palette[row.label]
         ax.plot(steps, mean, color=color, lw=1.6, label=f"{row.label} (n={len(runs)})")
         ax.fill_between(steps, low, high, color=color, alpha=0.2, lw=0)
-    if not drawn:
+    return drawn
+
+
+def plot_series(task: TaskResult, key: str, palette: dict[str, str], path: Path) -> Path | None:
+    """One logged metrics.jsonl series vs step of each optimizer's best configuration: the mean over its
+    seeds at each logged step, the band from the minimum to the maximum; None if no such run logged it."""
+    fig, axes = _figure(1, 1, (6.5, 4.0))
+    ax = axes[0]
+    if not _draw_bands(ax, task, key, palette):
         return None
     ax.set_xlabel("step")
     ax.set_ylabel(key)
