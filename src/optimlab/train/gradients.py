@@ -34,7 +34,7 @@ def backward(
     autocast = (
         torch.autocast(batch[0].device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     )
-    if (microbatch_size is None or microbatch_size >= size) and not world.distributed:
+    if _whole_batch(size, microbatch_size, world):
         with autocast:
             loss_sum, count = task.loss(task.forward(model, batch), batch)
         loss_sum = _at_least_float32(loss_sum)
@@ -68,6 +68,20 @@ def backward(
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     torch._foreach_mul_(grads, factor)
     return total[0], total[1]
+
+
+def backward_seed(
+    size: int, count: Tensor | int, microbatch_size: int | None, scaler: torch.amp.GradScaler, world: World
+) -> float:
+    """The factor `backward` seeded every backward call with: 1/count for a whole batch (1 when microbatched or
+    distributed, where the division comes after), times the fp16 loss scale."""
+    loss_scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+    return loss_scale / float(count) if _whole_batch(size, microbatch_size, world) else loss_scale
+
+
+def _whole_batch(size: int, microbatch_size: int | None, world: World) -> bool:
+    """Whether `backward` takes the batch in one call (seeded with 1/count) rather than in accumulated pieces."""
+    return (microbatch_size is None or microbatch_size >= size) and not world.distributed
 
 
 def clip_and_measure(

@@ -25,7 +25,7 @@ from optimlab.rundir import MetricsFile
 from optimlab.tasks import Split, Task, build_task
 from optimlab.train.distributed import World
 from optimlab.train.evaluate import to_device
-from optimlab.train.gradients import backward
+from optimlab.train.gradients import backward, backward_seed
 from optimlab.train.hooks import RunContext, StepHook, StepInfo, prefixed
 from optimlab.train.carried_state_hook import build_carried_state_hook
 from optimlab.train.hyper_hook import build_hypergradient_hook
@@ -95,15 +95,10 @@ class Run:
             self.trained, task, batch, self.cfg.train.microbatch_size, self.amp_dtype, self.scaler, self.world,
             create_graph,
         )
-        # The seed of every backward call above: per-example gradients seen by layer hooks are grad_scale x
-        # the gradients of the per-example loss summands (gradients.backward: 1/count unless microbatched,
-        # times the fp16 loss scale).
-        if not self.hooks:
-            return
-        size, microbatch = len(step.batch[0]), self.cfg.train.microbatch_size
-        whole = (microbatch is None or microbatch >= size) and not self.world.distributed
-        loss_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-        step.grad_scale = loss_scale / float(step.count) if whole else loss_scale
+        if self.hooks:  # layer hooks saw grad_scale x the gradients of the per-example loss summands
+            step.grad_scale = backward_seed(
+                len(step.batch[0]), step.count, self.cfg.train.microbatch_size, self.scaler, self.world
+            )
 
     def _training_loss(self, step: StepInfo) -> tuple[Task, tuple[Tensor, ...]]:
         """The task and batch the gradient is taken of: importance samplers append weights and indices."""
