@@ -1,0 +1,178 @@
+"""The numbers behind docs/results/hypergradients.md, from the `hypergradient` sweep's run directories.
+
+    optimlab sweep hypergradient --root runs
+    python studies/hypergradient_summary.py runs/hypergradient --figure docs/images/hypergradient_lr.png
+
+Per task and base optimizer (SGD-momentum, Adam) it prints the six methods (MARTHE, RTHO, HD, and the step,
+exponential and SGDR schedules) with final test accuracy and test loss (mean and 95 % t interval over seeds)
+and the roughness of their learning-rate trajectory: the total variation of log(lr) over the logged steps
+(sum of |log lr_{k+1} - log lr_k|; 0 for a constant lr, log 2 per halving, large for oscillating or
+restarting schedules). Then the paper's ordering as pairwise tests (Welch's t-test on test accuracy, Holm
+over all tests of the page): MARTHE against the best schedule (chosen on validation accuracy), MARTHE
+against RTHO, RTHO against HD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from optimlab.report.load import Run, load_runs
+from optimlab.report.stats import summarize, welch_p_value
+
+SCHEDULES = ("step", "exponential", "sgdr")
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (nan stays nan and does not count as a test)."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    adjusted, running = [math.nan] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def method_of(run: Run) -> tuple[str, str]:
+    """(base optimizer, method) from the run's optimizer label: sgd+marthe -> (sgd, marthe), sgd_hd -> (sgd, hd)."""
+    label = run.label
+    if "+" in label:
+        base, method = label.split("+")
+        return base, method
+    if "@" in label:
+        base, schedule = label.split("@")
+        return base, schedule
+    if label.endswith("_hd"):
+        return label[: -len("_hd")], "hd"
+    return label, "constant"
+
+
+def lr_roughness(run: Run) -> float:
+    _, _, lrs = run.series("lr")
+    lrs = [v for v in lrs if math.isfinite(v) and v > 0]
+    if len(lrs) < 2:
+        return math.nan
+    logs = np.log(lrs)
+    return float(np.abs(np.diff(logs)).sum())
+
+
+def value(run: Run, key: str) -> float:
+    return math.nan if run.status == "diverged" else run.final(key)
+
+
+def interval(values: list[float], digits: int = 4) -> str:
+    s = summarize(values)
+    if s.n < 2:
+        return f"{s.mean:.{digits}f} (n={s.n})"
+    return f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
+
+
+def grouped(runs: list[Run]) -> dict[tuple[str, str], dict[str, list[Run]]]:
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        base, method = method_of(run)
+        out[(run.task, base)][method].append(run)
+    return out
+
+
+def best_schedule(methods: dict[str, list[Run]]) -> str:
+    def score(name: str) -> float:
+        return float(np.nanmean([value(r, "val/accuracy") for r in methods[name]]))
+
+    return max((m for m in SCHEDULES if m in methods), key=score)
+
+
+def tables(data) -> tuple[list[str], list[str]]:
+    methods_table = ["| task | optimizer | method | test accuracy | test loss | lr roughness (TV of log lr) | runs |",
+                     "|---|---|---|---|---|---|---|"]
+    comparisons, tests = [], []
+    for (task, base), methods in sorted(data.items()):
+        for name in ("marthe", "rtho", "hd", *SCHEDULES):
+            runs = methods.get(name, [])
+            if not runs:
+                continue
+            acc = [value(r, "test/accuracy") for r in runs]
+            loss = [value(r, "test/loss") for r in runs]
+            rough = [lr_roughness(r) for r in runs]
+            diverged = sum(r.status == "diverged" for r in runs)
+            methods_table.append(f"| {task} | {base} | {name} | {interval(acc)} | {interval(loss)} | "
+                                 f"{interval(rough, 2)} | {len(runs)}{f' ({diverged} diverged)' if diverged else ''} |")
+        if not all(m in methods for m in ("marthe", "rtho", "hd")) or not any(m in methods for m in SCHEDULES):
+            continue
+        best = best_schedule(methods)
+        for a, b in (("marthe", best), ("marthe", "rtho"), ("rtho", "hd")):
+            acc_a = [value(r, "test/accuracy") for r in methods[a]]
+            acc_b = [value(r, "test/accuracy") for r in methods[b]]
+            tests.append(welch_p_value(acc_a, acc_b))
+            comparisons.append((task, base, a, b, float(np.nanmean(acc_a) - np.nanmean(acc_b))))
+    corrected = holm(tests)
+    order_table = ["| task | optimizer | comparison | difference in test accuracy | p (Holm) | verdict |",
+                   "|---|---|---|---|---|---|"]
+    for (task, base, a, b, diff), p in zip(comparisons, corrected):
+        verdict = "no significant difference" if not p < 0.05 else (f"{a} better" if diff > 0 else f"{b} better")
+        order_table.append(f"| {task} | {base} | {a} vs {b} | {diff:+.4f} | {p:.3g} | {verdict} |")
+    return methods_table, order_table
+
+
+def compute_spent(runs: list[Run]) -> str:
+    seconds = sum(float(r.summary.get("wall_time") or 0.0) for r in runs)
+    statuses: dict[str, int] = defaultdict(int)
+    for r in runs:
+        statuses[r.status] += 1
+    return (f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}), "
+            f"{seconds / 60:.1f} CPU-minutes of training (sum of wall times)")
+
+
+def figure(data, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(data)
+    fig, axes = plt.subplots(2, len(keys), figsize=(3.4 * len(keys), 5.2), squeeze=False)
+    colors = dict(zip(("marthe", "rtho", "hd", *SCHEDULES), ("tab:red", "tab:orange", "tab:purple", "tab:blue",
+                                                              "tab:green", "tab:gray")))
+    for j, key in enumerate(keys):
+        for name, color in colors.items():
+            runs = [r for r in data[key].get(name, []) if r.status == "completed"]
+            if not runs:
+                continue
+            steps, _, lrs = runs[0].series("lr")  # seed 0's trajectory: the schedules are deterministic
+            axes[0][j].plot(steps, lrs, color=color, label=name, lw=1)
+            curves = [r.series("val/accuracy") for r in runs]
+            length = min(len(c[2]) for c in curves)
+            values = np.array([c[2][:length] for c in curves])
+            axes[1][j].plot(curves[0][0][:length], values.mean(axis=0), color=color, label=name, lw=1)
+        axes[0][j].set_title(f"{key[0]}, {key[1]}", fontsize=9)
+        axes[0][j].set_yscale("log")
+        axes[0][j].set_ylabel("lr (seed 0)")
+        axes[1][j].set_ylabel("val accuracy (mean)")
+        axes[1][j].set_xlabel("step")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--figure", type=Path)
+    args = parser.parse_args()
+    runs = load_runs(args.folders)
+    data = grouped([r for r in runs if r.status in ("completed", "diverged")])
+    methods_table, order_table = tables(data)
+    print("## Compute\n\n" + compute_spent(runs) + "\n")
+    print("## Methods (mean [95% CI] over seeds)\n\n" + "\n".join(methods_table) + "\n")
+    print("## The paper's ordering, test by test\n\n" + "\n".join(order_table))
+    if args.figure:
+        figure(data, args.figure)
+
+
+if __name__ == "__main__":
+    main()
