@@ -71,3 +71,17 @@ def pids_holding(path: Path, exclude: tuple[int, ...] = ()) -> list[int]:
         except OSError:
             continue
     return found
+
+
+FAKE_LR = Path(__file__).with_name("fake_lr_train.py")
+
+
+def fake_lr_command(peaks: dict[str, float]):
+    """A `command(run)` running fake_lr_train.py: each optimizer's accuracy peaks at its lr in `peaks`."""
+
+    def command(run):
+        cfg = run.config
+        return [sys.executable, str(FAKE_LR), str(run.run_dir), cfg.task.name, cfg.optim.name, repr(cfg.optim.kwargs["lr"]),
+                str(cfg.seed), repr(peaks[cfg.optim.name])]
+
+    return command

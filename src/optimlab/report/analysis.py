@@ -8,7 +8,9 @@ The rules (stated in full in docs/reports.md):
   best evaluation of the run). Diverged runs and missing values count as the worst possible result.
 - Reporting is on test: the final `test/<main metric>` and `test/loss` of the chosen configuration's
   completed runs; mean, std (ddof=1), n, 95 % t interval, and Welch's t-test against the baseline
-  optimizer's chosen configuration on the same task.
+  optimizer's chosen configuration on the same task. The verdicts use Holm-adjusted p-values over every
+  comparison in the report (all tasks and optimizers together).
+- Learning-rate edges: see `optimlab.report.lr_edges`; seconds-to-target noise: `optimlab.report.timing`.
 - Performance profiles: see `optimlab.report.profiles`.
 """
 
@@ -26,7 +28,9 @@ from optimlab.errors import ConfigError, suggest
 from optimlab import rundir
 from optimlab.report import profiles
 from optimlab.report.load import Run
-from optimlab.report.stats import ALPHA, Summary, selection_key, summarize, welch_p_value
+from optimlab.report.lr_edges import LrEdge, lr_edges
+from optimlab.report.stats import ALPHA, Summary, holm, selection_key, summarize, welch_p_value
+from optimlab.report.timing import TimeSpread, resolved, spread
 
 DEFAULT_TOLERANCE = 0.05
 
@@ -105,9 +109,12 @@ class Row:
     config: Configuration
     baseline: str | None
     difference: float = math.nan  # test mean minus the baseline's test mean
-    p_value: float = math.nan
-    steps_to_target: float = math.inf
+    p_value: float = math.nan  # Welch's two-sided p-value, uncorrected
+    p_holm: float = math.nan  # Holm-adjusted over every comparison of the report: what the verdict uses
+    steps_to_target: float = math.inf  # median over seeds (inf: at most half the seeds reached the target)
     seconds_to_target: float = math.inf
+    steps_per_seed: list[float] = field(default_factory=list)  # inf for a seed that never reached it
+    seconds_per_seed: list[float] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -115,21 +122,32 @@ class Row:
 
     @property
     def significant(self) -> bool | None:
-        return None if math.isnan(self.p_value) else bool(self.p_value < ALPHA)
+        """Whether the Holm-adjusted p-value is below ALPHA; None when no test was possible."""
+        return None if math.isnan(self.p_holm) else bool(self.p_holm < ALPHA)
 
     @property
     def verdict(self) -> str:
-        """'baseline', 'better', 'worse', 'n.s.' or 'n/a' (too few seeds or no baseline)."""
+        """'baseline', 'better', 'worse', 'n.s.' or 'n/a' (too few seeds or no baseline), after Holm."""
         if self.baseline is None:
             return "n/a"
         if self.baseline == self.label:
             return "baseline"
-        if self.significant is None:
-            return "n/a"
-        if not self.significant:
-            return "n.s."
-        up = self.difference > 0
-        return "better" if up == self.config.higher_is_better else "worse"
+        return verdict(self.difference, self.p_holm, self.config.higher_is_better)
+
+    @property
+    def seconds_spread(self) -> TimeSpread:
+        """Mean +- 2 standard errors and coefficient of variation of the seeds' seconds to target."""
+        return spread(self.seconds_per_seed)
+
+
+def verdict(difference: float, p_adjusted: float, higher_is_better: bool, alpha: float = ALPHA) -> str:
+    """'better' / 'worse' (in the direction of `difference` and the metric) when `p_adjusted` < alpha,
+    'n.s.' when not, 'n/a' when no test was possible (nan)."""
+    if math.isnan(p_adjusted):
+        return "n/a"
+    if p_adjusted >= alpha:
+        return "n.s."
+    return "better" if (difference > 0) == higher_is_better else "worse"
 
 
 @dataclass
@@ -148,6 +166,17 @@ class TaskResult:
 
     def row(self, label: str) -> Row | None:
         return next((r for r in self.rows if r.label == label), None)
+
+    @property
+    def lr_edges(self) -> list[LrEdge]:
+        """Optimizers whose chosen learning rate is the smallest or largest they were run with here."""
+        return lr_edges(self)
+
+    @property
+    def seconds_resolved(self) -> bool:
+        """Whether the seconds to target of the optimizers that reached the target differ by more than
+        their seed-to-seed noise (`optimlab.report.timing.resolved`)."""
+        return resolved([r.seconds_spread for r in self.rows if math.isfinite(r.seconds_to_target)])
 
 
 @dataclass
@@ -170,6 +199,13 @@ class Analysis:
     profile: ProfileResult
     select: str
     tolerance: float
+    comparisons: int = 0  # the tests in the Holm family: every testable row against its baseline
+
+    @property
+    def has_profiles(self) -> bool:
+        """Performance profiles need two or more tasks: over one task, rho is a step from 0 to 1 at the
+        optimizer's ratio, which says no more than the time-to-target table."""
+        return len(self.tasks) >= 2
 
 
 def analyze(
@@ -207,7 +243,16 @@ def analyze(
         _task_result(name, [r for r in runs if r.task == name], baseline, select, tolerance, targets.get(name))
         for name in task_names
     ]
-    return Analysis(list(runs), tasks, labels, _profile(tasks, labels), select, tolerance)
+    comparisons = adjust_for_multiple_comparisons(tasks)
+    return Analysis(list(runs), tasks, labels, _profile(tasks, labels), select, tolerance, comparisons)
+
+
+def adjust_for_multiple_comparisons(tasks: Sequence[TaskResult]) -> int:
+    """Set every row's Holm-adjusted p-value over the family of all tests in the report; returns its size."""
+    rows = [row for task in tasks for row in task.rows]
+    for row, q in zip(rows, holm([row.p_value for row in rows])):
+        row.p_holm = q
+    return sum(not math.isnan(row.p_value) for row in rows)
 
 
 def _task_result(
@@ -285,6 +330,7 @@ def _set_target(result: TaskResult, tolerance: float, explicit: float | None) ->
             step, second = profiles.time_to_target(s, t, v, result.target, result.higher_is_better)
             steps.append(step)
             seconds.append(second)
+        row.steps_per_seed, row.seconds_per_seed = steps, seconds
         row.steps_to_target = profiles.median_time(steps)
         row.seconds_to_target = profiles.median_time(seconds)
 

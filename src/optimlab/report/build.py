@@ -23,11 +23,13 @@ def write_report(
     tolerance: float = DEFAULT_TOLERANCE,
     targets: dict[str, float] | None = None,
     series: Sequence[str] = (),
+    notes: Sequence[str] = (),
 ) -> Path:
     """Read run directories and write a report into `out_dir`; returns `out_dir/index.html`.
 
     Writes `index.html` (self-contained: figures embedded), `report.md` (figures as files beside it),
-    `runs.csv`, `configs.csv`, `best.csv`, `profiles.csv` and the PNG figures.
+    `verdicts.csv`, `runs.csv`, `configs.csv`, `best.csv`, the PNG figures and, across two or more tasks,
+    `profiles.csv` and `performance-profiles.png`.
 
     Args:
         run_dirs: run directories, or folders holding them (searched recursively for summary.json).
@@ -40,6 +42,8 @@ def write_report(
         targets: explicit performance-profile targets of val/<main metric>, by task.
         series: metrics.jsonl keys or fnmatch patterns (e.g. 'train/grad_norm', 'optim/*') to plot over
             steps, one figure per task and key, in the task's section.
+        notes: lines shown under the verdicts, about how the runs came to be (`optimlab compare` lists the
+            learning rates it added to a grid, and why).
 
     Raises:
         ConfigError: no runs found, a malformed run directory, an unknown baseline, a series no run logged,
@@ -59,13 +63,13 @@ def write_report(
         raise ConfigError(f"cannot create the report directory {out}: {error.strerror}") from None
     if not os.access(out, os.W_OK):
         raise ConfigError(f"cannot write to the report directory {out}")
-    return _write(analysis, out, baseline, keys)
+    return _write(analysis, out, baseline, keys, list(notes))
 
 
-def _write(analysis: Analysis, out: Path, baseline: str | None, series: Sequence[str]) -> Path:
+def _write(analysis: Analysis, out: Path, baseline: str | None, series: Sequence[str], notes: list[str]) -> Path:
     figures = plots.draw_all(analysis, out, series)
     tables.write_csvs(analysis, out)
-    (out / "report.md").write_text(markdown.render(analysis, figures, baseline))
+    (out / "report.md").write_text(markdown.render(analysis, figures, baseline, notes))
     index = out / "index.html"
-    index.write_text(html_page.render(analysis, figures, baseline))
+    index.write_text(html_page.render(analysis, figures, baseline, notes))
     return index

@@ -4,6 +4,7 @@ no links to anything outside the file."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
@@ -34,18 +35,37 @@ img { max-width: 100%; border: 1px solid #e3e7ec; margin: 6px 0; display: block;
 details { margin: 6px 0 12px; }
 summary { cursor: pointer; color: #2b4c7e; }
 ul.rules li { margin-bottom: 4px; }
+ul.verdicts { padding-left: 18px; }
+ul.verdicts li { margin-bottom: 3px; }
+ul.verdicts li.better { color: #14532d; font-weight: 600; }
+ul.verdicts li.worse { color: #7f1d1d; font-weight: 600; }
+ul.warnings li { color: #9a3412; }
 """
 
 _VERDICTS = {"better", "worse", "baseline"}
+_VERDICT_CLASS = {"better": "better", "worse": "worse", "n.s.": "ns", "n/a": "na"}
 
 
-def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | None) -> str:
+def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | None, notes: Sequence[str] = ()) -> str:
     ref = f"<code>{escape(baseline)}</code>" if baseline else "per task, the optimizer best on validation"
     body = [
         "<h1>optimlab report</h1>",
         f'<p class="lead">{len(analysis.runs)} runs ({escape(tables.run_count(analysis.runs))}) on '
         f"{len(analysis.tasks)} task(s), {len(analysis.labels)} optimizer(s). Baseline: {ref}.</p>",
+        "<h2>Verdicts</h2>",
     ]
+    lines = tables.verdict_lines(analysis)
+    if lines:
+        body.append('<ul class="verdicts">' + "".join(f'<li class="{_VERDICT_CLASS[v]}">{escape(t)}</li>'
+                                                      for v, t in lines) + "</ul>")
+    else:
+        body.append(f"<p>{escape(markdown.NO_VERDICTS)}</p>")
+    warnings = tables.warnings(analysis, list(notes))
+    if warnings:
+        body.append('<ul class="warnings">' + "".join(f"<li>{escape(line)}</li>" for line in warnings) + "</ul>")
+    scores = tables.headline_scores(analysis)
+    if scores:
+        body.append("<ul>" + "".join(f"<li>{escape(line)}</li>" for line in scores) + "</ul>")
     if tables.has_stopped(analysis.runs):  # a search stopped trials early: say what each optimizer was given
         body.append(f"<p>Tuning budget (runs and training steps, early-stopped runs included): "
                     f"{escape(tables.tuning_budget(analysis.runs))}.</p>")
@@ -63,19 +83,23 @@ def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | N
             table(tables.best(task, analysis.select), text_columns=2, verdict_column=True)
             if task.rows
             else f"<p>{escape(markdown.NOTHING)}</p>",
+            _times(task) if task.rows else "",
             _figures(figures.get(task.task, [])),
             "<details><summary>All configurations</summary>",
             table(tables.configurations(task), text_columns=2),
             "</details>",
         ]
+    body.append("<h2>Performance profiles</h2>")
+    if analysis.has_profiles:
+        body += [table(tables.profile_table(analysis), text_columns=2), f"<p>{escape(markdown.SECONDS_CAVEAT)}</p>",
+                 _figures(figures.get("profiles", []))]
+    else:
+        body.append(f"<p>{escape(tables.no_profiles_reason(analysis))}</p>")
     body += [
-        "<h2>Performance profiles</h2>",
-        table(tables.profile_table(analysis), text_columns=2),
-        _figures(figures.get("profiles", [])),
         "<h2>Rules</h2>",
         '<ul class="rules">' + "".join(f"<li>{escape(line)}</li>" for line in tables.methods(analysis)) + "</ul>",
-        "<p>The same tables as CSV beside this file: <code>runs.csv</code>, <code>configs.csv</code>, "
-        "<code>best.csv</code>, <code>profiles.csv</code>.</p>",
+        "<p>The same tables as CSV beside this file: "
+        + ", ".join(f"<code>{name}</code>" for name in tables.csv_names(analysis)) + ".</p>",
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -104,6 +128,12 @@ def table(data: tables.Table, text_columns: int = 1, verdict_column: bool = Fals
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
+
+
+def _times(task) -> str:
+    sign = "≥" if task.higher_is_better else "≤"
+    return (f"<h3>Time to target (<code>val/{escape(task.main_metric)}</code> {sign} {escape(tables.fmt(task.target))})"
+            f"</h3>\n{table(tables.times(task))}\n<p>{escape(tables.seconds_caveat(task))}</p>")
 
 
 def _th(text: str, is_text: bool) -> str:

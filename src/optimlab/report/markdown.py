@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from optimlab.report import tables
 from optimlab.report.analysis import Analysis
 
 
-def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | None) -> str:
+def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | None, notes: Sequence[str] = ()) -> str:
     out = ["# optimlab report", ""]
     out += [_intro(analysis, baseline), ""]
+    out += ["## Verdicts", ""]
+    lines = tables.verdict_lines(analysis)
+    out += [f"- {_bold(verdict, text)}" for verdict, text in lines] if lines else [NO_VERDICTS]
+    out += [""]
+    extra = [*tables.warnings(analysis, list(notes)), *tables.headline_scores(analysis)]
+    if extra:
+        out += [*(f"- {line}" for line in extra), ""]
     if tables.has_stopped(analysis.runs):  # a search stopped trials early: say what each optimizer was given
         out += [f"Tuning budget (runs and training steps, early-stopped runs included): "
                 f"{tables.tuning_budget(analysis.runs)}.", ""]
@@ -28,22 +36,40 @@ def render(analysis: Analysis, figures: dict[str, list[Path]], baseline: str | N
         ]
         if task.rows:
             out += [*table(tables.best(task, analysis.select)), ""]
+            out += [f"### Time to target (val/{task.main_metric} {'≥' if task.higher_is_better else '≤'} "
+                    f"{tables.fmt(task.target)})", ""]
+            out += [*table(tables.times(task)), "", tables.seconds_caveat(task), ""]
         else:
             out += [NOTHING, ""]
         for path in figures.get(task.task, []):
             out += [f"![{path.stem}]({path.name})", ""]
         out += ["### All configurations", "", *table(tables.configurations(task)), ""]
     out += ["## Performance profiles", ""]
-    out += [*table(tables.profile_table(analysis)), ""]
-    for path in figures.get("profiles", []):
-        out += [f"![{path.stem}]({path.name})", ""]
+    if analysis.has_profiles:
+        out += [*table(tables.profile_table(analysis)), "", SECONDS_CAVEAT, ""]
+        for path in figures.get("profiles", []):
+            out += [f"![{path.stem}]({path.name})", ""]
+    else:
+        out += [tables.no_profiles_reason(analysis), ""]
     out += ["## Rules", ""]
     out += [f"- {line}" for line in tables.methods(analysis)]
-    out += ["", "Tables as CSV: `runs.csv`, `configs.csv`, `best.csv`, `profiles.csv`.", ""]
+    out += ["", "Tables as CSV: " + ", ".join(f"`{name}`" for name in tables.csv_names(analysis)) + ".", ""]
     return "\n".join(out)
 
 
 NOTHING = "No completed or diverged run on this task: nothing to compare (see the runs that did not complete)."
+NO_VERDICTS = "No comparison: no task has a baseline and another optimizer with results."
+SECONDS_CAVEAT = ("Scores in wall seconds depend on the machine's load while the runs trained: identical runs "
+                  "can score anywhere from 0 to 1 when optimizers are close in cost. Read them with the spread "
+                  "of each task's seconds to target (its time-to-target table); steps are exact.")
+
+
+def _bold(verdict: str, text: str) -> str:
+    """The verdict's words in bold: 'task: X **is better than** Y: ...'."""
+    from optimlab.report.verdicts import WORDS
+
+    words = WORDS[verdict]
+    return text.replace(f" {words} ", f" **{words}** ", 1)
 
 
 def _intro(analysis: Analysis, baseline: str | None) -> str:

@@ -44,8 +44,13 @@ def draw_all(analysis: Analysis, out_dir: Path, series: Sequence[str] = ()) -> d
             *(plot_series(task, key, palette, out_dir / f"{stem}-series-{slug(key)}.png") for key in series),
         ]
         figures[task.task] = [p for p in written if p is not None]
-    path = plot_profiles(analysis.profile, palette, out_dir / "performance-profiles.png")
-    figures["profiles"] = [path] if path is not None else []
+    profile_png = out_dir / "performance-profiles.png"
+    if analysis.has_profiles:
+        path = plot_profiles(analysis.profile, palette, profile_png)
+        figures["profiles"] = [path] if path is not None else []
+    else:  # one task: no profile; an earlier report's figure in out_dir would contradict the page
+        profile_png.unlink(missing_ok=True)
+        figures["profiles"] = []
     return figures
 
 

@@ -1,4 +1,5 @@
-"""Statistics over seeds: mean, standard deviation, a t confidence interval and Welch's t-test.
+"""Statistics over seeds: mean, standard deviation, a t confidence interval, Welch's t-test, and Holm's
+correction of a family of p-values for multiple comparisons.
 
 Pure functions of lists of floats; the rules are stated in docs/reports.md.
 """
@@ -62,6 +63,25 @@ def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
     with warnings.catch_warnings():  # near-identical values warn of precision loss; the p-value stands
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(_stats.ttest_ind(x, y, equal_var=False).pvalue)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (Holm 1979), in the order given; nan entries stay nan and do not
+    count as comparisons.
+
+    With the m finite p-values sorted ascending, p_(1) <= ... <= p_(m), the adjusted values are
+    q_(i) = max_{j <= i} min(1, (m - j + 1) * p_(j)). Rejecting every hypothesis with q < alpha is Holm's
+    step-down procedure: it controls the family-wise error rate at alpha, with no assumption on how the
+    tests depend on each other, and is never less powerful than Bonferroni (m * p).
+    """
+    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    m = len(finite)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))  # monotone: a smaller p never gets a larger q
+        adjusted[i] = running
+    return adjusted
 
 
 def selection_key(values: Sequence[float], higher_is_better: bool) -> tuple[float, float]:

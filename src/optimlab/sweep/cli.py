@@ -43,10 +43,12 @@ options:
 
 COMPARE_USAGE = """usage: optimlab compare [task=NAME] [optims=[a,b,...]] [seeds=N] [lrs=[...]] [workers=N]
                         [out=DIR] [root=DIR] [backend=local|fresh|ray|slurm] [name=NAME] [progress=false]
-                        [dotted.config.key=value ...]
+                        [extend=N] [dotted.config.key=value ...]
 
 Runs a small learning-rate grid for each optimizer and several seeds, then writes the comparison report
 (OUT/index.html). With no arguments: task=mnist1d_mlp optims=[sgd,adam,sgd_c,adam_c] seeds=3.
+While an optimizer's best lr is the smallest or largest of its grid, the next lr that way is added and
+run, at most extend=N times per optimizer (default 3; extend=0: the grid as given).
 The flags of `optimlab sweep` and `optimlab report` are accepted too: --workers N, --root DIR,
 --backend NAME, --out DIR, --name NAME, --no-progress (each the same as its key=value form).
 """

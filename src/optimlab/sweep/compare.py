@@ -6,6 +6,9 @@ is the README's main job (and what `optimlab compare` with no arguments runs). E
 learning-rate grid of its family (`LR_GRIDS`), or `lrs=[...]` for all, or `lrs={sgd: [...], adam: [...]}`
 per optimizer. Any dotted config override (`train.steps=500`) applies to every run. The runs form the sweep
 `compare-<task>` under `root`, so re-running the command skips finished runs and resumes interrupted ones.
+While an optimizer's best learning rate is the smallest or largest of its grid, the grid is extended by one
+value in that direction and run, at most `extend` times per optimizer (`optimlab.sweep.lr_extension`); the
+report lists what was added and why.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from optimlab.config import Config
 from optimlab.errors import ConfigError, suggest
 from optimlab.sweep.execute import cpu_count, train_command
 from optimlab.sweep.expand import Run
+from optimlab.sweep.lr_extension import edges_from_runs, extend_grids
 from optimlab.sweep.runner import BACKENDS, SweepResult, run_sweep
 from optimlab.sweep.spec import SweepSpec, parse_spec
 
@@ -56,6 +60,7 @@ class CompareArgs:
     backend: str = "local"
     name: str | None = None  # the sweep's name; default compare-<task>
     progress: bool = True
+    extend: int = 3  # learning rates added per optimizer while its best lr is on the grid's edge; 0: none
     overrides: list[str] = dataclasses.field(default_factory=list)  # dotted config overrides for every run
 
 
@@ -120,6 +125,8 @@ def _check(args: CompareArgs) -> None:
         raise ConfigError(f"compare key 'backend': {args.backend!r} is not one of {', '.join(BACKENDS)}")
     if not isinstance(args.progress, bool):
         raise ConfigError(f"compare key 'progress': expected true or false, got {args.progress!r}")
+    if not isinstance(args.extend, int) or isinstance(args.extend, bool) or args.extend < 0:
+        raise ConfigError(f"compare key 'extend': expected a non-negative integer, got {args.extend!r}")
     if isinstance(args.lrs, dict):
         for name in args.lrs:
             if name not in args.optims:
@@ -148,8 +155,10 @@ def lr_grid(optim: str, lrs: Any = None) -> list[float]:
     return [float(f"{default * f:.3g}") for f in (1 / 3, 1.0, 3.0)]
 
 
-def compare_spec(args: CompareArgs) -> SweepSpec:
-    grid = [{"task": args.task, "optim": optim, "optim.lr": lr_grid(optim, args.lrs)} for optim in args.optims]
+def compare_spec(args: CompareArgs, grids: dict[str, list[float]] | None = None) -> SweepSpec:
+    """The sweep of `args`; `grids` (optimizer -> lrs) replaces the grids of `args.lrs` / the families."""
+    grids = grids or {optim: lr_grid(optim, args.lrs) for optim in args.optims}
+    grid = [{"task": args.task, "optim": optim, "optim.lr": list(grids[optim])} for optim in args.optims]
     data = {"name": args.name or f"compare-{args.task}",
             "description": f"optimlab compare: {', '.join(args.optims)} on {args.task}",
             "base": dict(DEFAULT_TRAIN), "grid": grid, "seeds": args.seeds}
@@ -163,20 +172,36 @@ def compare(
     report: Callable[..., Path] | None = None,
     backend_options: dict | None = None,
 ) -> CompareResult:
-    """Run the comparison sweep, then write the report (`optimlab.report.write_report`) to `args.out`."""
+    """Run the comparison sweep, extend the lr grids whose best value is on an edge (`args.extend`), then
+    write the report (`optimlab.report.write_report`) to `args.out`."""
     args = args or CompareArgs()
     _check(args)
-    spec = compare_spec(args)
+    grids = {optim: lr_grid(optim, args.lrs) for optim in args.optims}
     workers = args.workers or cpu_count()
-    result = run_sweep(spec, root=args.root, backend=args.backend, workers=workers, extra=args.overrides,
-                       backend_options=backend_options, command=command, progress=args.progress)
+
+    def sweep(grids: dict[str, list[float]]) -> SweepResult:
+        return run_sweep(compare_spec(args, grids), root=args.root, backend=args.backend, workers=workers,
+                         extra=args.overrides, backend_options=backend_options, command=command,
+                         progress=args.progress)
+
+    result = sweep(grids)
+    notes: list[str] = []
+    if not result.interrupted and args.extend > 0:
+
+        def rerun(extended: dict[str, list[float]]) -> bool:
+            nonlocal result
+            result = sweep(extended)  # the same sweep with more lrs: its finished runs are skipped
+            return not result.interrupted
+
+        notes = extend_grids(grids, args.extend, lambda: edges_from_runs(result.run_dirs, args.optims[0]), rerun)
     if result.interrupted:
         return CompareResult(result, None)
     write = report or _report_writer()
     if write is None:
         print(f"optimlab compare: optimlab.report is not available; the runs are in {result.folder}", file=sys.stderr)
         return CompareResult(result, None)
-    index = write(result.run_dirs, Path(args.out), baseline=args.optims[0])
+    # notes only when there are some: a report writer without the keyword still works for a plain grid
+    index = write(result.run_dirs, Path(args.out), baseline=args.optims[0], **({"notes": notes} if notes else {}))
     return CompareResult(result, Path(index))
 
 
