@@ -22,19 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from optimlab.report.load import Run, load_runs
-from optimlab.report.stats import summarize, welch_p_value
+from optimlab.report.stats import holm, summarize, welch_p_value
 
 SCHEDULES = ("step", "exponential", "sgdr")
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (nan stays nan and does not count as a test)."""
-    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
-    adjusted, running = [math.nan] * len(p_values), 0.0
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def method_of(run: Run) -> tuple[str, str]:
