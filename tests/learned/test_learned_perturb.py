@@ -250,3 +250,24 @@ def test_packaged_optimizer_and_recorded_validation_use_the_clean_weights(tmp_pa
     depth = strategies.validation_depth(s, record["stage"])
     value = evaluate_meta_loss(trainer.systems[0], trainer.weights, seeds, depth)
     assert value == record["val/meta_loss"]
+
+
+def test_stopped_and_resumed_perturbed_run_ends_bit_identical(tmp_path, monkeypatch):
+    from optimlab.learned import metatrain
+
+    overrides = [*TINY, *SHORT, "perturb=relative_gaussian", "perturb.magnitude=0.05"]
+    whole = meta_train(load_meta_config([*overrides, f"run_dir={tmp_path / 'whole'}"]))
+    original, calls = MetaTrainer.meta_iteration, []
+
+    def stopping(self):
+        calls.append(1)
+        if len(calls) == 2:
+            metatrain.request_stop()
+        return original(self)
+
+    monkeypatch.setattr(MetaTrainer, "meta_iteration", stopping)
+    split = load_meta_config([*overrides, f"run_dir={tmp_path / 'split'}"])
+    assert meta_train(split)["status"] == "interrupted"
+    monkeypatch.setattr(MetaTrainer, "meta_iteration", original)
+    resumed = meta_train(split)
+    assert resumed["status"] == "completed" and resumed["policy_sha256"] == whole["policy_sha256"]
