@@ -21,9 +21,10 @@ def test_pools_default_is_the_original_net_and_explicit_pools_place_the_max_pool
     assert kinds.count("Conv2d") == 5 and [i for i, k in enumerate(kinds) if k == "MaxPool2d"] == [6, 11]
     assert deeper.classifier[1].in_features == 64 * 2 * 2
     assert deeper(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
-    for bad in ({"pools": [2]}, {"channels": [4, 4, 4, 4]}):
-        with pytest.raises(ConfigError, match="pools"):
+    for bad, match in (({"pools": [2]}, "pools"), ({"channels": [4, 4, 4, 4]}, "too small for 4 pooling")):
+        with pytest.raises(ConfigError, match=match):
             build_task("digits_cnn", bad)
+    build_task("digits_cnn", {"channels": [4, 4, 4, 4], "pools": [0, 1, 2]})  # fine: three pools
 
 
 def test_digits_resnet_has_batch_norm_and_checks_its_depth():

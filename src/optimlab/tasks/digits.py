@@ -107,8 +107,6 @@ def build_cnn(options: DigitsCNNOptions, data_dir: Path) -> Task:
     pools = None if options.pools is None else list(options.pools)
     if pools is not None and not set(pools) <= set(range(len(channels))):
         raise ConfigError(f"task option 'pools' must index the {len(channels)} conv layers (0-based), got {pools}")
-    if (len(channels) if pools is None else len(set(pools))) > 3:
-        raise ConfigError("task option 'pools': an 8x8 image allows at most 3 max-pools (set pools=[...])")
     return _task(
         "digits_cnn",
         options,

@@ -82,7 +82,7 @@ class ConvNet2d(nn.Module):
                 size //= 2
             width = out
         if size < 1:
-            raise ValueError(f"image of size {image_size} too small for {len(channels)} pooling stages")
+            raise ValueError(f"image of size {image_size} too small for {len(pooled)} pooling stages")
         self.features = nn.Sequential(*layers)
         head: list[nn.Module] = [nn.Flatten()]
         features = width * size * size
