@@ -62,3 +62,10 @@ def test_evaluate_learned_optimizer_on_suite_problems(tmp_path, capsys):
             assert config["task"]["batch_size"] == 32
         assert Path(out / "plots" / f"{task}.png").stat().st_size > 0
     assert "conv_train_dp" in capsys.readouterr().out
+    # A baseline drawn over the learned optimizer's runs, on the same figure.
+    base = tmp_path / "base"
+    overlay = ["suite=amalgamation", "optim=sgd", "lrs=[0.1]", "tasks=[conv_smallbatch]", "repeats=1", "steps=2",
+               "eval_every=1", f"run_dir={base}", f"overlay=[{out}]"]  # fmt: skip
+    assert main(["baseline", *overlay]) == 0
+    assert json.loads((base / "evaluation.json").read_text())["plots"] == [str(base / "plots" / "conv_smallbatch.png")]
+    assert main(["baseline", "suite=amalgamation", f"overlay=[{tmp_path / 'none'}]"]) == 2

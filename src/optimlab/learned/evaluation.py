@@ -54,6 +54,7 @@ class EvaluateConfig:
     )  # extra trainer overrides for every run, e.g. ["train.clip_grad_norm=1"]
     options: dict = field(default_factory=dict)  # per-task options: options.mnist1d_mlp.width=32
     plots: bool = True  # <run_dir>/plots/<task>.png: losses vs step, mean and min-max band over seeds
+    overlay: list[str] = field(default_factory=list)  # other evaluation run_dirs drawn on the same plots (a baseline)
 
 
 def load_evaluate_config(overrides: list[str]) -> EvaluateConfig:
@@ -78,6 +79,11 @@ def load_evaluate_config(overrides: list[str]) -> EvaluateConfig:
     for key in ("repeats", "steps", "eval_every", "batch_size"):
         if getattr(cfg, key) is not None and getattr(cfg, key) <= 0:
             raise ConfigError(f"key {key!r}: must be positive, got {getattr(cfg, key)}")
+    for other in cfg.overlay:
+        if not (Path(other) / "evaluation.json").is_file():
+            raise ConfigError(
+                f"key 'overlay': {other} holds no evaluation.json (an optimlab evaluate/baseline run_dir)"
+            )
     if cfg.suite is not None:
         from optimlab.learned.suite import suite_problems
 
@@ -228,7 +234,7 @@ def _write(cfg: EvaluateConfig, kind: str, results: dict) -> dict:
         shown = {
             task: [res["best"]] if res.get("best") else [k for k in res if k != "best"] for task, res in results.items()
         }
-        report["plots"] = [str(path) for path in plot_tasks(root, shown)]
+        report["plots"] = [str(path) for path in plot_tasks(root, shown, cfg.overlay)]
     rundir.write_json(root / "evaluation.json", report)
     lines = ["| task | optimizer | mean log best val loss | ± 2 SE |", "|---|---|---|---|"]
     for task, res in results.items():

@@ -4,29 +4,38 @@ Optimizer Amalgamation's plots draw them. The curves and bands are `optimlab.rep
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from optimlab.report.load import read_run
 from optimlab.report.plots import _all_positive, _figure, _save, band, colors, slug
 
 
-def plot_tasks(root: Path, shown: dict[str, list[str]]) -> list[Path]:
+def plot_tasks(root: Path, shown: dict[str, list[str]], overlays: list[str] = ()) -> list[Path]:
     """`<root>/plots/<task>.png` for each task, with the optimizers (labels under `<root>/runs/<task>/`)
-    in `shown`; returns the paths written."""
+    in `shown`, and those of the other evaluation directories in `overlays` on the same task (a baseline's
+    best learning rate); returns the paths written."""
+    others = [(Path(d), json.loads((Path(d) / "evaluation.json").read_text())["results"]) for d in overlays]
     paths = []
     for task, labels in shown.items():
-        path = plot_task(root / "runs" / task, labels, root / "plots" / f"{slug(task)}.png", task)
+        curves = [(root / "runs" / task / label, label) for label in labels]
+        for other, results in others:
+            res = results.get(task, {})
+            extra = [res["best"]] if res.get("best") else [k for k in res if k != "best"]
+            curves += [(other / "runs" / task / label, label) for label in extra if label not in labels]
+        path = plot_task(curves, root / "plots" / f"{slug(task)}.png", task)
         if path is not None:
             paths.append(path)
     return paths
 
 
-def plot_task(task_dir: Path, labels: list[str], path: Path, title: str) -> Path | None:
-    palette = colors(labels)
+def plot_task(curves: list[tuple[Path, str]], path: Path, title: str) -> Path | None:
+    """One figure: each (directory of an optimizer's seed runs, label) as a mean line and min-max band."""
+    palette = colors([label for _, label in curves])
     fig, axes = _figure(1, 2, (11, 3.8))
     drawn = False
-    for label in labels:
-        runs = [read_run(p.parent) for p in sorted((task_dir / label).rglob("summary.json"))]
+    for folder, label in curves:
+        runs = [read_run(p.parent) for p in sorted(folder.rglob("summary.json"))]
         for ax, key in zip(axes, ("train/loss", "val/loss")):
             steps, mean, low, high = band([r.series(key) for r in runs])
             if not len(steps):
