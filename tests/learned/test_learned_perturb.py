@@ -183,6 +183,19 @@ def test_persistent_gaussian_draws_once_per_estimate():
     assert torch.equal(at["a"], expected)
 
 
+def test_perturb_off_leaves_the_config_hash_as_before_the_group_existed():
+    from optimlab import rundir
+    from optimlab.learned.metaconfig import to_tree
+    from optimlab.learned.metatrain import config_hash
+
+    for overrides in ([], ["preset=quick"], ["perturb=none", "perturb.magnitude=0.5"]):
+        cfg = load_meta_config(overrides)
+        tree = to_tree(cfg)
+        tree.pop("perturb")
+        assert config_hash(cfg) == rundir.identity_hash(tree)
+    assert config_hash(load_meta_config(["perturb=fgsm"])) != config_hash(load_meta_config([]))
+
+
 def test_config_group_presets_and_errors():
     cfg = load_meta_config(["perturb=pgd", "perturb.norm=l2", "perturb.steps=3", "perturb.magnitude=1e-2"])
     assert (cfg.perturb.name, cfg.perturb.norm, cfg.perturb.steps) == ("pgd", "l2", 3)
