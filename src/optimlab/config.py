@@ -30,7 +30,7 @@ from optimlab.errors import ConfigError, suggest, unknown_name
 from optimlab.registry import RegistryNames
 from optimlab.validate import check_number
 
-NAMED_GROUPS = ("task", "optim", "schedule", "hyper", "direction", "precond")
+NAMED_GROUPS = ("task", "optim", "schedule", "hyper", "direction", "precond", "privacy")
 # List-valued shorthands: `instruments=[grad_stats,hessian_top]` is `instruments.names=[...]`.
 LIST_GROUPS = {"instruments": "names"}
 
@@ -142,6 +142,16 @@ class PrecondConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Differentially private gradients (docs/amalgamation.md): `dp_sgd` clips every example's gradient and adds
+    Gaussian noise (Abadi et al. 2016); `none` is off."""
+
+    name: str = "none"  # none | dp_sgd
+    clip: float = bounded(1.0, low=0.0, low_inclusive=False)  # dp_sgd: bound C on each example's gradient norm
+    noise_multiplier: float = bounded(1.1, low=0.0)  # dp_sgd: noise std sigma * C on the summed clipped gradients
+
+
+@dataclass
 class InstrumentsConfig:
     """Gradient instruments (docs/instruments.md): measurements that never change the trajectory."""
 
@@ -210,6 +220,7 @@ class Config:
     direction: DirectionConfig = field(default_factory=DirectionConfig)
     precond: PrecondConfig = field(default_factory=PrecondConfig)
     instruments: InstrumentsConfig = field(default_factory=InstrumentsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 # The config groups that are mappings (the named ones also accept `group: name`).
@@ -230,6 +241,7 @@ _CHOICES = {
     "direction.allocation": ("equal", "proportional"),
     "precond.name": ("none", "kfac"),
     "precond.fisher": ("true", "empirical"),
+    "privacy.name": ("none", "dp_sgd"),
     "instruments.compat": ("unbiased", "study"),
 }
 
@@ -426,6 +438,7 @@ class _PlainConfig:
     direction: DirectionConfig = field(default_factory=DirectionConfig)
     precond: PrecondConfig = field(default_factory=PrecondConfig)
     instruments: InstrumentsConfig = field(default_factory=InstrumentsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 @functools.cache

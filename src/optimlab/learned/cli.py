@@ -52,7 +52,7 @@ def evaluate_main(argv: list[str]) -> int:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="path=DIR tasks=[mnist1d_mlp] repeats=3 steps=1000 run_dir=OUT",
+        help="path=DIR tasks=[mnist1d_mlp] repeats=3 steps=1000 run_dir=OUT, or path=DIR suite=amalgamation",
     )
     args = parser.parse_args(argv)
     from optimlab.learned.evaluation import evaluate_learned, load_evaluate_config
@@ -66,7 +66,10 @@ def baseline_main(argv: list[str]) -> int:
         prog="optimlab baseline", description="The evaluation protocol with an analytical optimizer and an lr grid."
     )
     parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="optim=adam lrs=[1e-3,3e-3] tasks=[mnist1d_mlp] run_dir=OUT"
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="optim=adam lrs=[1e-3,3e-3] tasks=[mnist1d_mlp] run_dir=OUT, or suite=amalgamation",
     )
     args = parser.parse_args(argv)
     from optimlab.learned.evaluation import evaluate_baseline, load_evaluate_config

@@ -7,6 +7,11 @@ task from a grid by the same score.
     <run_dir>/runs/<task>/<label>/seed<r>/      ordinary trainer run directories (`optimlab report` reads them)
     <run_dir>/evaluation.json                    per task and optimizer: scores, mean, 2 standard errors
     <run_dir>/evaluation.md                      the same as a table
+    <run_dir>/plots/<task>.png                   losses vs step: mean and min-max band over seeds
+
+`suite=amalgamation` runs a named evaluation suite instead of plain tasks (`optimlab.learned.suite`): each
+problem brings its own task options, batch size, length (25 epochs), validation cadence (every epoch) and
+trainer keys (DP-SGD), with 10 seeds by default.
 
 Error bars are 2 standard errors of the per-replicate means when several learned-optimizer replicates
 (`paths=[...]`) are given, else of the per-seed scores.
@@ -26,6 +31,8 @@ from omegaconf.errors import OmegaConfBaseException
 from optimlab import rundir
 from optimlab.errors import ConfigError, unknown_name
 
+SUITE_REPEATS = 10  # the original's evaluation repeats
+
 
 @dataclass
 class EvaluateConfig:
@@ -34,17 +41,20 @@ class EvaluateConfig:
     optim: str = "adam"  # baseline: a registered optimizer
     lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2])  # baseline: the lr grid
     lr: float = 1.0  # evaluate: the learned optimizer's step multiplier
-    tasks: list[str] = field(default_factory=lambda: ["mnist1d_mlp"])
-    repeats: int = 3
-    steps: int = 1000
-    eval_every: int = 100
-    batch_size: int = 128
+    suite: Optional[str] = None  # a named evaluation suite (amalgamation): `tasks` are its problems
+    tasks: list[str] = field(default_factory=list)  # default [mnist1d_mlp]; with a suite, its problems (default all)
+    repeats: Optional[int] = None  # seeds per task and optimizer (default 3; 10 with a suite)
+    steps: Optional[int] = None  # default 1000; with a suite, each problem's 25 epochs
+    eval_every: Optional[int] = None  # default 100; with a suite, one epoch
+    batch_size: Optional[int] = None  # default 128; a suite sets each problem's own
     seed: int = 0
     run_dir: str = "runs/evaluate"
     train: list[str] = field(
         default_factory=list
     )  # extra trainer overrides for every run, e.g. ["train.clip_grad_norm=1"]
     options: dict = field(default_factory=dict)  # per-task options: options.mnist1d_mlp.width=32
+    plots: bool = True  # <run_dir>/plots/<task>.png: losses vs step, mean and min-max band over seeds
+    overlay: list[str] = field(default_factory=list)  # other evaluation run_dirs drawn on the same plots (a baseline)
 
 
 def load_evaluate_config(overrides: list[str]) -> EvaluateConfig:
@@ -67,10 +77,24 @@ def load_evaluate_config(overrides: list[str]) -> EvaluateConfig:
     if cfg.path:
         cfg.paths = [cfg.path, *cfg.paths]
     for key in ("repeats", "steps", "eval_every", "batch_size"):
-        if getattr(cfg, key) <= 0:
+        if getattr(cfg, key) is not None and getattr(cfg, key) <= 0:
             raise ConfigError(f"key {key!r}: must be positive, got {getattr(cfg, key)}")
-    if not cfg.tasks:
-        raise ConfigError("key 'tasks': expected at least one task")
+    for other in cfg.overlay:
+        if not (Path(other) / "evaluation.json").is_file():
+            raise ConfigError(
+                f"key 'overlay': {other} holds no evaluation.json (an optimlab evaluate/baseline run_dir)"
+            )
+    if cfg.suite is not None:
+        from optimlab.learned.suite import suite_problems
+
+        if cfg.batch_size is not None:
+            raise ConfigError(f"key 'batch_size': suite {cfg.suite!r} sets each problem's batch size")
+        cfg.tasks = [p.name for p in suite_problems(cfg.suite, cfg.tasks)]
+        cfg.repeats = cfg.repeats or SUITE_REPEATS
+        return cfg
+    cfg.tasks = cfg.tasks or ["mnist1d_mlp"]
+    cfg.repeats, cfg.steps = cfg.repeats or 3, cfg.steps or 1000
+    cfg.eval_every, cfg.batch_size = cfg.eval_every or 100, cfg.batch_size or 128
     return cfg
 
 
@@ -100,16 +124,27 @@ def _train_one(cfg: EvaluateConfig, task: str, optim_overrides: list[str], seed:
     from optimlab.config import load_config
     from optimlab.train import train
 
-    overrides = [
-        f"task={task}", f"task.batch_size={cfg.batch_size}", *optim_overrides, f"seed={seed}",
-        f"train.steps={cfg.steps}", f"train.eval_every={cfg.eval_every}", f"train.checkpoint_every={cfg.steps}",
-        f"run_dir={run_dir}", "log.progress=never", *cfg.train,
-        *(f"task.{k}={v}" for k, v in (cfg.options.get(task) or {}).items()),
-    ]  # fmt: skip
+    overrides = [*_problem_overrides(cfg, task), *optim_overrides, f"seed={seed}", f"run_dir={run_dir}",
+                 "log.progress=never", *cfg.train]  # fmt: skip
     summary = train(load_config(overrides))
     if summary["status"] not in rundir.HAS_RESULT:
         raise ConfigError(f"run {run_dir} ended with status {summary['status']!r}: {summary.get('error')}")
     return best_log_val_loss(run_dir)
+
+
+def _problem_overrides(cfg: EvaluateConfig, task: str) -> list[str]:
+    """Task, options, batch size, length and validation cadence of one task (or suite problem)."""
+    options = cfg.options.get(task) or {}
+    if cfg.suite is not None:
+        from optimlab.learned.suite import suite_problems, trainer_overrides
+
+        (problem,) = suite_problems(cfg.suite, [task])
+        return trainer_overrides(problem, steps=cfg.steps, eval_every=cfg.eval_every, options=options)
+    return [
+        f"task={task}", f"task.batch_size={cfg.batch_size}", f"train.steps={cfg.steps}",
+        f"train.eval_every={cfg.eval_every}", f"train.checkpoint_every={cfg.steps}",
+        *(f"task.{k}={v}" for k, v in options.items()),
+    ]  # fmt: skip
 
 
 def run_protocol(cfg: EvaluateConfig, entries: list[tuple[str, list[str], str]]) -> dict[str, Any]:
@@ -187,11 +222,19 @@ def _write(cfg: EvaluateConfig, kind: str, results: dict) -> dict:
     root = Path(cfg.run_dir)
     report = {
         "kind": kind,
+        "suite": cfg.suite,
         "steps": cfg.steps,
         "repeats": cfg.repeats,
         "metric": "log(best validation loss)",
         "results": results,
     }
+    if cfg.plots:
+        from optimlab.learned.evaluation_plots import plot_tasks
+
+        shown = {
+            task: [res["best"]] if res.get("best") else [k for k in res if k != "best"] for task, res in results.items()
+        }
+        report["plots"] = [str(path) for path in plot_tasks(root, shown, cfg.overlay)]
     rundir.write_json(root / "evaluation.json", report)
     lines = ["| task | optimizer | mean log best val loss | ± 2 SE |", "|---|---|---|---|"]
     for task, res in results.items():

@@ -22,8 +22,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optimlab.config import LogConfig, default_data_dir, read_yaml_mapping
 from optimlab.errors import ConfigError, suggest, unknown_name
+from optimlab.learned.perturb import PerturbConfig, check_config as check_perturb
 
-SHORTHAND = ("policy", "strategy", "estimator")
+SHORTHAND = ("policy", "strategy", "estimator", "perturb")
 
 
 @dataclass
@@ -88,6 +89,7 @@ class MetaTrainConfig:
     meta_optimizer: MetaOptimizerConfig = field(default_factory=MetaOptimizerConfig)
     checkpoint_every: int = 10  # meta-iterations between checkpoints (and at every period's end)
     log: LogConfig = field(default_factory=LogConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)  # of the policy's weights while meta-training
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -110,6 +112,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every": 5,
     },
 }
+
+# Stability-aware meta-training (Optimizer Amalgamation, Huang et al. 2022): the quick setup with one perturbation
+# of the policy's weights, named and sized as the original's presets (`gaussian_rel` is `relative_gaussian`,
+# `cgd` is `adaptive_pgd`; the original has no persistent preset). `perturb=...` adds one to any other preset.
+PERTURBATIONS = {
+    "gaussian": {"name": "gaussian", "magnitude": 1e-3},
+    "relative_gaussian": {"name": "relative_gaussian", "magnitude": 5e-4},
+    "persistent_gaussian": {"name": "persistent_gaussian", "magnitude": 1e-3},
+    "fgsm": {"name": "fgsm", "magnitude": 1e-3},
+    "pgd": {"name": "pgd", "magnitude": 1e-4, "steps": 1, "norm": "inf", "lr": 0.1},
+    "adaptive_pgd": {"name": "adaptive_pgd", "magnitude": 1e-3, "steps": 1},
+}
+PRESETS.update({name: {**PRESETS["quick"], "perturb": perturb} for name, perturb in PERTURBATIONS.items()})
 
 _CHOICES = {
     "strategy.name": ("curriculum", "repeat"),
@@ -221,6 +236,7 @@ def validate(cfg: MetaTrainConfig) -> None:
         )
     if not cfg.tasks:
         raise ConfigError("config key 'tasks': expected at least one task")
+    check_perturb(cfg.perturb)
     for key, value in (
         ("strategy.warmup_steps", s.warmup_steps),
         ("strategy.max_repeat", s.max_repeat),

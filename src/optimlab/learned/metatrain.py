@@ -36,6 +36,7 @@ from optimlab.learned.estimators import build_estimator
 from optimlab.learned.metaconfig import MetaTrainConfig, from_tree, to_tree, to_yaml
 from optimlab.learned.metaopt import MetaOptimizer
 from optimlab.learned.package import save, weights_sha256
+from optimlab.learned.perturb import Perturbation, perturbed_estimate
 from optimlab.learned.policies import build_policy
 from optimlab.learned.problems import build_problem, seed_mix
 from optimlab.learned.unroll import LearnedOptimizerSystem, Trajectory, evaluate_meta_loss
@@ -149,6 +150,7 @@ class MetaTrainer:
         ]
         self.estimators = [build_estimator(e.name, system, std=e.std, pairs=e.pairs) for system in self.systems]
         self.weights = dict(self.policy.named_parameters())
+        self.perturbation = Perturbation(cfg.perturb)
         m = cfg.meta_optimizer
         self.meta_opt = MetaOptimizer(self.weights, lr=m.lr, eps=m.eps, clip_ratio=m.clip_ratio, clip_eps=m.clip_eps)
         self.generator = torch.Generator().manual_seed(seed_mix(cfg.seed, 7))
@@ -254,7 +256,12 @@ class MetaTrainer:
         if self.est_state is None:
             seed = seed_mix(self.cfg.seed, p["stage"], p["period"], p["repeat"], p["trajectory"])
             self.est_state = estimator.reset(seed)
-        grads, loss, new_state = estimator.estimate(self.weights, self.est_state, self.generator)
+        if self.perturbation.active:  # the policy's weights perturbed for this estimate only (perturb.py)
+            grads, loss, new_state = perturbed_estimate(
+                self.perturbation, estimator, self.systems, self.weights, self.est_state, self.generator
+            )
+        else:
+            grads, loss, new_state = estimator.estimate(self.weights, self.est_state, self.generator)
         record = {
             "step": p["iteration"],
             "stage": p["stage"],

@@ -60,6 +60,8 @@ class LearnedOptimizerSystem:
         self.warmup_steps = warmup_steps
         self.unroll_len, self.scale_spread = unroll_len, scale_spread
         self.second_order, self.warmup_lr = second_order, warmup_lr
+        # Set only while meta-training estimates (perturb.weight_noise): noise added at every use of the weights.
+        self.weight_noise = None
 
     # ---- trajectories -------------------------------------------------------------------------------
 
@@ -120,14 +122,14 @@ class LearnedOptimizerSystem:
                 new_state = {}
                 for k, g in zip(names, grads):
                     flat = theta[k].reshape(-1)
-                    delta, st = functional_call(policy, weights, (flat, g.reshape(-1), state[k], t, global_state))
+                    delta, st = functional_call(policy, self._use(weights), (flat, g.reshape(-1), state[k], t, global_state))
                     if warmup:  # plain SGD; the recurrent state stays where it was
                         delta = self.warmup_lr * g.reshape(-1)
                         st = {key: (state[k][key] if key in policy.recurrent_keys else v) for key, v in st.items()}
                     theta[k] = theta[k] - delta.view_as(theta[k])
                     new_state[k] = st
                 if global_state:
-                    global_state = _update_global(policy, weights, new_state, global_state)
+                    global_state = _update_global(policy, self._use(weights), new_state, global_state)
                 state = new_state
             step += 1
         meta = torch.stack(terms).mean() if terms else torch.tensor(float("nan"))
@@ -140,6 +142,9 @@ class LearnedOptimizerSystem:
 
     def weights(self) -> Params:
         return dict(self.policy.named_parameters())
+
+    def _use(self, weights: Params) -> Params:
+        return weights if self.weight_noise is None else self.weight_noise(weights)
 
 
 class _GlobalUpdate(nn.Module):

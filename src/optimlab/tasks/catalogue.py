@@ -39,6 +39,8 @@ TASKS: list[TaskSpec] = [
     _classification("digits_logreg", digits.build_logreg, digits.DigitsOptions, "sklearn digits (8x8), logistic regression"),
     _classification("digits_mlp", digits.build_mlp, digits.DigitsMLPOptions, "sklearn digits (8x8), MLP (2 x 128 ReLU)"),
     _classification("digits_cnn", digits.build_cnn, digits.DigitsCNNOptions, "sklearn digits (8x8), 2-D ConvNet (16, 32)"),
+    _classification("digits_resnet", digits.build_resnet, digits.DigitsResNetOptions,
+                    "sklearn digits (8x8), ResNet-8 with BatchNorm (width 8)"),
     task_spec("shakespeare_lstm", shakespeare.build, shakespeare.ShakespeareOptions,
               "Tiny Shakespeare characters, LSTM LM"),
     task_spec("gru_repeat", gru_repeat.build, gru_repeat.GRURepeatOptions,

@@ -17,7 +17,8 @@ import numpy as np
 from optimlab.tasks.base import Task
 from optimlab.tasks.common import model_factory
 from optimlab.tasks.data import check_fraction, check_non_negative, check_positive, classification_splits, rng
-from optimlab.tasks.models import MLP, ConvNet2d, LogisticRegression
+from optimlab.errors import ConfigError
+from optimlab.tasks.models import MLP, ConvNet2d, LogisticRegression, ResNet
 
 SIZE, CLASSES = 8, 10
 
@@ -42,6 +43,14 @@ class DigitsCNNOptions(DigitsOptions):
     channels: list[int] = field(default_factory=lambda: [16, 32])  # 3x3 conv + 2x2 max-pool stages
     hidden: int = 64  # hidden linear layer before the classifier (0: none)
     batch_norm: bool = False
+    pools: Optional[list[int]] = None  # conv layers (0-based) followed by the max-pool (None: every one)
+
+
+@dataclass
+class DigitsResNetOptions(DigitsOptions):
+    depth: int = 8  # 6n+2: a 3x3 stem and three stages of n basic blocks (8 x 8, 4 x 4, 2 x 2)
+    width: int = 8  # channels of the first stage (then 2x and 4x)
+    batch_norm: bool = True
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +104,19 @@ def build_mlp(options: DigitsMLPOptions, data_dir: Path) -> Task:
 def build_cnn(options: DigitsCNNOptions, data_dir: Path) -> Task:
     del data_dir
     channels = list(options.channels)
+    pools = None if options.pools is None else list(options.pools)
+    if pools is not None and not set(pools) <= set(range(len(channels))):
+        raise ConfigError(f"task option 'pools' must index the {len(channels)} conv layers (0-based), got {pools}")
     return _task(
-        "digits_cnn", options, lambda: ConvNet2d(1, SIZE, CLASSES, channels, options.hidden, options.batch_norm)
+        "digits_cnn",
+        options,
+        lambda: ConvNet2d(1, SIZE, CLASSES, channels, options.hidden, options.batch_norm, pools),
     )
+
+
+def build_resnet(options: DigitsResNetOptions, data_dir: Path) -> Task:
+    del data_dir
+    check_positive(width=options.width)
+    if options.depth < 8 or (options.depth - 2) % 6:
+        raise ConfigError(f"task option 'depth' must be 6n+2 (8, 14, 20, ...), got {options.depth}")
+    return _task("digits_resnet", options, lambda: ResNet(options.depth, CLASSES, 1, options.width, options.batch_norm))

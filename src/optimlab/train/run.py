@@ -28,6 +28,7 @@ from optimlab.train.evaluate import to_device
 from optimlab.train.gradients import backward, backward_seed
 from optimlab.train.hooks import RunContext, StepHook, StepInfo, prefixed
 from optimlab.train.carried_state_hook import build_carried_state_hook
+from optimlab.train.dp_sgd import build_dp_sgd_hooks
 from optimlab.train.hyper_hook import build_hypergradient_hook
 from optimlab.train.init_from import init_from
 from optimlab.train.importance import ImportanceSampler, importance_hooks, weighted_task, with_weights
@@ -41,6 +42,7 @@ from optimlab.train.threads import apply_threads
 # Instruments come first: their after_backward reads the training backward before other hooks differentiate
 # through its graph (the hypergradient's Hessian-vector products).
 HOOK_BUILDERS: list[Callable[[Config, RunContext], list[StepHook]]] = [
+    build_dp_sgd_hooks,  # privacy=dp_sgd replaces `.grad` first: every other hook sees the private gradient
     lambda cfg, ctx: _build_instruments(cfg, ctx),
     lambda cfg, ctx: [hook] if (hook := build_hypergradient_hook(cfg, ctx)) is not None else [],
     build_carried_state_hook,  # recurrent state carried across batches (word-level language models)

@@ -50,7 +50,11 @@ class ConvNet1d(nn.Module):
 
 class ConvNet2d(nn.Module):
     """[3x3 conv (padding 1) -> ReLU -> 2x2 max-pool] per entry of `channels`, then an optional hidden linear
-    layer and the linear classifier. Input (N, in_channels, image_size, image_size)."""
+    layer and the linear classifier. Input (N, in_channels, image_size, image_size).
+
+    `pools` lists the (0-based) conv layers followed by the max-pool; None pools after every one. Several
+    convolutions per resolution give a deeper net on small images (Optimizer Amalgamation's `conv_deeper_pool`:
+    channels [16, 32, 32, 64, 64], pools [2, 4])."""
 
     def __init__(
         self,
@@ -60,18 +64,25 @@ class ConvNet2d(nn.Module):
         channels: Sequence[int] = (32, 64),
         hidden: int = 0,
         batch_norm: bool = False,
+        pools: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width, size = in_channels, image_size
-        for out in channels:
+        pooled = set(range(len(channels)) if pools is None else pools)
+        if not pooled <= set(range(len(channels))):
+            raise ValueError(f"pools {sorted(pooled)} must index the {len(channels)} conv layers")
+        for i, out in enumerate(channels):
             layers.append(nn.Conv2d(width, out, 3, padding=1, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(out))
-            layers += [nn.ReLU(), nn.MaxPool2d(2)]
-            width, size = out, size // 2
+            layers.append(nn.ReLU())
+            if i in pooled:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            width = out
         if size < 1:
-            raise ValueError(f"image of size {image_size} too small for {len(channels)} pooling stages")
+            raise ValueError(f"image of size {image_size} too small for {len(pooled)} pooling stages")
         self.features = nn.Sequential(*layers)
         head: list[nn.Module] = [nn.Flatten()]
         features = width * size * size
