@@ -4,7 +4,9 @@
     opt = spec.optimizer(model.parameters())                # LearnedOptimizer
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=1000)   # 'lr' scales each step
 
-The policy runs under `no_grad` on each parameter tensor, flattened; its per-tensor state lives in
+The policy runs under `no_grad` on each parameter tensor, flattened, through its `deployed_step` where it
+has one (RNNProp: the same update as its `forward` up to float rounding, computed in place in cache-sized
+chunks, `docs/performance.md`), otherwise through `forward`; its per-tensor state lives in
 `self.state[p]` (tensors only, with the step count), a hierarchical policy's global state in
 `self.state["global"]`, so `state_dict()` round-trips through `torch.load(..., weights_only=True)`. The
 group's `lr` multiplies the policy's step (1.0 = the step the policy was meta-trained to take), which is
@@ -50,7 +52,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         lr: float = 1.0,
         warmup_steps: int = 0,
         warmup_lr: float = 0.05,
-        chunk_size: int = 4096,
+        chunk_size: int = 2048,
+        deployed: bool = True,
     ):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate (step multiplier): {lr}")
@@ -61,6 +64,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, warmup_steps=int(warmup_steps), warmup_lr=float(warmup_lr)))
         self.policy = policy.eval().requires_grad_(False)
         self.chunk_size = chunk_size
+        self.deployed = deployed  # False: always the policy's functional forward (for comparisons)
         self._copies: dict[tuple, Policy] = {}
 
     def _policy(self, like: Tensor) -> Policy:
@@ -96,8 +100,15 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     global_state = policy.init_global_state(flat)
                     self.state[GLOBAL] = global_state
                 warm = group["warmup_lr"] if float(state["step"]) < group["warmup_steps"] else None
-                delta = self._update(policy, flat, p.grad.reshape(-1), state, global_state, warm)
-                p.add_(delta.view_as(p), alpha=-group["lr"])
+                deployed = getattr(policy, "deployed_step", None) if self.deployed else None
+                if deployed is not None:
+                    step = state["step"].to(flat.dtype)
+                    deployed(flat, p.grad.reshape(-1), state, step, group["lr"], warm, self.chunk_size)
+                    if flat.data_ptr() != p.data_ptr():  # a non-contiguous parameter was stepped as a copy
+                        p.copy_(flat.view_as(p))
+                else:
+                    delta = self._update(policy, flat, p.grad.reshape(-1), state, global_state, warm)
+                    p.add_(delta.view_as(p), alpha=-group["lr"])
                 state["step"] += 1
                 tensor_states.append(state)
         if tensor_states and global_state:

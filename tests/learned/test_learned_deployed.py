@@ -1,0 +1,109 @@
+"""The deployed (no-grad, in-place, chunked) policy steps against the functional `forward` they replace."""
+
+import pytest
+import torch
+from torch import nn
+
+import optimlab.learned as lo
+from optimlab.learned.optimizer import apply_policy
+
+F64 = torch.float64
+
+
+def perturbed(policy, seed=0):
+    """An untrained policy with every weight moved, so that each gate and bias matters."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return policy
+
+
+def random_state(policy, n, dtype, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(v.shape, generator=g, dtype=dtype) for k, v in policy.init_state(torch.zeros(n)).items()}
+    state["v"] = state["v"].square() * 1e-2
+    return state
+
+
+def grad_of(n, dtype, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    # Gradients over several orders of magnitude, some zero: the features' normalisation matters.
+    return (
+        torch.randn(n, generator=g, dtype=dtype)
+        * 10.0 ** torch.randint(-6, 1, (n,), generator=g)
+        * (torch.arange(n) % 7 != 0)
+    )
+
+
+CONFIGS = [
+    {},
+    {"bias_correction": "standard"},
+    {"input_layer": True},
+    {"layers": [8, 12, 5], "alpha": 0.3},
+]
+
+
+@pytest.mark.parametrize("hparams", CONFIGS, ids=["default", "standard", "input_layer", "three_layers"])
+@pytest.mark.parametrize("n, chunk", [(37, 8), (37, 37), (5, 2048)])
+def test_rnnprop_deployed_step_matches_forward_float64(hparams, n, chunk):
+    policy = perturbed(lo.RNNProp(**hparams)).double().eval()
+    param = torch.randn(n, dtype=F64)
+    grad = grad_of(n, F64)
+    state = random_state(policy, n, F64)
+    step = torch.tensor(3.0, dtype=F64)
+    lr = 0.7
+    with torch.no_grad():
+        delta, expected = policy(param, grad, state, step, {})
+    fast_state = {k: v.clone() for k, v in state.items()}
+    fast_param = param.clone()
+    policy.deployed_step(fast_param, grad, fast_state, step, lr, chunk_size=chunk)
+    torch.testing.assert_close(fast_param, param - lr * delta, rtol=1e-13, atol=1e-15)
+    assert fast_state.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(fast_state[key], expected[key], rtol=1e-12, atol=1e-14, msg=key)
+
+
+def test_rnnprop_deployed_step_float32_close_to_forward():
+    policy = perturbed(lo.RNNProp()).eval()
+    n = 5000
+    param, grad, state = torch.randn(n), grad_of(n, torch.float32), random_state(policy, n, torch.float32)
+    step = torch.tensor(0.0)
+    with torch.no_grad():
+        delta, expected = policy(param, grad, state, step, {})
+    fast_param, fast_state = param.clone(), {k: v.clone() for k, v in state.items()}
+    policy.deployed_step(fast_param, grad, fast_state, step, 1.0, chunk_size=1024)
+    torch.testing.assert_close(fast_param, param - delta, rtol=1e-5, atol=1e-6)
+    for key in expected:
+        torch.testing.assert_close(fast_state[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_rnnprop_deployed_warmup_matches_apply_policy():
+    policy = perturbed(lo.RNNProp()).double().eval()
+    n = 11
+    param, grad, state = torch.randn(n, dtype=F64), grad_of(n, F64), random_state(policy, n, F64)
+    step = torch.tensor(0.0, dtype=F64)
+    with torch.no_grad():
+        delta, expected = apply_policy(policy, param, grad, state, step, {}, warmup_lr=0.05)
+    fast_param, fast_state = param.clone(), {k: v.clone() for k, v in state.items()}
+    policy.deployed_step(fast_param, grad, fast_state, step, 0.5, warmup_lr=0.05)
+    torch.testing.assert_close(fast_param, param - 0.5 * delta, rtol=0, atol=0)
+    for key in expected:
+        torch.testing.assert_close(fast_state[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+def test_optimizer_steps_a_non_contiguous_parameter_in_place():
+    torch.manual_seed(0)
+    policy = perturbed(lo.RNNProp())
+    base = torch.randn(6, 4)
+    transposed = nn.Parameter(base.clone().t())  # [4, 6], not contiguous
+    plain = nn.Parameter(base.clone().t().contiguous())
+    grads = torch.randn(3, 4, 6)
+    opts = [lo.LearnedOptimizer([p], policy, chunk_size=5) for p in (transposed, plain)]
+    for g in grads:
+        for p, opt in zip((transposed, plain), opts):
+            p.grad = g.clone()
+            opt.step()
+    assert not transposed.is_contiguous()
+    torch.testing.assert_close(transposed, plain, rtol=0, atol=0)
+    assert not torch.equal(plain, base.t())
