@@ -107,3 +107,32 @@ def test_optimizer_steps_a_non_contiguous_parameter_in_place():
     assert not transposed.is_contiguous()
     torch.testing.assert_close(transposed, plain, rtol=0, atol=0)
     assert not torch.equal(plain, base.t())
+
+
+@pytest.mark.parametrize("hparams", [{}, {"hidden_layers": 0}, {"hidden_size": 7, "hidden_layers": 3}])
+@pytest.mark.parametrize("n, chunk", [(37, 8), (37, 2048)])
+def test_small_fc_lopt_deployed_step_matches_forward_float64(hparams, n, chunk):
+    policy = perturbed(lo.SmallFCLOpt(**hparams)).double().eval()
+    param, grad = torch.randn(n, dtype=F64), grad_of(n, F64)
+    state = {"momenta": torch.randn(n, 6, dtype=F64)}
+    step, lr = torch.tensor(12.0, dtype=F64), 3.0
+    with torch.no_grad():
+        delta, expected = policy(param, grad, state, step, {})
+    fast_param, fast_state = param.clone(), {"momenta": state["momenta"].clone()}
+    policy.deployed_step(fast_param, grad, fast_state, step, lr, chunk_size=chunk)
+    assert delta.abs().max() > 1e-6  # the weights' perturbation makes the step visible
+    torch.testing.assert_close(fast_param, param - lr * delta, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(fast_state["momenta"], expected["momenta"], rtol=1e-14, atol=1e-15)
+
+
+def test_small_fc_lopt_deployed_warmup_matches_apply_policy():
+    policy = perturbed(lo.SmallFCLOpt()).double().eval()
+    n = 9
+    param, grad, state = torch.randn(n, dtype=F64), grad_of(n, F64), {"momenta": torch.randn(n, 6, dtype=F64)}
+    step = torch.tensor(0.0, dtype=F64)
+    with torch.no_grad():
+        delta, expected = apply_policy(policy, param, grad, state, step, {}, warmup_lr=0.05)
+    fast_param, fast_state = param.clone(), {"momenta": state["momenta"].clone()}
+    policy.deployed_step(fast_param, grad, fast_state, step, 0.5, warmup_lr=0.05)
+    torch.testing.assert_close(fast_param, param - 0.5 * delta, rtol=0, atol=0)
+    torch.testing.assert_close(fast_state["momenta"], expected["momenta"], rtol=1e-15, atol=0)

@@ -45,6 +45,9 @@ def apply_policy(
 
 
 class LearnedOptimizer(torch.optim.Optimizer):
+    """`chunk_size`: coordinates per pass of a coordinate-wise policy (None: the policy's own default, sized
+    for the CPU's L2 cache). `deployed=False` always runs the functional `forward` (for comparisons)."""
+
     def __init__(
         self,
         params,
@@ -52,19 +55,19 @@ class LearnedOptimizer(torch.optim.Optimizer):
         lr: float = 1.0,
         warmup_steps: int = 0,
         warmup_lr: float = 0.05,
-        chunk_size: int = 2048,
+        chunk_size: int | None = None,
         deployed: bool = True,
     ):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate (step multiplier): {lr}")
         if warmup_steps < 0:
             raise ValueError(f"Invalid warmup_steps: {warmup_steps}")
-        if chunk_size <= 0:
+        if chunk_size is not None and chunk_size <= 0:
             raise ValueError(f"Invalid chunk_size: {chunk_size}")
         super().__init__(params, dict(lr=lr, warmup_steps=int(warmup_steps), warmup_lr=float(warmup_lr)))
         self.policy = policy.eval().requires_grad_(False)
         self.chunk_size = chunk_size
-        self.deployed = deployed  # False: always the policy's functional forward (for comparisons)
+        self.deployed = deployed
         self._copies: dict[tuple, Policy] = {}
 
     def _policy(self, like: Tensor) -> Policy:
@@ -103,7 +106,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 deployed = getattr(policy, "deployed_step", None) if self.deployed else None
                 if deployed is not None:
                     step = state["step"].to(flat.dtype)
-                    deployed(flat, p.grad.reshape(-1), state, step, group["lr"], warm, self.chunk_size)
+                    chunk = {} if self.chunk_size is None else {"chunk_size": self.chunk_size}
+                    deployed(flat, p.grad.reshape(-1), state, step, group["lr"], warm, **chunk)
                     if flat.data_ptr() != p.data_ptr():  # a non-contiguous parameter was stepped as a copy
                         p.copy_(flat.view_as(p))
                 else:
@@ -126,7 +130,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         step = state["step"].to(param.dtype)
         keys = [k for k in state if k != "step"]
         n = param.numel()
-        chunk = self.chunk_size if policy.coordinatewise else n
+        chunk = (self.chunk_size or 4096) if policy.coordinatewise else n
         if n <= chunk:
             delta, new = apply_policy(policy, param, grad, {k: state[k] for k in keys}, step, global_state, warm)
             for k in keys:

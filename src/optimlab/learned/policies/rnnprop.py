@@ -105,7 +105,7 @@ class RNNProp(Policy):
         step: Tensor,
         lr: float,
         warmup_lr: float | None = None,
-        chunk_size: int = 2048,
+        chunk_size: int = 4096,
     ) -> None:
         """`param -= lr * delta` with `state` updated in place, on flat contiguous tensors: what `forward`
         computes, up to float rounding, without autograd.
