@@ -107,9 +107,7 @@ class SmallFCLOpt(Policy):
         layers = [(w_first, None)] + [(layer.weight.t(), layer.bias) for layer in self.layers[1:]]
         hp = self.hparams
         chunk = min(chunk_size, n)
-        x = param.new_empty(chunk, n_features + 1)
-        x[:, n_features] = 1.0
-        ones = x[:, n_features:]
+        x, ones = param.new_empty(chunk, n_features + 1), param.new_ones(chunk, 1)
         for p, g, m in zip(param.split(chunk), grad.split(chunk), momenta.split(chunk)):
             k = len(g)
             y = torch.cat([g.unsqueeze(1), p.unsqueeze(1), m, ones[:k]], dim=1, out=x[:k])
