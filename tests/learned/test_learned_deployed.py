@@ -136,3 +136,25 @@ def test_small_fc_lopt_deployed_warmup_matches_apply_policy():
     policy.deployed_step(fast_param, grad, fast_state, step, 0.5, warmup_lr=0.05)
     torch.testing.assert_close(fast_param, param - 0.5 * delta, rtol=0, atol=0)
     torch.testing.assert_close(fast_state["momenta"], expected["momenta"], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("name", ["rnnprop", "small_fc_lopt"])
+def test_optimizer_deployed_equals_functional_through_warmup(name):
+    policy = perturbed(lo.build_policy(name))
+    models = [nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double() for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [
+        lo.LearnedOptimizer(m.parameters(), policy, lr=0.8, warmup_steps=1, chunk_size=4, deployed=d)
+        for m, d in zip(models, (True, False))
+    ]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        x = torch.randn(6, 3, generator=g, dtype=F64)
+        for model, opt in zip(models, opts):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        for key, value in opts[1].state[q].items():
+            torch.testing.assert_close(opts[0].state[p][key], value, rtol=1e-12, atol=1e-14, msg=key)
