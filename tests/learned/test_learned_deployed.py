@@ -6,6 +6,7 @@ from torch import nn
 
 import optimlab.learned as lo
 from optimlab.learned.optimizer import apply_policy
+from optimlab.learned.policies import mlp_lopt
 
 F64 = torch.float64
 
@@ -110,8 +111,9 @@ def test_optimizer_steps_a_non_contiguous_parameter_in_place():
 
 
 @pytest.mark.parametrize("hparams", [{}, {"hidden_layers": 0}, {"hidden_size": 7, "hidden_layers": 3}])
-@pytest.mark.parametrize("n, chunk", [(37, 8), (37, 2048)])
-def test_small_fc_lopt_deployed_step_matches_forward_float64(hparams, n, chunk):
+@pytest.mark.parametrize("n, chunk, small", [(37, 8, 0), (37, 2048, 0), (37, 8, mlp_lopt.SMALL)])
+def test_small_fc_lopt_deployed_step_matches_forward_float64(hparams, n, chunk, small, monkeypatch):
+    monkeypatch.setattr(mlp_lopt, "SMALL", small)  # 0: the folded path even for a small tensor
     policy = perturbed(lo.SmallFCLOpt(**hparams)).double().eval()
     param, grad = torch.randn(n, dtype=F64), grad_of(n, F64)
     state = {"momenta": torch.randn(n, 6, dtype=F64)}
@@ -139,7 +141,8 @@ def test_small_fc_lopt_deployed_warmup_matches_apply_policy():
 
 
 @pytest.mark.parametrize("name", ["rnnprop", "small_fc_lopt"])
-def test_optimizer_deployed_equals_functional_through_warmup(name):
+def test_optimizer_deployed_equals_functional_through_warmup(name, monkeypatch):
+    monkeypatch.setattr(mlp_lopt, "SMALL", 0)
     policy = perturbed(lo.build_policy(name))
     models = [nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double() for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())

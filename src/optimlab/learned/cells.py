@@ -75,11 +75,12 @@ class LSTMScratch(NamedTuple):
     g: Tensor
 
     @classmethod
-    def allocate(cls, n: int, input_size: int, hidden_size: int, like: Tensor) -> LSTMScratch:
+    def allocate(cls, n: int, input_size: int, hidden_size: int, work: Tensor) -> LSTMScratch:
+        """`work`: a flat buffer of at least 8nH elements for the gates and blocks (layers may share one)."""
         F, H = input_size, hidden_size
-        xh = like.new_empty(n, F + 1 + H)
+        xh = work.new_empty(n, F + 1 + H)
         xh[:, F] = 1.0
-        gates, blocks = like.new_empty(n, 4 * H), like.new_empty(4, n, H)
+        gates, blocks = work[: 4 * n * H].view(n, 4 * H), work[4 * n * H : 8 * n * H].view(4, n, H)
         grouped = gates.view(n, 4, H).transpose(0, 1)
         return cls(xh, xh[:, :F], xh[:, F + 1 :], gates, grouped, blocks, blocks[:3], *blocks)
 

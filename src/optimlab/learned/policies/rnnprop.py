@@ -126,18 +126,15 @@ class RNNProp(Policy):
             c1, c2 = 1 - b1**t, 1 - b2**t
         else:
             c1, c2 = 1 - b1, 1 - b2
-        weights = [deployed_weight(cell) for cell in self.recurrent]
+        weights = self._deployed_weights()
         w_out, b_out, alpha = self.delta.weight[0], self.delta.bias, hp["alpha"]
         chunk = min(chunk_size, param.numel())
         states = [state[f"{k}{i}"].split(chunk) for i in range(len(self.recurrent)) for k in ("h", "c")]
-        scratch: dict[int, _Scratch] = {}
         for p, g, m, v, *hc in zip(
             param.split(chunk), grad.split(chunk), state["m"].split(chunk), state["v"].split(chunk), *states
         ):
             n = len(g)
-            if n not in scratch:  # the full chunk size and at most one smaller last chunk
-                scratch[n] = _Scratch(self, n, param)
-            s = scratch[n]
+            s = self._scratch(n, param)
             m.lerp_(g, 1 - b1)
             torch.mul(g, g, out=s.r)
             v.lerp_(s.r, 1 - b2)
@@ -156,13 +153,36 @@ class RNNProp(Policy):
             torch.addmv(b_out, h, w_out, out=s.out).tanh_().mul_(alpha)
             p.add_(s.out, alpha=-lr)
 
+    # Per-call set-up (weights regrouped, buffers allocated) costs about 80 us, as much as the step of a
+    # 200-coordinate tensor: models with many small tensors (biases, norms) would pay it per tensor and step.
+    def _deployed_weights(self) -> list[Tensor]:
+        """`deployed_weight` of each cell, remade only when a weight changed (in place or replaced)."""
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        cached = self.__dict__.get("_deployed_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, [deployed_weight(cell) for cell in self.recurrent])
+            self.__dict__["_deployed_cache"] = cached
+        return cached[1]
+
+    def _scratch(self, n: int, like: Tensor) -> _Scratch:
+        """Buffers for chunks of n coordinates, kept for the sizes seen recently (the chunk size, and the sizes
+        of tensors smaller than a chunk and of last chunks)."""
+        cache = self.__dict__.setdefault("_scratch_cache", {})
+        key = (n, like.dtype, like.device)
+        if key not in cache:
+            if sum(k[0] for k in cache) + n > 32768:  # about 1 KB per coordinate: keep under ~32 MB
+                cache.clear()
+            cache[key] = _Scratch(self, n, like)
+        return cache[key]
+
 
 class _Scratch:
     """`RNNProp.deployed_step`'s buffers for chunks of n coordinates."""
 
     def __init__(self, policy: RNNProp, n: int, like: Tensor):
         sizes = [policy.input.out_features if policy.input is not None else 2, *policy.hparams["layers"]]
-        self.cells = [LSTMScratch.allocate(n, f, h, like) for f, h in zip(sizes[:-1], sizes[1:])]
+        work = like.new_empty(8 * n * max(sizes[1:]))  # the gates of one layer at a time: shared
+        self.cells = [LSTMScratch.allocate(n, f, h, work) for f, h in zip(sizes[:-1], sizes[1:])]
         self.r, self.out = like.new_empty(n), like.new_empty(n)  # 1/sqrt(v_hat + eps); the policy's output
         if policy.input is None:  # the two features go straight into the first LSTM's input columns
             self.features = self.cells[0].x.t()
