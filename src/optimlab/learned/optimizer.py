@@ -4,7 +4,9 @@
     opt = spec.optimizer(model.parameters())                # LearnedOptimizer
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=1000)   # 'lr' scales each step
 
-The policy runs under `no_grad` on each parameter tensor, flattened; its per-tensor state lives in
+The policy runs under `no_grad` on each parameter tensor, flattened, through its `deployed_step` where it
+has one (RNNProp: the same update as its `forward` up to float rounding, computed in place in cache-sized
+chunks, `docs/performance.md`), otherwise through `forward`; its per-tensor state lives in
 `self.state[p]` (tensors only, with the step count), a hierarchical policy's global state in
 `self.state["global"]`, so `state_dict()` round-trips through `torch.load(..., weights_only=True)`. The
 group's `lr` multiplies the policy's step (1.0 = the step the policy was meta-trained to take), which is
@@ -43,6 +45,9 @@ def apply_policy(
 
 
 class LearnedOptimizer(torch.optim.Optimizer):
+    """`chunk_size`: coordinates per pass of a coordinate-wise policy (None: the policy's own default, sized
+    for the CPU's L2 cache). `deployed=False` always runs the functional `forward` (for comparisons)."""
+
     def __init__(
         self,
         params,
@@ -50,17 +55,19 @@ class LearnedOptimizer(torch.optim.Optimizer):
         lr: float = 1.0,
         warmup_steps: int = 0,
         warmup_lr: float = 0.05,
-        chunk_size: int = 4096,
+        chunk_size: int | None = None,
+        deployed: bool = True,
     ):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate (step multiplier): {lr}")
         if warmup_steps < 0:
             raise ValueError(f"Invalid warmup_steps: {warmup_steps}")
-        if chunk_size <= 0:
+        if chunk_size is not None and chunk_size <= 0:
             raise ValueError(f"Invalid chunk_size: {chunk_size}")
         super().__init__(params, dict(lr=lr, warmup_steps=int(warmup_steps), warmup_lr=float(warmup_lr)))
         self.policy = policy.eval().requires_grad_(False)
         self.chunk_size = chunk_size
+        self.deployed = deployed
         self._copies: dict[tuple, Policy] = {}
 
     def _policy(self, like: Tensor) -> Policy:
@@ -96,8 +103,16 @@ class LearnedOptimizer(torch.optim.Optimizer):
                     global_state = policy.init_global_state(flat)
                     self.state[GLOBAL] = global_state
                 warm = group["warmup_lr"] if float(state["step"]) < group["warmup_steps"] else None
-                delta = self._update(policy, flat, p.grad.reshape(-1), state, global_state, warm)
-                p.add_(delta.view_as(p), alpha=-group["lr"])
+                deployed = getattr(policy, "deployed_step", None) if self.deployed else None
+                if deployed is not None:
+                    step = state["step"].to(flat.dtype)
+                    chunk = {} if self.chunk_size is None else {"chunk_size": self.chunk_size}
+                    deployed(flat, p.grad.reshape(-1), state, step, group["lr"], warm, **chunk)
+                    if flat.data_ptr() != p.data_ptr():  # a non-contiguous parameter was stepped as a copy
+                        p.copy_(flat.view_as(p))
+                else:
+                    delta = self._update(policy, flat, p.grad.reshape(-1), state, global_state, warm)
+                    p.add_(delta.view_as(p), alpha=-group["lr"])
                 state["step"] += 1
                 tensor_states.append(state)
         if tensor_states and global_state:
@@ -115,7 +130,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         step = state["step"].to(param.dtype)
         keys = [k for k in state if k != "step"]
         n = param.numel()
-        chunk = self.chunk_size if policy.coordinatewise else n
+        chunk = (self.chunk_size or 4096) if policy.coordinatewise else n
         if n <= chunk:
             delta, new = apply_policy(policy, param, grad, {k: state[k] for k in keys}, step, global_state, warm)
             for k in keys:

@@ -11,6 +11,10 @@ Per coordinate, with m and v Adam's moments:
 
 With the defaults it has 5,141 weights. `input_layer=True` adds the original RNNProp's (vfleaking/rnnprop)
 Dense(2 -> 20) + ELU before the LSTMs.
+
+`forward` is the functional step that meta-training differentiates through; `deployed_step` computes the
+same update (up to float rounding) without autograd, in place and in cache-sized chunks, for
+`LearnedOptimizer`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from optimlab.errors import ConfigError
-from optimlab.learned.cells import LSTMCell
+from optimlab.learned.cells import LSTMCell, LSTMScratch, deployed_weight, lstm_step_
 from optimlab.learned.policies.base import Policy, State
 
 BIAS_CORRECTIONS = ("l2o_constant", "standard")
@@ -91,3 +95,96 @@ class RNNProp(Policy):
             x = h
         delta = hp["alpha"] * torch.tanh(self.delta(x)).squeeze(1)
         return delta, new
+
+    @torch.no_grad()
+    def deployed_step(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        state: State,
+        step: Tensor,
+        lr: float,
+        warmup_lr: float | None = None,
+        chunk_size: int = 4096,
+    ) -> None:
+        """`param -= lr * delta` with `state` updated in place, on flat contiguous tensors: what `forward`
+        computes, up to float rounding, without autograd.
+
+        Coordinates go through in chunks of `chunk_size`, each chunk through every layer before the next,
+        so that the per-chunk activations ([chunk, 4H] gates and their [4, chunk, H] regrouping) stay in the
+        core's L2 cache, and every result is written straight into the state. With `warmup_lr` the step is
+        SGD at that rate and only the moments advance (as `LearnedOptimizer` warms up)."""
+        hp = self.hparams
+        b1, b2 = hp["beta_1"], hp["beta_2"]
+        if warmup_lr is not None:
+            state["m"].lerp_(grad, 1 - b1)
+            state["v"].lerp_(grad * grad, 1 - b2)
+            param.add_(warmup_lr * grad, alpha=-lr)
+            return
+        if hp["bias_correction"] == "standard":
+            t = step + 1
+            c1, c2 = 1 - b1**t, 1 - b2**t
+        else:
+            c1, c2 = 1 - b1, 1 - b2
+        weights = self._deployed_weights()
+        w_out, b_out, alpha = self.delta.weight[0], self.delta.bias, hp["alpha"]
+        chunk = min(chunk_size, param.numel())
+        states = [state[f"{k}{i}"].split(chunk) for i in range(len(self.recurrent)) for k in ("h", "c")]
+        for p, g, m, v, *hc in zip(
+            param.split(chunk), grad.split(chunk), state["m"].split(chunk), state["v"].split(chunk), *states
+        ):
+            n = len(g)
+            s = self._scratch(n, param)
+            m.lerp_(g, 1 - b1)
+            torch.mul(g, g, out=s.r)
+            v.lerp_(s.r, 1 - b2)
+            torch.div(v, c2, out=s.r)
+            s.r.add_(hp["epsilon"]).rsqrt_()
+            torch.div(m, c1, out=s.features[0]).mul_(s.r)
+            torch.mul(g, s.r, out=s.features[1])
+            if self.input is not None:
+                nn.functional.elu_(torch.addmm(self.input.bias, s.features.t(), self.input.weight.t(), out=s.embedded))
+                s.cells[0].x.copy_(s.embedded)
+            for i, (cell, weight) in enumerate(zip(s.cells, weights)):
+                h, c = hc[2 * i], hc[2 * i + 1]
+                lstm_step_(cell, weight, h, c)
+                if i + 1 < len(s.cells):
+                    s.cells[i + 1].x.copy_(h)
+            torch.addmv(b_out, h, w_out, out=s.out).tanh_().mul_(alpha)
+            p.add_(s.out, alpha=-lr)
+
+    # Per-call set-up (weights regrouped, buffers allocated) costs about 80 us, as much as the step of a
+    # 200-coordinate tensor: models with many small tensors (biases, norms) would pay it per tensor and step.
+    def _deployed_weights(self) -> list[Tensor]:
+        """`deployed_weight` of each cell, remade only when a weight changed (in place or replaced)."""
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        cached = self.__dict__.get("_deployed_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, [deployed_weight(cell) for cell in self.recurrent])
+            self.__dict__["_deployed_cache"] = cached
+        return cached[1]
+
+    def _scratch(self, n: int, like: Tensor) -> _Scratch:
+        """Buffers for chunks of n coordinates, kept for the sizes seen recently (the chunk size, and the sizes
+        of tensors smaller than a chunk and of last chunks)."""
+        cache = self.__dict__.setdefault("_scratch_cache", {})
+        key = (n, like.dtype, like.device)
+        if key not in cache:
+            if sum(k[0] for k in cache) + n > 32768:  # about 1 KB per coordinate: keep under ~32 MB
+                cache.clear()
+            cache[key] = _Scratch(self, n, like)
+        return cache[key]
+
+
+class _Scratch:
+    """`RNNProp.deployed_step`'s buffers for chunks of n coordinates."""
+
+    def __init__(self, policy: RNNProp, n: int, like: Tensor):
+        sizes = [policy.input.out_features if policy.input is not None else 2, *policy.hparams["layers"]]
+        work = like.new_empty(8 * n * max(sizes[1:]))  # the gates of one layer at a time: shared
+        self.cells = [LSTMScratch.allocate(n, f, h, work) for f, h in zip(sizes[:-1], sizes[1:])]
+        self.r, self.out = like.new_empty(n), like.new_empty(n)  # 1/sqrt(v_hat + eps); the policy's output
+        if policy.input is None:  # the two features go straight into the first LSTM's input columns
+            self.features = self.cells[0].x.t()
+        else:
+            self.features, self.embedded = like.new_empty(2, n), like.new_empty(n, sizes[0])
