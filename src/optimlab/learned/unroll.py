@@ -69,7 +69,7 @@ class LearnedOptimizerSystem:
         generator = torch.Generator().manual_seed(seed)
         scales = log_uniform_scales(params, self.scale_spread, generator)
         stored = {k: p / scales[k] for k, p in params.items()}
-        opt_state = {k: self.policy.init_state(p.reshape(-1)) for k, p in stored.items()}
+        opt_state = {k: self.policy.init_state_for(p) for k, p in stored.items()}
         first = next(iter(stored.values())).reshape(-1)
         sampler = self.problem.sampler(seed)
         traj = Trajectory(
