@@ -35,4 +35,14 @@ def build_policy(name: str, **kwargs: Any) -> Policy:
     return cls(**kwargs)
 
 
-__all__ = ["POLICIES", "Choice", "DMOptimizer", "Policy", "RNNProp", "ScaleHierarchical", "SmallFCLOpt", "State", "build_policy"]
+__all__ = [
+    "POLICIES",
+    "Choice",
+    "DMOptimizer",
+    "Policy",
+    "RNNProp",
+    "ScaleHierarchical",
+    "SmallFCLOpt",
+    "State",
+    "build_policy",
+]
