@@ -99,7 +99,9 @@ def hand_losses(student_lr, teacher_lrs, reduce, weight, steps=3):
     meta = sum(math.log(fi + 1e-10) - math.log(f[0] + 1e-10) for fi in f) / steps
     per_step = []
     for i in range(1, steps + 1):
-        d = [math.log(0.5 * sq * ((1 - student_lr) ** i - (1 - c) ** i) ** 2 + 1e-10) - math.log(2) for c in teacher_lrs]
+        d = [
+            math.log(0.5 * sq * ((1 - student_lr) ** i - (1 - c) ** i) ** 2 + 1e-10) - math.log(2) for c in teacher_lrs
+        ]
         per_step.append(max(d) if reduce == "max" else sum(d) / len(d))
     imitation = sum(per_step) / steps
     return meta, imitation, meta + weight * imitation
@@ -205,13 +207,19 @@ def test_presets_compose_like_the_originals():
     cfg = load_meta_config(["preset=conv_train,adam,rmsprop,il_more"])
     assert cfg.distill.name == "analytical" and cfg.distill.teachers == ["adam", "rmsprop"]
     assert cfg.distill.reduce == "max" and cfg.distill.weights == [0.2, 0.1, 0.05, 0.02]
-    assert cfg.tasks == ["digits_cnn"] and cfg.strategy.name == "curriculum" and cfg.preset == "conv_train,adam,rmsprop,il_more"
+    assert (
+        cfg.tasks == ["digits_cnn"]
+        and cfg.strategy.name == "curriculum"
+        and cfg.preset == "conv_train,adam,rmsprop,il_more"
+    )
     assert load_meta_config(["preset=conv_train,adam,rmsprop,il_more,reduce_mean"]).distill.reduce == "mean"
     choice = load_meta_config(["preset=conv_train,cl_fixed", "policy=choice", "policy.pool=small"])
     assert choice.strategy.name == "repeat" and choice.strategy.num_periods == 5 and choice.strategy.depths == [1, 2, 5]
     assert choice.strategy.repeat_threshold == 0.9 and choice.distill.name == "none"
     less = load_meta_config(["preset=conv_train,less_choice"])
-    assert less.policy.name == "choice" and less.policy.options == {"pool": "small"} and less.strategy == choice.strategy
+    assert (
+        less.policy.name == "choice" and less.policy.options == {"pool": "small"} and less.strategy == choice.strategy
+    )
     assert load_meta_config(["preset=more_choice"]).policy.options == {"pool": "large"}
     step2 = load_meta_config(["preset=conv_train,il_more", "distill=choice", "distill.teacher=runs/meta/less_choice"])
     assert step2.distill.name == "choice" and step2.policy.name == "rnnprop"
