@@ -114,7 +114,7 @@ _CL_FIXED = {
 # Optimizer Amalgamation (docs/amalgamation.md): the presets of VITA-Group/OptimizerAmalgamation by name;
 # they compose as its --presets do (preset=conv_train,adam,rmsprop,il_more). `conv_train` is the training
 # problem at CPU scale: the original's 2-conv MNIST CNN becomes the offline sklearn-digits CNN (conv 16, conv
-# 32, each 3x3 + 2x2 max-pool, linear head: 6 tensors, 5,450 weights), with 20-step truncations, 4
+# 32, each 3x3 + 2x2 max-pool, linear head: 6 tensors, 6,090 weights), with 20-step truncations, 4
 # trajectories per period and 2 to 3 periods per curriculum stage (the original: 100, 10 and at least 6).
 AMALGAMATION_PRESETS: dict[str, dict[str, Any]] = {
     "conv_train": {
