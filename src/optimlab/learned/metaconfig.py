@@ -128,7 +128,7 @@ AMALGAMATION_PRESETS: dict[str, dict[str, Any]] = {
             "num_chances": 1,
             "max_periods": 3,
             "validation_trajectories": 2,
-            "warmup_steps": 20,
+            "warmup_steps": 5,
         },
     },  # fmt: skip
     # Teachers (min-max distillation by default); each preset adds one, with the original's settings.
