@@ -240,3 +240,43 @@ def test_presets_compose_like_the_originals():
 def test_bad_distill_config_names_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_meta_config(overrides)
+
+
+def closed_form_gradient(alpha, teacher_lrs, reduce, weight, second_order, steps=3):
+    """d(meta + w * imitation)/d(lr) for the SGD student on 0.5|w|^2: w_i = w_0 r^i with r = 1 - lr. The
+    exact derivative of w_i is -i w_0 r^(i-1); the first-order one treats each gradient g_j = w_0 r^j as a
+    constant: -w_0 sum_{j<i} r^j."""
+    w0 = torch.tensor(THETA0, dtype=torch.float64)
+    r = 1 - alpha
+
+    def w(i):
+        return w0 * r**i
+
+    def dw(i):
+        return -i * w0 * r ** (i - 1) if second_order else -w0 * sum(r**j for j in range(i))
+
+    f = lambda i: 0.5 * float(w(i).pow(2).sum())  # noqa: E731
+    meta = sum(float(w(i) @ dw(i)) / (f(i) + 1e-10) for i in range(steps)) / steps  # the log f(w_0) term is constant
+    imitation = 0.0
+    for i in range(1, steps + 1):
+        grads, values = [], []
+        for c in teacher_lrs:
+            diff = w(i) - w0 * (1 - c) ** i
+            dist = 0.5 * float(diff.pow(2).sum())
+            values.append(math.log(dist + 1e-10))
+            grads.append(float(diff @ dw(i)) / (dist + 1e-10))
+        imitation += grads[values.index(max(values))] if reduce == "max" else sum(grads) / len(grads)
+    return meta + weight * imitation / steps
+
+
+@pytest.mark.parametrize("second_order", [True, False])
+@pytest.mark.parametrize("reduce", ["max", "mean"])
+def test_first_and_second_order_meta_gradients_with_imitation_in_closed_form(second_order, reduce):
+    from optimlab.learned.estimators import TBPTT
+
+    system = system_with([SGD(lr=0.5), SGD(lr=0.25)], reduce=reduce, weight=0.3)
+    system.second_order = second_order
+    estimator = TBPTT(system)
+    grads, _, _ = estimator.estimate(system.weights(), estimator.reset(0), torch.Generator())
+    expected = closed_form_gradient(0.1, [0.5, 0.25], reduce, 0.3, second_order)
+    assert float(grads["lr"]) == pytest.approx(expected, rel=1e-9)
