@@ -3,9 +3,11 @@
     optimlab meta-train policy=rnnprop tasks=[mnist1d_mlp] strategy=curriculum estimator=tbptt \
         strategy.unroll_len=100 meta_optimizer.lr=1e-3 run_dir=runs/meta/rnnprop
 
-`group=value` is shorthand for `group.name=value` (policy, strategy, estimator); `policy.*` keys beyond
-`name` are the policy's constructor arguments; `task_options.*` are the tasks' options. `preset=quick`
-starts from a small configuration that meta-trains in about a minute on a CPU. Every error names its key.
+`group=value` is shorthand for `group.name=value` (policy, strategy, estimator, distill); `policy.*` keys
+beyond `name` are the policy's constructor arguments; `task_options.*` are the tasks' options. `preset=quick`
+starts from a small configuration that meta-trains in about a minute on a CPU; `preset=a,b,c` applies
+several presets in order, as Optimizer Amalgamation's `--presets` do (`preset=conv_train,adam,rmsprop,il_more`,
+docs/amalgamation.md). Every error names its key.
 """
 
 from __future__ import annotations
