@@ -189,7 +189,10 @@ def build_teachers(cfg) -> list:
         return [RuleTeacher(build_rule(spec, cfg.compat, key="distill.teachers")) for spec in cfg.teachers]
     from optimlab.learned.package import load
 
-    spec = load(cfg.teacher)
+    try:
+        spec = load(cfg.teacher)
+    except ConfigError as error:  # name the key the user set, not the deployment's
+        raise ConfigError(f"config key 'distill.teacher': {str(error).removeprefix('optim.path: ')}") from None
     return [PolicyTeacher(spec.policy, name=f"{spec.policy.name}:{spec.sha256[:12]}")]
 
 
