@@ -225,6 +225,11 @@ def test_presets_compose_like_the_originals():
     assert step2.distill.name == "choice" and step2.policy.name == "rnnprop"
 
 
+def test_a_missing_teacher_directory_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="distill.teacher"):
+        build_distillation(DistillConfig(name="choice", teacher=str(tmp_path / "nothing")))
+
+
 @pytest.mark.parametrize(
     "overrides, key",
     [
@@ -237,11 +242,6 @@ def test_presets_compose_like_the_originals():
         (["distill=pool"], "distill.name"),
     ],
 )
-def test_a_missing_teacher_directory_names_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="distill.teacher"):
-        build_distillation(DistillConfig(name="choice", teacher=str(tmp_path / "nothing")))
-
-
 def test_bad_distill_config_names_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_meta_config(overrides)
