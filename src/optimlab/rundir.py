@@ -105,7 +105,7 @@ def identity(tree: dict[str, Any], *, with_seed: bool = True) -> dict[str, Any]:
 
 
 # Config groups that are not part of a run's identity while their `name` is the "off" choice given here.
-OPTIONAL_GROUPS = {"direction": "sgd", "precond": "none", "perturb": "none", "privacy": "none"}
+OPTIONAL_GROUPS = {"direction": "sgd", "precond": "none", "perturb": "none", "privacy": "none", "distill": "none"}
 # Keys added after runs were written: not part of a run's identity while they hold this default value.
 OPTIONAL_KEYS = {"train.sampler": "auto", "train.sampler_floor": 0.1, "train.init_from": None, "train.deterministic": False,
                  "task.pools": None}

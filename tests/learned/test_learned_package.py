@@ -31,7 +31,7 @@ def train(opt, model, steps, start=0):
         opt.step()
 
 
-@pytest.fixture(params=["rnnprop", "scale", "small_fc_lopt", "dm"])
+@pytest.fixture(params=["rnnprop", "scale", "small_fc_lopt", "dm", "choice"])
 def saved(request, tmp_path):
     torch.manual_seed(3)
     policy = lo.build_policy(request.param)
@@ -79,7 +79,7 @@ def test_optimizer_matches_the_policy_applied_by_hand(saved):
     ref_policy = lo.build_policy(policy.name, **policy.hparams).double()
     ref_policy.load_state_dict(policy.state_dict())
     params = list(reference.parameters())
-    states = [ref_policy.init_state(p.detach().reshape(-1)) for p in params]
+    states = [ref_policy.init_state_for(p.detach()) for p in params]
     glob = ref_policy.init_global_state(params[0].reshape(-1))
     for step in range(4):
         opt.zero_grad()

@@ -18,6 +18,7 @@ from optimlab.learned.package import (
 )
 from optimlab.learned.policies import (
     POLICIES,
+    Choice,
     DMOptimizer,
     Policy,
     RNNProp,
@@ -27,6 +28,6 @@ from optimlab.learned.policies import (
 )
 
 __all__ = [
-    "POLICIES", "DMOptimizer", "LearnedOptimizer", "LearnedOptimizerSpec", "Policy", "RNNProp", "ScaleHierarchical",
+    "POLICIES", "Choice", "DMOptimizer", "LearnedOptimizer", "LearnedOptimizerSpec", "Policy", "RNNProp", "ScaleHierarchical",
     "SmallFCLOpt", "available_pretrained", "build_policy", "learned", "load", "resolve_path", "save", "weights_sha256",
 ]  # fmt: skip

@@ -3,9 +3,11 @@
     optimlab meta-train policy=rnnprop tasks=[mnist1d_mlp] strategy=curriculum estimator=tbptt \
         strategy.unroll_len=100 meta_optimizer.lr=1e-3 run_dir=runs/meta/rnnprop
 
-`group=value` is shorthand for `group.name=value` (policy, strategy, estimator); `policy.*` keys beyond
-`name` are the policy's constructor arguments; `task_options.*` are the tasks' options. `preset=quick`
-starts from a small configuration that meta-trains in about a minute on a CPU. Every error names its key.
+`group=value` is shorthand for `group.name=value` (policy, strategy, estimator, distill); `policy.*` keys
+beyond `name` are the policy's constructor arguments; `task_options.*` are the tasks' options. `preset=quick`
+starts from a small configuration that meta-trains in about a minute on a CPU; `preset=a,b,c` applies
+several presets in order, as Optimizer Amalgamation's `--presets` do (`preset=conv_train,adam,rmsprop,il_more`,
+docs/amalgamation.md). Every error names its key.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from optimlab.config import LogConfig, default_data_dir, read_yaml_mapping
 from optimlab.errors import ConfigError, suggest, unknown_name
 from optimlab.learned.perturb import PerturbConfig, check_config as check_perturb
 
-SHORTHAND = ("policy", "strategy", "estimator", "perturb")
+SHORTHAND = ("policy", "strategy", "estimator", "perturb", "distill")
 
 
 @dataclass
@@ -75,6 +77,19 @@ class MetaOptimizerConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Optimizer Amalgamation's distillation (optimlab.learned.distill; docs/amalgamation.md). Off by default."""
+
+    name: str = "none"  # none | analytical (pool rules as teachers) | choice (one trained optimizer as teacher)
+    teachers: list[str] = field(default_factory=list)  # analytical: rule names or NAME:LR (presets adam, rmsprop)
+    teacher: Optional[str] = None  # choice: a learned-optimizer directory, e.g. a choice policy's run_dir
+    compat: str = "l2o"  # analytical teachers: the original's rules (l2o) or the textbook ones (standard)
+    reduce: str = "max"  # over teachers, per step: max (min-max amalgamation) | mean
+    weights: list[float] = field(default_factory=lambda: [0.2, 0.1, 0.05, 0.02])  # imitation weight per stage
+    teacher_scale: str = "oracle"  # teachers step in the unscaled coordinates (oracle) or the student's (student)
+
+
+@dataclass
 class MetaTrainConfig:
     seed: int = 0
     run_dir: Optional[str] = None  # default: runs/meta/<policy>-<config hash>
@@ -87,10 +102,53 @@ class MetaTrainConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     meta_optimizer: MetaOptimizerConfig = field(default_factory=MetaOptimizerConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     checkpoint_every: int = 10  # meta-iterations between checkpoints (and at every period's end)
     log: LogConfig = field(default_factory=LogConfig)
     perturb: PerturbConfig = field(default_factory=PerturbConfig)  # of the policy's weights while meta-training
 
+
+# The choice policy's training schedule: the original's `cl_fixed` (a repeat strategy of 5 periods at depths
+# 1, 2, 5, 5, 5, validated on one trajectory of 10 truncations, rollback threshold 0.9, no imitation).
+_CL_FIXED = {
+    "name": "repeat", "num_periods": 5, "depths": [1, 2, 5], "validation_depths": [10],
+    "validation_trajectories": 1, "max_repeat": 4, "repeat_threshold": 0.9,
+}  # fmt: skip
+
+# Optimizer Amalgamation (docs/amalgamation.md): the presets of VITA-Group/OptimizerAmalgamation by name;
+# they compose as its --presets do (preset=conv_train,adam,rmsprop,il_more). `conv_train` is the training
+# problem at CPU scale: the original's 2-conv MNIST CNN becomes the offline sklearn-digits CNN (conv 16, conv
+# 32, each 3x3 + 2x2 max-pool, linear head: 6 tensors, 6,090 weights), with 20-step truncations, 4
+# trajectories per period and 2 to 3 periods per curriculum stage (the original: 100, 10 and at least 6).
+AMALGAMATION_PRESETS: dict[str, dict[str, Any]] = {
+    "conv_train": {
+        "tasks": ["digits_cnn"],
+        "task_options": {"hidden": 0},
+        "batch_size": 128,
+        "strategy": {
+            "unroll_len": 20,
+            "epochs": 4,
+            "min_periods": 2,
+            "num_chances": 1,
+            "max_periods": 3,
+            "validation_trajectories": 2,
+            "warmup_steps": 5,
+        },
+    },  # fmt: skip
+    # Teachers (min-max distillation by default); each preset adds one, with the original's settings.
+    **{
+        name: {"distill": {"name": "analytical", "teachers": [name]}}
+        for name in ("adam", "rmsprop", "sgd", "momentum", "powersign", "addsign")
+    },
+    "il_more": {"distill": {"weights": [0.2, 0.1, 0.05, 0.02]}},  # imitation weight per curriculum stage
+    "il_adjusted": {"distill": {"weights": [0.2, 0.04, 0.02, 0.01]}},
+    "reduce_mean": {"distill": {"reduce": "mean"}},
+    "cl_fixed": {"strategy": _CL_FIXED, "distill": {"weights": [0.0]}},
+    # The choice policies, trained as the original trains them (cl_fixed); distil them with
+    # distill=choice distill.teacher=<their run_dir>.
+    "less_choice": {"policy": {"name": "choice", "pool": "small"}, "strategy": _CL_FIXED},
+    "more_choice": {"policy": {"name": "choice", "pool": "large"}, "strategy": _CL_FIXED},
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # About a minute on one CPU core: a narrow MNIST-1D MLP, short truncations, two curriculum stages.
@@ -111,11 +169,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "checkpoint_every": 5,
     },
+    **AMALGAMATION_PRESETS,
 }
 
-# Stability-aware meta-training (Optimizer Amalgamation, Huang et al. 2022): the quick setup with one perturbation
-# of the policy's weights, named and sized as the original's presets (`gaussian_rel` is `relative_gaussian`,
-# `cgd` is `adaptive_pgd`; the original has no persistent preset). `perturb=...` adds one to any other preset.
+# Stability-aware meta-training (Optimizer Amalgamation, Huang et al. 2022): one perturbation of the policy's
+# weights, named and sized as the original's presets (`gaussian_rel` is `relative_gaussian`, `cgd` is
+# `adaptive_pgd`; the original has no persistent preset). Like the original's, they modify the presets before
+# them: preset=conv_train,il_more,relative_gaussian.
 PERTURBATIONS = {
     "gaussian": {"name": "gaussian", "magnitude": 1e-3},
     "relative_gaussian": {"name": "relative_gaussian", "magnitude": 5e-4},
@@ -124,12 +184,16 @@ PERTURBATIONS = {
     "pgd": {"name": "pgd", "magnitude": 1e-4, "steps": 1, "norm": "inf", "lr": 0.1},
     "adaptive_pgd": {"name": "adaptive_pgd", "magnitude": 1e-3, "steps": 1},
 }
-PRESETS.update({name: {**PRESETS["quick"], "perturb": perturb} for name, perturb in PERTURBATIONS.items()})
+PRESETS.update({name: {"perturb": perturb} for name, perturb in PERTURBATIONS.items()})
 
 _CHOICES = {
     "strategy.name": ("curriculum", "repeat"),
     "estimator.name": ("tbptt", "es", "pes"),
     "strategy.select": ("best", "last"),
+    "distill.name": ("none", "analytical", "choice"),
+    "distill.compat": ("l2o", "standard"),
+    "distill.reduce": ("max", "mean"),
+    "distill.teacher_scale": ("oracle", "student"),
 }
 
 
@@ -137,7 +201,9 @@ def load_meta_config(overrides: list[str] | tuple[str, ...] = (), base: dict | N
     items = [_expand(item) for item in overrides]
     tree: dict = {}
     for value in (v for k, v in items if k == "preset"):
-        tree = _merge(tree, _preset(value))
+        for name in value.split(","):  # preset=conv_train,adam,rmsprop,il_more, as the original's --presets
+            tree = _merge_preset(tree, _preset(name.strip()))
+        tree["preset"] = value
     tree = _merge(tree, base or {})
     dotted = [f"{k}={v}" for k, v in items]
     try:
@@ -164,6 +230,16 @@ def _preset(name: str) -> dict:
     if name not in PRESETS:
         raise unknown_name("preset", name, PRESETS)
     return {**PRESETS[name], "preset": name}
+
+
+def _merge_preset(tree: dict, preset: dict) -> dict:
+    """Presets compose like the original's: each adds its teachers to those of the presets before it."""
+    before = list((tree.get("distill") or {}).get("teachers") or [])
+    merged = _merge(tree, preset)
+    added = (preset.get("distill") or {}).get("teachers")
+    if added is not None:
+        merged["distill"] = {**merged["distill"], "teachers": before + list(added)}
+    return merged
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -237,6 +313,7 @@ def validate(cfg: MetaTrainConfig) -> None:
     if not cfg.tasks:
         raise ConfigError("config key 'tasks': expected at least one task")
     check_perturb(cfg.perturb)
+    _validate_distill(cfg.distill)
     for key, value in (
         ("strategy.warmup_steps", s.warmup_steps),
         ("strategy.max_repeat", s.max_repeat),
@@ -245,6 +322,22 @@ def validate(cfg: MetaTrainConfig) -> None:
     ):
         if value < 0:
             raise ConfigError(f"config key {key!r}: must be >= 0, got {value}")
+
+
+def _validate_distill(d: DistillConfig) -> None:
+    if not d.weights or min(d.weights) < 0:
+        raise ConfigError(
+            f"config key 'distill.weights': expected a non-empty list of weights >= 0, got {list(d.weights)}"
+        )
+    if d.name == "analytical":
+        from optimlab.learned.pool import build_rule
+
+        if not d.teachers:
+            raise ConfigError("config key 'distill.teachers': distill=analytical needs teachers, e.g. [adam,rmsprop]")
+        for spec in d.teachers:
+            build_rule(spec, d.compat, key="distill.teachers")
+    if d.name == "choice" and not d.teacher:
+        raise ConfigError("config key 'distill.teacher': distill=choice needs the directory of a trained optimizer")
 
 
 def to_tree(cfg: MetaTrainConfig) -> dict:

@@ -32,6 +32,7 @@ from optimlab.atomic import atomic_write_bytes
 from optimlab.config import read_yaml_mapping
 from optimlab.errors import ConfigError
 from optimlab.learned import strategies
+from optimlab.learned.distill import build_distillation, stage_weight
 from optimlab.learned.estimators import build_estimator
 from optimlab.learned.metaconfig import MetaTrainConfig, from_tree, to_tree, to_yaml
 from optimlab.learned.metaopt import MetaOptimizer
@@ -136,6 +137,7 @@ class MetaTrainer:
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(cfg.policy.name, **cfg.policy.options)
         s, e = cfg.strategy, cfg.estimator
+        self.distill = build_distillation(cfg.distill)  # None unless distill= names teachers
         self.systems = [
             LearnedOptimizerSystem(
                 self.policy,
@@ -145,6 +147,7 @@ class MetaTrainer:
                 e.second_order,
                 s.warmup_steps,
                 s.warmup_lr,
+                distill=self.distill,
             )  # fmt: skip
             for name in cfg.tasks
         ]
@@ -253,6 +256,9 @@ class MetaTrainer:
     def meta_iteration(self) -> dict[str, Any]:
         p, s = self.progress, self.cfg.strategy
         estimator = self.estimators[self._task_index()]
+        system = self.systems[self._task_index()]
+        if self.distill is not None:  # the imitation weight of this curriculum stage (repeat: period)
+            system.imitation_weight = stage_weight(self.cfg.distill.weights, s.name, p["stage"], p["period"])
         if self.est_state is None:
             seed = seed_mix(self.cfg.seed, p["stage"], p["period"], p["repeat"], p["trajectory"])
             self.est_state = estimator.reset(seed)
@@ -269,6 +275,12 @@ class MetaTrainer:
             "repeat": p["repeat"],
             "depth": strategies.depth(s, p["stage"], p["period"]),
         }
+        if self.distill is not None:  # the two terms of the (last) unroll; the period's loss is the meta part
+            record.update({"meta/meta_loss": system.last_parts.get("meta"), "meta/imitation": system.last_parts.get("imitation"),
+                           "meta/imitation_weight": system.imitation_weight})  # fmt: skip
+            loss_for_period = system.last_parts.get("meta", loss)
+        else:
+            loss_for_period = loss
         if grads is None:  # the NaN guard: the unroll blew up; the policy is untouched, the trajectory restarts
             record.update({"meta/loss": loss, "meta/skipped": 1.0})
             p["skipped"] += 1
@@ -281,7 +293,7 @@ class MetaTrainer:
                 self.est_state = None
             else:
                 self.est_state = new_state
-                p["loss_sum"] += loss
+                p["loss_sum"] += loss_for_period
                 p["loss_count"] += 1
         p["iteration"] += 1
         p["truncation"] += 1
@@ -297,6 +309,8 @@ class MetaTrainer:
         s, p = self.cfg.strategy, self.progress
         depth = strategies.validation_depth(s, p["stage"])
         seeds = [seed_mix(s.validation_seed, i) for i in range(s.validation_trajectories)]
+        for system in self.systems:  # validation measures the meta-loss alone
+            system.imitation_weight = 0.0
         values = [evaluate_meta_loss(system, self.weights, seeds, depth) for system in self.systems]
         return sum(values) / len(values)
 
@@ -378,6 +392,7 @@ class MetaTrainer:
             metadata={
                 "selected": chosen, "validation": best["validation"] if best else None, "tasks": list(self.cfg.tasks),
                 "estimator": self.cfg.estimator.name, "strategy": s.name, "meta_train_config_hash": config_hash(self.cfg),
+                **_distill_metadata(self.cfg, self.distill),
             },
         )  # fmt: skip
         p["final"] = {
@@ -416,6 +431,15 @@ class MetaTrainer:
         }
         rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
         return summary
+
+
+def _distill_metadata(cfg: MetaTrainConfig, distill) -> dict[str, Any]:
+    """What the packaged optimizer was distilled from (nothing when distillation was off)."""
+    if distill is None:
+        return {}
+    d = cfg.distill
+    return {"distill": {"name": d.name, "teachers": [t.name for t in distill.teachers], "reduce": d.reduce,
+                        "weights": list(d.weights), "teacher_scale": d.teacher_scale}}  # fmt: skip
 
 
 def _policy_sha256(policy) -> str:

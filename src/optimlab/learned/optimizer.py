@@ -98,7 +98,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.zeros((), dtype=torch.float32)
-                    state.update(policy.init_state(flat))
+                    state.update(policy.init_state_for(p.detach()))
                 if global_state is None:
                     global_state = policy.init_global_state(flat)
                     self.state[GLOBAL] = global_state

@@ -13,6 +13,11 @@ differentiable mode the unroll is recorded for backpropagation into the policy's
 `second_order=True` through the inner gradients too (Hessian-vector products), with `second_order=False`
 treating each inner gradient as a constant (first-order meta-gradient). The policy runs through
 `torch.func.functional_call` on a weight dict, so the same code evaluates perturbed weights for ES/PES.
+
+With a `Distillation` (Optimizer Amalgamation, `optimlab.learned.distill`) and a positive
+`imitation_weight`, every trajectory also carries its teachers' own trajectories, which step on the same
+batches, and the truncation's loss becomes meta-loss + imitation_weight * imitation loss: one more term of
+the same loss, so every estimator and strategy distils unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from optimlab.learned.distill import Distillation
 from optimlab.learned.policies import Policy
 from optimlab.learned.problems import Params, Problem, log_uniform_scales
 
@@ -38,6 +44,7 @@ class Trajectory:
     step: int
     sampler: dict  # the batch stream's (epoch, position)
     seed: int
+    teachers: list = dataclasses.field(default_factory=list)  # distillation: each teacher's params and state
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,8 +62,13 @@ class LearnedOptimizerSystem:
     batches) -> (meta-loss, next trajectory)."""
 
     def __init__(self, policy: Policy, problem: Problem, unroll_len: int = 100, scale_spread: float = 3.0,
-                 second_order: bool = True, warmup_steps: int = 0, warmup_lr: float = 0.05):  # fmt: skip
+                 second_order: bool = True, warmup_steps: int = 0, warmup_lr: float = 0.05,
+                 distill: Distillation | None = None):  # fmt: skip
         self.policy, self.problem = policy, problem
+        # Distillation: the imitation term's weight (set per curriculum stage by the trainer, 0 for
+        # validation) and the last unroll's two terms, for logging.
+        self.distill, self.imitation_weight = distill, 0.0
+        self.last_parts: dict[str, float] = {}
         self.warmup_steps = warmup_steps
         self.unroll_len, self.scale_spread = unroll_len, scale_spread
         self.second_order, self.warmup_lr = second_order, warmup_lr
@@ -71,12 +83,14 @@ class LearnedOptimizerSystem:
         generator = torch.Generator().manual_seed(seed)
         scales = log_uniform_scales(params, self.scale_spread, generator)
         stored = {k: p / scales[k] for k, p in params.items()}
-        opt_state = {k: self.policy.init_state(p.reshape(-1)) for k, p in stored.items()}
+        opt_state = {k: self.policy.init_state_for(p) for k, p in stored.items()}
         first = next(iter(stored.values())).reshape(-1)
         sampler = self.problem.sampler(seed)
         traj = Trajectory(
             stored, scales, buffers, opt_state, self.policy.init_global_state(first), 0, sampler.state_dict(), seed
         )
+        if self.distill is not None and self.imitation_weight > 0:
+            traj.teachers = self.distill.init(stored)
         return warm_up(self, traj, self.warmup_steps)
 
     def draw(self, traj: Trajectory, steps: int | None = None, split: str = "train") -> tuple[list, Trajectory]:
@@ -100,6 +114,7 @@ class LearnedOptimizerSystem:
         state = traj.opt_state
         global_state = traj.global_state
         terms: list[Tensor] = []
+        teachers, imitation = traj.teachers if self.distill is not None else [], []
         finite = True
         step = traj.step
         for batch in batches:
@@ -131,12 +146,23 @@ class LearnedOptimizerSystem:
                 if global_state:
                     global_state = _update_global(policy, self._use(weights), new_state, global_state)
                 state = new_state
+                if teachers:  # the teachers' own step on the same batch; in warm-up they follow the student
+                    follow = theta if warmup else None
+                    teachers = self.distill.advance(problem, teachers, traj.scales, traj.buffers, batch, step, follow)
+                    if not warmup:
+                        imitation.append(self.distill.imitation(theta, teachers))
             step += 1
         meta = torch.stack(terms).mean() if terms else torch.tensor(float("nan"))
+        self.last_parts = {"meta": float(meta.detach())}
+        if imitation:  # distillation: meta-loss + w * (mean over steps of the reduced imitation distance)
+            imit = torch.stack(imitation).mean()
+            self.last_parts["imitation"] = float(imit.detach())
+            meta = meta + self.imitation_weight * imit
         detach = lambda tree: {k: (detach(v) if isinstance(v, dict) else v.detach()) for k, v in tree.items()}  # noqa: E731
         nxt = dataclasses.replace(
-            traj, params=detach(theta), opt_state=detach(state), global_state=detach(global_state), step=step
-        )
+            traj, params=detach(theta), opt_state=detach(state), global_state=detach(global_state), step=step,
+            teachers=[detach(t) for t in teachers],
+        )  # fmt: skip
         finite = finite and bool(torch.isfinite(meta)) and nxt.finite()
         return meta, nxt, finite
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from optimlab.errors import ConfigError, suggest, unknown_name
 from optimlab.learned.policies.base import Policy, State
+from optimlab.learned.policies.choice import Choice
 from optimlab.learned.policies.dm import DMOptimizer
 from optimlab.learned.policies.mlp_lopt import SmallFCLOpt
 from optimlab.learned.policies.rnnprop import RNNProp
@@ -17,6 +18,7 @@ POLICIES: dict[str, type[Policy]] = {
     "dm": DMOptimizer,
     "scale": ScaleHierarchical,
     "small_fc_lopt": SmallFCLOpt,
+    "choice": Choice,
 }
 
 
@@ -33,4 +35,14 @@ def build_policy(name: str, **kwargs: Any) -> Policy:
     return cls(**kwargs)
 
 
-__all__ = ["POLICIES", "DMOptimizer", "Policy", "RNNProp", "ScaleHierarchical", "SmallFCLOpt", "State", "build_policy"]
+__all__ = [
+    "POLICIES",
+    "Choice",
+    "DMOptimizer",
+    "Policy",
+    "RNNProp",
+    "ScaleHierarchical",
+    "SmallFCLOpt",
+    "State",
+    "build_policy",
+]

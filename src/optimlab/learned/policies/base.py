@@ -40,6 +40,11 @@ class Policy(nn.Module, abc.ABC):
     def init_state(self, param: Tensor) -> State:
         """The per-coordinate state of a new optimizee tensor (first dimension: its number of elements)."""
 
+    def init_state_for(self, param: Tensor) -> State:
+        """The state of an optimizee tensor given in its own shape (policies with features of the tensor's
+        shape, such as the choice policy's rank flags, override this; the others see it flattened)."""
+        return self.init_state(param.reshape(-1))
+
     def init_global_state(self, like: Tensor) -> State:
         return {}
 
