@@ -45,7 +45,7 @@ from optimlab.errors import ConfigError, RunFailed
 from optimlab.optim import build_optimizer
 from optimlab.optim.param_groups import build_param_groups
 from optimlab.rundir import MetricsFile, RunLock
-from optimlab.tasks import Task, build_task
+from optimlab.tasks import build_task
 from optimlab.train import loop
 from optimlab.train.checkpoint import resume_latest, save_checkpoint
 from optimlab.train.distributed import World, resolve_device
