@@ -53,7 +53,7 @@ class CompareArgs:
     workers: int | None = None  # default: one per core
     out: str = "reports/compare"
     root: str = "runs"
-    backend: str = "local"
+    backend: str = "population"  # runs differing in seed and lr train together; the others on warm workers
     name: str | None = None  # the sweep's name; default compare-<task>
     progress: bool = True
     overrides: list[str] = dataclasses.field(default_factory=list)  # dotted config overrides for every run
