@@ -80,6 +80,8 @@ def test_member_run_directory_has_the_stand_alone_layout(tmp_path):
     assert ours.keys() == theirs.keys()
     assert ours["optimizer"]["param_groups"] == theirs["optimizer"]["param_groups"]
     assert ours["optimizer"]["state"].keys() == theirs["optimizer"]["state"].keys()
+    for name, tensor in ours["model"].items():  # each member's own weights only, not every member's
+        assert tensor.untyped_storage().nbytes() == theirs["model"][name].untyped_storage().nbytes()
     saved = from_tree(read_yaml_mapping(member / rundir.CONFIG, "config"))
     assert saved.train.threads == torch.get_num_threads()  # recorded, as stand-alone runs record it
 

@@ -427,7 +427,7 @@ class _Population:
     def _checkpoint(self, member: _Member) -> None:
         progress, record = member.progress, member.record
         try:
-            save_checkpoint(record.checkpoints, progress.step, member.state.state_dict(),
+            save_checkpoint(record.checkpoints, progress.step, own_storage(member.state.state_dict()),
                             member.cfg.train.keep_checkpoints)
         except OSError as error:
             last = f"step-{member.saved_at}" if member.saved_at >= 0 else "none"
@@ -485,13 +485,20 @@ def _stack_buffers(models: list[nn.Module]) -> tuple[list[str], dict[str, Tensor
     return names, {name: torch.stack([n[name] for n in named]) for name in names}
 
 
-def population_groups(cfgs: Sequence[Config]) -> dict[str, list[int]]:
-    """The indices of `cfgs` by population key (eligible configs only)."""
-    groups: dict[str, list[int]] = collections.defaultdict(list)
-    for i, cfg in enumerate(cfgs):
-        if config_ineligibility(cfg) is None:
-            groups[population_key(cfg)].append(i)
-    return dict(groups)
+def own_storage(value: Any) -> Any:
+    """`value` with every tensor that views a larger storage (a member's row of the stacked parameters)
+    copied: torch.save writes a view's whole storage, which would put every member into each checkpoint."""
+    if isinstance(value, Tensor):
+        return value.clone() if value.untyped_storage().nbytes() > value.numel() * value.element_size() else value
+    if isinstance(value, dict):
+        items = ((key, own_storage(item)) for key, item in value.items())
+        copied = collections.OrderedDict(items) if isinstance(value, collections.OrderedDict) else dict(items)
+        if hasattr(value, "_metadata"):  # a module state_dict's version information
+            copied._metadata = value._metadata
+        return copied
+    if type(value) in (list, tuple):
+        return type(value)(own_storage(item) for item in value)
+    return value
 
 
-__all__ = ["MemberState", "NotBatchable", "population_groups", "train_population"]
+__all__ = ["MemberState", "NotBatchable", "own_storage", "train_population"]
