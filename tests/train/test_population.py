@@ -31,6 +31,9 @@ CASES = {
               [("optim.lr=0.1", 0), ("optim.lr=0.05 optim.decay=0.5", 1)]),
     "cosine_weight_decay": (["optim=adamw", "schedule=cosine", "optim.no_decay=[bias]"],
                             [("optim.lr=0.01 optim.weight_decay=0.1", 0), ("optim.lr=0.02 optim.betas=[0.8,0.99]", 1)]),
+    # Equal settings: one merged param group (foreach kernels) for both members.
+    "adam_same_lr_step": (["optim=adam", "schedule=step", "schedule.milestones=[5,15]", "schedule.gamma=0.3"],
+                          [("optim.lr=0.01", 0), ("optim.lr=0.01", 1)]),
     "step_schedule_clipping": (["optim=sgd", "schedule=step", "schedule.milestones=[7,15]"],
                                [("optim.lr=0.5 train.clip_grad_norm=0.05", 0), ("optim.lr=0.2 schedule.gamma=0.5", 1)]),
 }
@@ -101,10 +104,12 @@ def test_a_diverging_member_is_recorded_and_frozen_while_the_others_go_on(tmp_pa
             assert relative_error(params(cfg.run_dir), params(tmp_path / "alone" / str(i))) < 1e-5
 
 
-def test_members_resume_from_their_own_checkpoints_even_at_different_steps(tmp_path):
+@pytest.mark.parametrize("case", ["sgd_c", "adam_same_lr_step"])
+def test_members_resume_from_their_own_checkpoints_even_at_different_steps(tmp_path, case):
     """One member trained 10 steps alone, then the population of it and a fresh one trains to 20: both
-    equal their uninterrupted stand-alone runs; and a stand-alone run resumes a member's checkpoint."""
-    cfgs = configs(tmp_path, "sgd_c")
+    equal their uninterrupted stand-alone runs; and a stand-alone run resumes a member's checkpoint.
+    (With equal settings the members share a merged param group, whose lr comes from a member that steps.)"""
+    cfgs = configs(tmp_path, case)
     train(dataclasses.replace(cfgs[0], train=dataclasses.replace(cfgs[0].train, steps=10)))
     summaries = train_population(cfgs)
     assert [s["status"] for s in summaries] == ["completed", "completed"]

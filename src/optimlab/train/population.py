@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import signal
 import sys
 from collections.abc import Iterator, MutableMapping, Sequence
@@ -53,7 +54,7 @@ from optimlab.train.evaluate import evaluate, is_better
 from optimlab.train.hooks import RunContext
 from optimlab.train.init_from import init_from
 from optimlab.train.loggers import build_loggers
-from optimlab.train.population_rules import config_ineligibility, model_ineligibility, population_key
+from optimlab.train.population_rules import config_ineligibility, member_settings, model_ineligibility, population_key
 from optimlab.train.run import HOOK_BUILDERS, Run, step_losses, upgrade_checkpoint, use_deterministic_algorithms
 from optimlab.train.run_record import RunRecord
 from optimlab.train.sampler import BatchSampler
@@ -196,10 +197,12 @@ class _Population:
             run = Run(cfg, world, self.device, task, self.train_split, model, model, optimizer, scheduler, scaler,
                       None, sampler, torch.Generator().manual_seed(cfg.seed), [], task)
             self.members.append(_Member(row, cfg, record, run, member_params[row]))
-        # One optimizer over every member's groups: the same group dicts, one state shared by all.
-        self.optimizer = build_optimizer(first.optim.name, [dict(g) for o in optimizers for g in o.param_groups],
-                                         **first.optim.kwargs)
-        self.optimizer.param_groups = [g for o in optimizers for g in o.param_groups]
+        # One optimizer over every member's groups, one state shared by all (see _merged_groups).
+        self.merged = _merged_groups(cfgs, optimizers)
+        groups = [group for group, _, _ in self.merged] or [dict(g) for o in optimizers for g in o.param_groups]
+        self.optimizer = build_optimizer(first.optim.name, groups, **first.optim.kwargs)
+        if not self.merged:  # the members' own group dicts
+            self.optimizer.param_groups = [g for o in optimizers for g in o.param_groups]
         for member in self.members:
             self._route(member)
         self.clip = torch.tensor([cfg.train.clip_grad_norm or float("inf") for cfg in cfgs], device=self.device)
@@ -237,6 +240,8 @@ class _Population:
                 self.optimizer.state.pop(p, None)
             self.optimizer.state.update(optimizer.state)
             optimizer.state = MemberState(self.optimizer.state, list(member.run.model.parameters()))
+        if self.merged:
+            return
         start = sum(len(m.run.optimizer.param_groups) for m in self.members[: member.index])
         count = len(optimizer.param_groups)
         self.optimizer.param_groups[start : start + count] = optimizer.param_groups
@@ -361,6 +366,7 @@ class _Population:
             for member, on in zip(self.members, active):
                 for p, member_grads in zip(member.params, per_name):
                     p.grad = member_grads[member.index] if on else None
+            self._sync_merged(active)
             self.optimizer.step()
             for member, on in zip(self.members, active):
                 if not on:
@@ -378,6 +384,18 @@ class _Population:
         for member in self.members:
             if member.live:
                 self._end(member)
+
+    def _sync_merged(self, active: list[bool]) -> None:
+        """Merged groups take their hyperparameters (the lr a schedule sets) from the group of their first
+        member that steps now (a diverged member's schedule stops; one resumed ahead is at another step)."""
+        for group, rows, position in self.merged:
+            row = next((row for row in rows if active[row]), None)
+            if row is None:
+                continue
+            source = self.members[row].run.optimizer.param_groups[position]
+            for key, value in source.items():
+                if key not in ("params", "foreach"):
+                    group[key] = value
 
     def _clip_and_measure(self, grads: dict[str, Tensor]) -> Tensor:
         """Each member's gradient norm before clipping; clips each to its own `train.clip_grad_norm`
@@ -455,6 +473,30 @@ class _Population:
 
     def _finish(self, member: _Member, status: str) -> None:
         member.summary = self._write_summary(member, status)
+
+
+def _merged_groups(cfgs: list[Config], optimizers: list[torch.optim.Optimizer]) -> list[tuple[dict, list[int], int]]:
+    """For torch.optim's optimizers, whose every computation is per parameter: one group per distinct set of
+    member settings and group position, holding the parameters of every member with those settings, stepped
+    with torch's multi-tensor (foreach) kernels, so the optimizer's cost does not grow with one Python loop
+    per member. Returns (group, its members' rows, position of the group in each member's optimizer); empty
+    for other optimizers (optimlab's critical-gradient ones compute across a group: their groups stay per
+    member) or when `foreach` or `fused` is set."""
+    first = optimizers[0]
+    if not type(first).__module__.startswith("torch.optim") or "foreach" not in first.defaults:
+        return []
+    if first.defaults.get("foreach") is not None or first.defaults.get("fused"):
+        return []
+    merged: dict[tuple[str, int], tuple[dict, list[int], int]] = {}
+    for row, (cfg, optimizer) in enumerate(zip(cfgs, optimizers)):
+        settings = {k: v for k, v in member_settings(cfg).items() if k not in ("seed", "run_dir")}
+        for position, group in enumerate(optimizer.param_groups):
+            key = (json.dumps(settings, sort_keys=True, default=str), position)
+            if key not in merged:
+                merged[key] = ({**group, "params": [], "foreach": True}, [], position)
+            merged[key][0]["params"] += group["params"]
+            merged[key][1].append(row)
+    return list(merged.values())
 
 
 def _stack_parameters(models: list[nn.Module]) -> tuple[list[str], dict[str, Tensor], dict[str, Tensor], list[list[Tensor]]]:
