@@ -12,9 +12,12 @@ What is batched, and what stays per member:
   task's `functional_loss`, on a stacked batch (each member's own batch, drawn from its own sampler, seeded
   by its own seed exactly as its stand-alone run draws it). Each member's `.grad` is a view of its row.
 - **One optimizer** holds every member's param groups (each member's own split, `optim.param_groups`) and
-  steps them all. Each member also has its own optimizer object over the very same group dicts, whose
-  `state` routes to the shared one: its checkpoint, its scheduler and its statistics are exactly those of
-  the stand-alone run's optimizer.
+  steps them all. Each member also has its own optimizer object over its own group dicts, whose `state`
+  routes to the shared one: its checkpoint, its scheduler and its statistics are exactly those of the
+  stand-alone run's optimizer. For torch.optim's optimizers (every computation per parameter) the shared
+  optimizer merges the groups of members with equal settings and steps them with torch's multi-tensor
+  (foreach) kernels; optimlab's critical-gradient optimizers, which compute across a group, keep one
+  group per member group.
 - Per member: schedule, sampler, evaluation, metrics, checkpoints, summary (the run directory of a
   stand-alone run, plus `"population": {"size": M, "index": i}` in summary.json, which is not part of the
   run's identity).
@@ -33,7 +36,8 @@ import dataclasses
 import json
 import signal
 import sys
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -348,10 +352,9 @@ class _Population:
                     if on:
                         self._evaluate_validation(member)
             if loop._STOP["requested"]:
-                for member in self.members:
-                    if member.live:
-                        self._checkpoint(member)
-                        self._finish(member, rundir.INTERRUPTED)
+                live = [member for member in self.members if member.live]
+                self._checkpoint(live)
+                self._finish(live, rundir.INTERRUPTED)
                 return
             if not any(active):
                 continue
@@ -378,12 +381,9 @@ class _Population:
             for member, now in zip(self.members, log_now):
                 if now:
                     self._log_training(member, float(norms[member.index]))
-            for member, on in zip(self.members, active):
-                if on and member.live and member.progress.step % cfg.train.checkpoint_every == 0:
-                    self._checkpoint(member)
-        for member in self.members:
-            if member.live:
-                self._end(member)
+            self._checkpoint([member for member, on in zip(self.members, active)
+                              if on and member.live and member.progress.step % cfg.train.checkpoint_every == 0])
+        self._end([member for member in self.members if member.live])
 
     def _sync_merged(self, active: list[bool]) -> None:
         """Merged groups take their hyperparameters (the lr a schedule sets) from the group of their first
@@ -424,7 +424,7 @@ class _Population:
             progress = member.progress
             progress.diverged_step = progress.step - len(member.window) + int((~finite).nonzero()[0]) + 1
             self._log(member, {"train/loss": float("nan"), "diverged_step": progress.diverged_step})
-            self._finish(member, rundir.DIVERGED)
+            self._finish([member], rundir.DIVERGED)
             for p in member.params:  # frozen: the optimizer skips parameters without a gradient
                 p.grad = None
             return
@@ -442,37 +442,59 @@ class _Population:
             member.progress.best = {"step": member.progress.step, **values}
         self._log(member, values)
 
-    def _checkpoint(self, member: _Member) -> None:
+    def _checkpoint(self, members: list[_Member]) -> None:
+        """Checkpoint `members` (the state is read here; the files are written and fsynced on I/O threads)."""
+        states = [own_storage(member.state.state_dict()) for member in members]
+        summaries = [self._summary(member, rundir.RUNNING) for member in members]
+        self._on_io_threads(lambda member, state, summary: self._write_checkpoint(member, state, summary),
+                            members, states, summaries)
+
+    def _write_checkpoint(self, member: _Member, state: dict, summary: dict) -> None:
         progress, record = member.progress, member.record
         try:
-            save_checkpoint(record.checkpoints, progress.step, own_storage(member.state.state_dict()),
-                            member.cfg.train.keep_checkpoints)
+            save_checkpoint(record.checkpoints, progress.step, state, member.cfg.train.keep_checkpoints)
         except OSError as error:
             last = f"step-{member.saved_at}" if member.saved_at >= 0 else "none"
             path = record.checkpoints / f"step-{progress.step}.pt"
             raise RunFailed(f"cannot write checkpoint {path}: {error.strerror}; last good checkpoint: {last}") from None
         member.saved_at = progress.step
-        self._write_summary(member, rundir.RUNNING)
+        record.write_summary(summary)
 
-    def _end(self, member: _Member) -> None:
+    def _end(self, members: list[_Member]) -> None:
         """A last checkpoint, validation and test."""
-        cfg, run = member.cfg, member.run
-        if member.saved_at != member.progress.step:
-            self._checkpoint(member)
-        self._evaluate_validation(member)
-        test = evaluate(run.model, self.task, self.task.test, cfg.task.eval_batch_size, cfg.train.eval_batches,
-                        self.device, run.optimizer, "test")
-        member.progress.last_eval = {**member.progress.last_eval, **test}
-        self._log(member, test)
-        self._finish(member, rundir.COMPLETED)
+        self._checkpoint([member for member in members if member.saved_at != member.progress.step])
+        for member in members:
+            cfg, run = member.cfg, member.run
+            self._evaluate_validation(member)
+            test = evaluate(run.model, self.task, self.task.test, cfg.task.eval_batch_size, cfg.train.eval_batches,
+                            self.device, run.optimizer, "test")
+            member.progress.last_eval = {**member.progress.last_eval, **test}
+            self._log(member, test)
+        self._finish(members, rundir.COMPLETED)
 
-    def _write_summary(self, member: _Member, status: str) -> dict:
+    def _summary(self, member: _Member, status: str) -> dict:
         summary = member.record.summary(status, member.progress, self.task, member.run.model, self.device)
         summary["population"] = {"size": self.size, "index": self.indices[member.index]}
-        return member.record.write_summary(summary)
+        return summary
 
-    def _finish(self, member: _Member, status: str) -> None:
-        member.summary = self._write_summary(member, status)
+    def _write_summary(self, member: _Member, status: str) -> dict:
+        return member.record.write_summary(self._summary(member, status))
+
+    def _finish(self, members: list[_Member], status: str) -> None:
+        summaries = [self._summary(member, status) for member in members]
+        self._on_io_threads(lambda member, summary: member.record.write_summary(summary), members, summaries)
+        for member, summary in zip(members, summaries):
+            member.summary = summary
+
+    def _on_io_threads(self, write: Callable[..., Any], *columns: list) -> None:
+        """Run `write` over the rows of `columns` on threads: each file is fsynced, and the waits overlap."""
+        if len(columns[0]) <= 1:
+            for row in zip(*columns):
+                write(*row)
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(columns[0])), thread_name_prefix="optimlab-io") as pool:
+            for future in [pool.submit(write, *row) for row in zip(*columns)]:
+                future.result()
 
 
 def _merged_groups(cfgs: list[Config], optimizers: list[torch.optim.Optimizer]) -> list[tuple[dict, list[int], int]]:
