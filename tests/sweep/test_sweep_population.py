@@ -77,3 +77,14 @@ def test_plan_groups_caps_and_spreads_populations_over_the_workers():
     assert {launch.key: reason.split(" ")[0] for launch, reason in alone} == {"r0": "no", "r1": "optim=sgd_hd"}
     bad = Launch(key="b", run_dir="/tmp/b", argv=(PYTHON, "-m", "optimlab", "train", "optim.lr=oops"))
     assert "does not load" in plan([bad], 1, 32)[1][0][1]
+
+
+def test_population_size_flag(tmp_path, capsys):
+    from optimlab.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nbase: {task: logreg, train.steps: 5}\ngrid: {optim.lr: [0.1, 0.2, 0.3]}\n")
+    assert main(["sweep", str(spec), "--backend", "local", "--population-size", "2"]) == 2
+    assert "--population-size applies to --backend population" in capsys.readouterr().err
+    assert main(["sweep", str(spec), "--backend", "population", "--population-size", "1", "--root", str(tmp_path)]) == 2
+    assert "population size must be an integer >= 2" in capsys.readouterr().err

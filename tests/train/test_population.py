@@ -222,3 +222,16 @@ def test_member_state_is_the_shared_state_restricted_to_the_member():
     assert dict(view) == {a: {"step": 1}} and len(view) == 1 and b not in view and view.get(b) is None
     view[a] = {"step": 5}
     assert shared[a] == {"step": 5}
+
+
+def test_population_command_reports_bad_input_and_asks_for_fallback(tmp_path, capsys):
+    from optimlab.cli import main
+
+    assert main(["train", "--population", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["train", "--population", str(tmp_path / "x.json"), "optim=sgd"]) == 2
+    # A run with bad input: nothing trains, and the result file tells the backend to train the runs alone.
+    spec = _write_spec(tmp_path / "p.json", tmp_path / "p", ["optim.lr=-1"])
+    assert main(["train", "--population", str(spec)]) == 2
+    assert "fallback" in rundir.read_json(tmp_path / "p" / "result.json")
+    assert not (tmp_path / "p" / "0").exists()
