@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from optimlab import rundir
@@ -37,6 +38,7 @@ def read_population(path: str | Path) -> dict:
 def population_main(path: str) -> int:
     from optimlab.train.population import train_population
 
+    started, cpu = time.perf_counter(), time.process_time()
     data = read_population(path)
     result = data.get("result")
     try:
@@ -49,6 +51,8 @@ def population_main(path: str) -> int:
         raise
     for cfg, summary in zip(cfgs, summaries):
         print(f"{summary['status']}: {summary['step']}/{summary['steps']} steps ({cfg.run_dir})", file=sys.stderr)
+    print(f"population of {len(cfgs)} runs: {time.perf_counter() - started:.1f} s wall, "
+          f"{time.process_time() - cpu:.1f} s CPU", file=sys.stderr)
     if result:
         rundir.write_json(Path(result), {"statuses": [summary["status"] for summary in summaries]})
     return rundir.EXIT_INTERRUPTED if any(s["status"] == rundir.INTERRUPTED for s in summaries) else rundir.EXIT_OK
