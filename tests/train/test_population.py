@@ -210,7 +210,8 @@ def test_rules_and_keys():
     for bad, reason in [(["instruments=[grad_stats]"], "instruments"), (["optim=sgd_hd"], "outside its param groups"),
                         (["optim=lbfgs"], "outside its param groups"), (["train.length_bucketing=true"], "length"),
                         (["optim=sgd_c", "optim.sampling=random"], "param-group index"),
-                        (["direction=svrg"], "svrg"), (["train.sampler=loss"], "sampler")]:
+                        (["direction=svrg"], "svrg"), (["train.sampler=loss"], "sampler"),
+                        (["log.wandb=true"], "W&B")]:
         assert reason in (config_ineligibility(load_config([*BASE, "optim=sgd", *bad])) or ""), bad
     assert config_ineligibility(load_config([*BASE, "optim=sgd_c"])) is None
 

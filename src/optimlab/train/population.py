@@ -331,7 +331,9 @@ class _Population:
             member.record.start_over()
         member.record.write_config()
         member.metrics.open(offset=resumed["metrics_offset"] if resumed is not None else 0)
-        member.loggers = build_loggers(member.cfg, member.record.path, member.progress.step)
+        # No progress bar per member (log.* is not part of a run's identity).
+        quiet = dataclasses.replace(member.cfg, log=dataclasses.replace(member.cfg.log, progress="never"))
+        member.loggers = build_loggers(quiet, member.record.path, member.progress.step)
         self._write_summary(member, rundir.RUNNING)
 
     def _load(self, member: _Member, checkpoint: dict[str, Any]) -> None:

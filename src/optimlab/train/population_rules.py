@@ -49,6 +49,8 @@ def config_ineligibility(cfg: Config) -> str | None:
         return "train.microbatch_size accumulates the gradient in pieces"
     if cfg.train.amp != "none":
         return f"train.amp={cfg.train.amp}"
+    if cfg.log.wandb:
+        return "log.wandb=true keeps one W&B run per process"
     return optimizer_ineligibility(cfg.optim.name, cfg.optim.kwargs)
 
 
