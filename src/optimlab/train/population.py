@@ -8,9 +8,10 @@ What is batched, and what stays per member:
 - **Parameters** are stacked: one tensor of shape (members, ...) per parameter name. Each member's model holds
   leaf `nn.Parameter`s that are views of its row of the stacked tensors, so an optimizer updating a member's
   parameters in place updates the stacked tensors, with no copy in either direction.
-- **Gradients** of all members come from one call: `torch.func.vmap` over members of `torch.func.grad` of the
-  task's `functional_loss`, on a stacked batch (each member's own batch, drawn from its own sampler, seeded
-  by its own seed exactly as its stand-alone run draws it). Each member's `.grad` is a view of its row.
+- **Gradients** of all members come from one forward and one backward: `torch.func.vmap` over members of the
+  task's `functional_loss` on a stacked batch (each member's own batch, drawn from its own sampler, seeded
+  by its own seed exactly as its stand-alone run draws it), then autograd of the sum of the members' losses,
+  in which each member's row receives exactly its own gradient. Each member's `.grad` is a view of its row.
 - **One optimizer** holds every member's param groups (each member's own split, `optim.param_groups`) and
   steps them all. Each member also has its own optimizer object over its own group dicts, whose `state`
   routes to the shared one: its checkpoint, its scheduler and its statistics are exactly those of the
@@ -42,7 +43,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, vmap
+from torch.func import vmap
 
 from optimlab import rundir
 from optimlab.config import Config, default_run_dir, normalize
@@ -210,7 +211,7 @@ class _Population:
         for member in self.members:
             self._route(member)
         self.clip = torch.tensor([cfg.train.clip_grad_norm or float("inf") for cfg in cfgs], device=self.device)
-        self.grad_fn = vmap(grad(self._member_loss, has_aux=True))
+        self.loss_fn = vmap(self._member_loss)
         self._check_vmap()
 
     # ---------------------------------------------------------------------------------------------------
@@ -272,8 +273,15 @@ class _Population:
     def _gradients(self, index: Tensor, generators: list[torch.Generator] | None = None) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         generators = generators or [m.run.augment_generator for m in self.members]
         batch = tuple(t.to(self.device) for t in self._batch(index, generators))
-        grads, (loss_sums, counts) = self.grad_fn(self.stacked, self.frozen, self.buffers, batch)
-        return grads, loss_sums, counts
+        # The batched forward (vmap), then one ordinary backward through its graph: each member's loss depends
+        # on its own row only, so the gradient of the sum of the members' losses is each member's gradient
+        # (faster than vmapping torch.func.grad, whose transform wraps every operation of the backward too).
+        params = {name: tensor.detach().requires_grad_() for name, tensor in self.stacked.items()}
+        with torch.enable_grad():
+            losses, (loss_sums, counts) = self.loss_fn(params, self.frozen, self.buffers, batch)
+            grads = torch.autograd.grad(losses.sum(), list(params.values()), allow_unused=True)
+        # A parameter the loss does not use gets no gradient (None), as in a stand-alone backward.
+        return dict(zip(params, grads)), loss_sums, counts
 
     # ---------------------------------------------------------------------------------------------------
     # Training
@@ -367,10 +375,10 @@ class _Population:
             log_now = [on and (len(m.window) + 1 == log_every or step + 1 == steps)
                        for m, on in zip(self.members, active)]
             norms = self._clip_and_measure(grads) if any(log_now) or bool(torch.isfinite(self.clip).any()) else None
-            per_name = [grads[name].unbind(0) for name in self.names]
+            per_name = [None if grads[name] is None else grads[name].unbind(0) for name in self.names]
             for member, on in zip(self.members, active):
                 for p, member_grads in zip(member.params, per_name):
-                    p.grad = member_grads[member.index] if on else None
+                    p.grad = member_grads[member.index] if on and member_grads is not None else None
             self._sync_merged(active)
             self.optimizer.step()
             for member, on in zip(self.members, active):
@@ -404,12 +412,14 @@ class _Population:
         (as `torch.nn.utils.clip_grad_norm_`: scaled by min(1, max_norm / (norm + 1e-6)))."""
         members = len(self.members)
         with torch.no_grad():
-            per_tensor = torch.stack([torch.linalg.vector_norm(grads[n].reshape(members, -1), dim=1) for n in self.names])
+            used = [grads[n] for n in self.names if grads[n] is not None]
+            if not used:
+                return torch.zeros(members, device=self.device)
+            per_tensor = torch.stack([torch.linalg.vector_norm(g.reshape(members, -1), dim=1) for g in used])
             norms = torch.linalg.vector_norm(per_tensor, dim=0)
             if bool(torch.isfinite(self.clip).any()):
                 coef = torch.clamp(self.clip / (norms + 1e-6), max=1.0)
-                for name in self.names:
-                    g = grads[name]
+                for g in used:
                     g.mul_(coef.view(members, *([1] * (g.dim() - 1))))
         return norms
 
