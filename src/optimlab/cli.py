@@ -17,7 +17,7 @@ USAGE = """usage: optimlab COMMAND [ARGS]
 
 commands:
   train    [--config FILE] [key=value ...]   train one run (resumes an existing run directory)
-  sweep    SPEC [--backend local|fresh|ray|slurm] [--workers N] [--root DIR]
+  sweep    SPEC [--backend local|fresh|population|ray|slurm] [--workers N] [--root DIR]
   report   RUNS... --out DIR [--baseline NAME] [--series NAME...]
   compare  [task=NAME] [optims=[a,b]] [seeds=N] [key=value ...]   sweep + report (the main job)
   list     tasks | optimizers [NAME] | sweeps | instruments

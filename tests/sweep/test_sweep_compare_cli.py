@@ -41,7 +41,7 @@ def test_arguments_lists_mappings_and_overrides():
         (["lrs={adam: [0.1]}", "optims=[sgd]"], "'adam' is not in optims"),
         (["lrs=[-1]"], "positive numbers"),
         (["workers=0"], "positive integer"),
-        (["backend=cloud"], "not one of fresh, local, ray, slurm"),
+        (["backend=cloud"], "not one of fresh, local, population, ray, slurm"),
         (["task"], "expected key=value"),
     ],
 )

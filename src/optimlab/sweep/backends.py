@@ -31,6 +31,14 @@ def _fresh(workers: int, cpus_per_run: int, folder: Path, options: dict) -> Any:
     return LocalBackend(workers, warm=False, **options)
 
 
+@SWEEP_BACKENDS.register("population", description="runs that differ in seed and float hyperparameters trained together "
+                         "in one process each (torch.func.vmap); the others on warm workers")
+def _population(workers: int, cpus_per_run: int, folder: Path, options: dict) -> Any:
+    from optimlab.sweep.population import PopulationBackend
+
+    return PopulationBackend(workers, **options)
+
+
 @SWEEP_BACKENDS.register("ray", description="Ray tasks, on a local instance or an existing cluster")
 def _ray(workers: int, cpus_per_run: int, folder: Path, options: dict) -> Any:
     from optimlab.sweep.ray_backend import RayBackend

@@ -20,8 +20,11 @@ module:function. key=value overrides apply to every run (e.g. train.steps=100); 
 the line, before or after the options.
 
 options:
-  --backend local|fresh|ray|slurm  where runs execute (default local: warm workers forked from a server that
-                               imported torch once; fresh: a new process per run)
+  --backend local|fresh|population|ray|slurm  where runs execute (default local: warm workers forked from a
+                               server that imported torch once; fresh: a new process per run; population: runs
+                               differing only in seed and float hyperparameters trained together, one process each
+                               group, the others on warm workers)
+  --population-size N          population: at most N runs per population (default 32)
   --workers N                  runs at once (default: the usable CPU cores); each run gets max(1, cores // N) threads
   --root DIR                   runs go to DIR/<sweep>/<task>/<optim>-<config hash> (default runs)
   --cpus-per-run N             threads (Ray: num_cpus, SLURM: cpus per task) per run
@@ -42,8 +45,8 @@ options:
 """
 
 COMPARE_USAGE = """usage: optimlab compare [task=NAME] [optims=[a,b,...]] [seeds=N] [lrs=[...]] [workers=N]
-                        [out=DIR] [root=DIR] [backend=local|fresh|ray|slurm] [name=NAME] [progress=false]
-                        [extend=N] [dotted.config.key=value ...]
+                        [out=DIR] [root=DIR] [backend=population|local|fresh|ray|slurm] [name=NAME]
+                        [progress=false] [extend=N] [dotted.config.key=value ...]
 
 Runs a small learning-rate grid for each optimizer and several seeds, then writes the comparison report
 (OUT/index.html). With no arguments: task=mnist1d_mlp optims=[sgd,adam,sgd_c,adam_c] seeds=3.
@@ -69,6 +72,7 @@ def _sweep_parser() -> _Parser:
     parser.add_argument("--cpus-per-run", type=int, default=None)
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--population-size", type=int, default=None)
     parser.add_argument("--ray-address", default=None)
     parser.add_argument("--slurm-partition", default=None)
     parser.add_argument("--slurm-time", default="60")
@@ -140,7 +144,11 @@ def sweep_main(argv: list[str]) -> int:
         print(f"{len(rows)} runs", file=sys.stderr)
         return 0
     options: dict = {}
-    if args.backend == "ray":
+    if args.population_size is not None and args.backend != "population":
+        raise ConfigError("--population-size applies to --backend population")
+    if args.backend == "population" and args.population_size is not None:
+        options = {"size": args.population_size}
+    elif args.backend == "ray":
         options = {"address": args.ray_address}
     elif args.backend == "slurm":
         options = {"cluster": args.slurm_cluster, "partition": args.slurm_partition,

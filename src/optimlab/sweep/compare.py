@@ -57,7 +57,7 @@ class CompareArgs:
     workers: int | None = None  # default: one per core
     out: str = "reports/compare"
     root: str = "runs"
-    backend: str = "local"
+    backend: str = "population"  # runs differing in seed and lr train together; the others on warm workers
     name: str | None = None  # the sweep's name; default compare-<task>
     progress: bool = True
     extend: int = 3  # learning rates added per optimizer while its best lr is on the grid's edge; 0: none

@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a new run directory from a checkpoint file: its config and full state, overrides on top",
     )  # fmt: skip
     parser.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit")
+    parser.add_argument(
+        "--population", metavar="FILE",
+        help="train the runs listed in FILE (JSON, written by `optimlab sweep --backend population`) as one "
+             "population (docs/sweeps.md)",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. task=mnist1d_mlp optim=adam optim.lr=3e-3")
     return parser
 
@@ -45,6 +50,12 @@ def train_main(argv: list[str]) -> int:
     parser = build_parser()
     # intermixed: `--config` and `--print-config` may come after key=value overrides, as users type them
     args = parser.parse_intermixed_args(argv)
+    if args.population:
+        if args.restore or args.config or args.overrides or args.print_config:
+            parser.error("--population takes every run's settings from its file")
+        from optimlab.train.population_cli import population_main
+
+        return population_main(args.population)
     if args.restore and args.config:
         parser.error("--restore takes its config from the checkpoint; pass changes as key=value overrides")
     if args.restore:

@@ -1,0 +1,162 @@
+"""The population backend (`optimlab sweep SPEC --backend population`): a sweep's runs trained in populations.
+
+The pending runs are grouped by `optimlab.train.population_rules.population_key` (same task, optimizer and
+every non-float setting; seeds and float hyperparameters may differ). Each group of two or more runs is cut
+into populations of at most `size` members (and into as many populations as there are workers when there
+are fewer groups than workers, so that every core trains); each population is one process,
+`optimlab train --population FILE`, forked from the warm workers' server. Runs that cannot train in a
+population train one by one on warm workers (backend `local`), and the sweep's log says why. A population
+that finds itself not batchable once its task is built (a BatchNorm or dropout model, a step hook, a task
+whose loss torch.func cannot batch) or that holds a run with bad input trains nothing, and its runs too go
+to the warm workers.
+
+Each run's outcome is read from its own run directory, as for every backend: sweep.json, skipping finished
+runs and resuming interrupted ones work unchanged (a population resumes each member from its own newest
+checkpoint).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from optimlab.config import Config, load_config
+from optimlab.errors import ConfigError
+from optimlab.rundir import read_json
+from optimlab.sweep.execute import PYTHON, Launch
+from optimlab.sweep.local import LocalBackend, OnDone
+from optimlab.sweep.warm import is_train_command
+
+DEFAULT_SIZE = 32
+
+
+class PopulationBackend:
+    name = "population"
+
+    def __init__(self, workers: int = 1, size: int = DEFAULT_SIZE, grace: float = 60.0):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 2:
+            raise ConfigError(f"population size must be an integer >= 2, got {size!r}")
+        self.workers = workers
+        self.size = size
+        self.local = LocalBackend(workers, grace=grace)
+
+    def run(self, launches: list[Launch], on_done: OnDone) -> None:
+        populations, alone = plan(launches, self.workers, self.size)
+        for reason, count in _reasons(alone).items():
+            _say(f"{count} run{'s' * (count != 1)} train one by one on warm workers: {reason}")
+        population_jobs = [population_launch(members) for members in populations]
+        jobs = {job.key: members for job, members in zip(population_jobs, populations)}
+        fallback: list[Launch] = []
+
+        def done(launch: Launch, code: int | None, error: str | None) -> None:
+            members = jobs.get(launch.key)
+            if members is None:  # a run trained alone
+                on_done(launch, code, error)
+                return
+            result = read_json(Path(launch.run_dir)) or {}
+            _note_end(members, launch, code)
+            if "fallback" in result:
+                _say(f"population of {len(members)} runs trains one by one on warm workers: {result['fallback']}")
+                fallback.extend(members)
+                return
+            for member in members:
+                on_done(member, code, error)
+
+        self.local.run(population_jobs + [launch for launch, _ in alone], done)
+        if fallback:
+            self.local.run(fallback, on_done)
+
+
+def plan(launches: list[Launch], workers: int, size: int) -> tuple[list[list[Launch]], list[tuple[Launch, str]]]:
+    """Populations (lists of launches, largest first) and the launches that train alone, with the reason."""
+    from optimlab.train.population_rules import config_ineligibility, population_key
+
+    groups: dict[str, list[Launch]] = defaultdict(list)
+    alone: list[tuple[Launch, str]] = []
+    cache: dict[tuple[str, ...], Config] = {}
+    for launch in launches:
+        cfg, reason = _config(launch, cache)
+        reason = reason or config_ineligibility(cfg)
+        if reason is None:
+            groups[population_key(cfg)].append(launch)
+        else:
+            alone.append((launch, reason))
+    populations: list[list[Launch]] = []
+    for members in groups.values():
+        if len(members) == 1:
+            alone.append((members[0], "no other run shares its task and settings"))
+            continue
+        count = -(-len(members) // size)
+        populations += [members[i::count] for i in range(count)]
+    # Fewer populations than workers: halve the largest, so that every worker trains.
+    while len(populations) < workers and populations and max(map(len, populations)) >= 4:
+        largest = max(populations, key=len)
+        populations.remove(largest)
+        populations += [largest[0::2], largest[1::2]]
+    populations.sort(key=len, reverse=True)
+    return populations, alone
+
+
+def population_launch(members: list[Launch]) -> Launch:
+    """The launch that trains `members` as one population; its `run_dir` is the result file's path."""
+    digest = hashlib.sha256("\n".join(m.key for m in members).encode()).hexdigest()[:10]
+    folder = Path(members[0].log).parent if members[0].log else Path(tempfile.mkdtemp(prefix="optimlab-population-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    spec, result = folder / f"population-{digest}.json", folder / f"population-{digest}.result.json"
+    result.unlink(missing_ok=True)
+    runs = [{"key": m.key, "overrides": list(m.argv[4:])} for m in members]
+    spec.write_text(json.dumps({"runs": runs, "result": str(result)}, indent=1))
+    for member in members:
+        if member.log:
+            with open(member.log, "a") as log:
+                log.write(f"\n=== trained in population {spec.stem} ({len(members)} runs); its log: "
+                          f"{folder / f'{spec.stem}.log'}\n")
+    return Launch(key=f"population-{digest}", run_dir=str(result),
+                  argv=(PYTHON, "-m", "optimlab", "train", "--population", str(spec)), env=dict(members[0].env),
+                  log=str(folder / f"{spec.stem}.log") if members[0].log else "", cwd=members[0].cwd)
+
+
+def _config(launch: Launch, cache: dict[tuple[str, ...], Config]) -> tuple[Config | None, str | None]:
+    """The launch's config, loaded as `optimlab train` loads it, or None and why not.
+
+    Loading validates (~30 ms a config), so runs that differ only in seed and run_dir are loaded once."""
+    overrides = tuple(launch.argv[4:])
+    if not is_train_command(launch.argv) or any(o.startswith("-") for o in overrides):
+        return None, "not a plain `optimlab train` run"
+    varying = {k: v for k, _, v in (o.partition("=") for o in overrides) if k in ("seed", "run_dir")}
+    rest = tuple(o for o in overrides if o.partition("=")[0] not in ("seed", "run_dir"))
+    try:
+        if not varying.get("seed", "0").isdigit():
+            return load_config(overrides), None
+        if rest not in cache:
+            cache[rest] = load_config(rest)
+    except ConfigError as error:  # the run reports its own error when it trains alone
+        return None, f"its config does not load ({error})"
+    cfg = copy.deepcopy(cache[rest])
+    cfg.seed = int(varying.get("seed", cfg.seed))
+    cfg.run_dir = varying.get("run_dir", cfg.run_dir)
+    return cfg, None
+
+
+def _reasons(alone: list[tuple[Launch, str]]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for _, reason in alone:
+        counts[reason] += 1
+    return counts
+
+
+def _note_end(members: list[Launch], launch: Launch, code: int | None) -> None:
+    """Each member's log says how its population ended (the population's own log has the details)."""
+    for member in members:
+        if member.log:
+            with open(member.log, "a") as log:
+                log.write(f"=== population {launch.key} exit code {code} (log: {launch.log})\n")
+
+
+def _say(message: str) -> None:
+    print(f"optimlab sweep: population: {message}", file=sys.stderr, flush=True)

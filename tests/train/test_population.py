@@ -1,0 +1,238 @@
+"""Population training: each member equals its stand-alone run, writes the same run directory, diverges
+alone, resumes exactly after kill -9; runs that cannot be batched are refused before anything is written."""
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from optimlab import rundir
+from optimlab.config import config_hash, from_tree, load_config, read_yaml_mapping
+from optimlab.train import load_run, train
+from optimlab.train.population import MemberState, NotBatchable, train_population
+from optimlab.train.population_rules import config_ineligibility, member_settings, population_key
+
+BASE = [
+    "task=toy", "task.dropout=0.0", "task.batch_size=16", "train.steps=20", "train.log_every=5",
+    "train.eval_every=10", "train.checkpoint_every=10", "log.progress=never",
+]
+
+# optimizer settings -> the members' (lr, seed) pairs and extra per-member float settings
+CASES = {
+    "adam": (["optim=adam"], [("optim.lr=0.01", 0), ("optim.lr=0.03", 1), ("optim.lr=0.01", 2)]),
+    "sgd_momentum": (["optim=sgd", "optim.momentum=0.9"], [("optim.lr=0.1", 0), ("optim.lr=0.3", 1)]),
+    "sgd_c": (["optim=sgd_c", "optim.topC=3", "optim.momentum=0.9"],
+              [("optim.lr=0.1", 0), ("optim.lr=0.05 optim.decay=0.5", 1)]),
+    "cosine_weight_decay": (["optim=adamw", "schedule=cosine", "optim.no_decay=[bias]"],
+                            [("optim.lr=0.01 optim.weight_decay=0.1", 0), ("optim.lr=0.02 optim.betas=[0.8,0.99]", 1)]),
+    # Equal settings: one merged param group (foreach kernels) for both members.
+    "adam_same_lr_step": (["optim=adam", "schedule=step", "schedule.milestones=[5,15]", "schedule.gamma=0.3"],
+                          [("optim.lr=0.01", 0), ("optim.lr=0.01", 1)]),
+    "step_schedule_clipping": (["optim=sgd", "schedule=step", "schedule.milestones=[7,15]"],
+                               [("optim.lr=0.5 train.clip_grad_norm=0.05", 0), ("optim.lr=0.2 schedule.gamma=0.5", 1)]),
+}
+
+
+def configs(tmp_path, case, folder="pop", extra=()):
+    common, members = CASES[case]
+    return [load_config([*BASE, *common, *settings.split(), f"seed={seed}", *extra,
+                         f"run_dir={tmp_path / folder / str(i)}"]) for i, (settings, seed) in enumerate(members)]
+
+
+def params(run_dir) -> dict[str, torch.Tensor]:
+    return load_run(run_dir).model.state_dict()
+
+
+def relative_error(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-12)) for k in a)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_member_ends_where_its_stand_alone_run_does(tmp_path, case):
+    cfgs = configs(tmp_path, case)
+    summaries = train_population(cfgs)
+    for i, (cfg, summary) in enumerate(zip(cfgs, summaries)):
+        alone = train(dataclasses.replace(cfg, run_dir=str(tmp_path / "alone" / str(i))))
+        assert summary["status"] == alone["status"] == "completed"
+        assert summary["population"] == {"size": len(cfgs), "index": i} and "population" not in alone
+        assert summary["config_hash"] == alone["config_hash"] == config_hash(cfg)
+        assert relative_error(params(cfg.run_dir), params(tmp_path / "alone" / str(i))) < 1e-5
+        ours = [json.loads(line) for line in (Path(cfg.run_dir) / rundir.METRICS).read_text().splitlines()]
+        theirs = [json.loads(line) for line in (tmp_path / "alone" / str(i) / rundir.METRICS).read_text().splitlines()]
+        assert [sorted(r) for r in ours] == [sorted(r) for r in theirs]  # the same records, key for key
+        for a, b in zip(ours, theirs):
+            for key in ("train/loss", "lr", "val/loss"):
+                if key in a:
+                    assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-9), (key, a["step"])
+
+
+def test_member_run_directory_has_the_stand_alone_layout(tmp_path):
+    cfgs = configs(tmp_path, "adam")
+    train_population(cfgs)
+    alone = tmp_path / "alone"
+    train(dataclasses.replace(cfgs[0], run_dir=str(alone)))
+    member = Path(cfgs[0].run_dir)
+    assert sorted(p.name for p in member.rglob("*")) == sorted(p.name for p in alone.rglob("*"))
+    ours, theirs = torch.load(member / "checkpoints" / "step-20.pt"), torch.load(alone / "checkpoints" / "step-20.pt")
+    assert ours.keys() == theirs.keys()
+    assert ours["optimizer"]["param_groups"] == theirs["optimizer"]["param_groups"]
+    assert ours["optimizer"]["state"].keys() == theirs["optimizer"]["state"].keys()
+    for name, tensor in ours["model"].items():  # each member's own weights only, not every member's
+        assert tensor.untyped_storage().nbytes() == theirs["model"][name].untyped_storage().nbytes()
+    saved = from_tree(read_yaml_mapping(member / rundir.CONFIG, "config"))
+    assert saved.train.threads == torch.get_num_threads()  # recorded, as stand-alone runs record it
+
+
+def test_a_diverging_member_is_recorded_and_frozen_while_the_others_go_on(tmp_path):
+    common = [*BASE, "optim=sgd", "train.log_every=1"]
+    cfgs = [load_config([*common, f"optim.lr={lr}", f"seed={i}", f"run_dir={tmp_path / 'pop' / str(i)}"])
+            for i, lr in enumerate((0.1, 1e38, 0.2))]
+    summaries = train_population(cfgs)
+    assert [s["status"] for s in summaries] == ["completed", "diverged", "completed"]
+    for i, cfg in enumerate(cfgs):
+        alone = train(dataclasses.replace(cfg, run_dir=str(tmp_path / "alone" / str(i))))
+        assert alone["status"] == summaries[i]["status"]
+        assert alone["diverged_step"] == summaries[i]["diverged_step"]
+        assert alone["step"] == summaries[i]["step"]
+        if alone["status"] == "completed":
+            assert relative_error(params(cfg.run_dir), params(tmp_path / "alone" / str(i))) < 1e-5
+
+
+@pytest.mark.parametrize("case", ["sgd_c", "adam_same_lr_step"])
+def test_members_resume_from_their_own_checkpoints_even_at_different_steps(tmp_path, case):
+    """One member trained 10 steps alone, then the population of it and a fresh one trains to 20: both
+    equal their uninterrupted stand-alone runs; and a stand-alone run resumes a member's checkpoint.
+    (With equal settings the members share a merged param group, whose lr comes from a member that steps.)"""
+    cfgs = configs(tmp_path, case)
+    train(dataclasses.replace(cfgs[0], train=dataclasses.replace(cfgs[0].train, steps=10)))
+    summaries = train_population(cfgs)
+    assert [s["status"] for s in summaries] == ["completed", "completed"]
+    for i, cfg in enumerate(cfgs):
+        alone = tmp_path / "alone" / str(i)
+        train(dataclasses.replace(cfg, run_dir=str(alone)))
+        assert relative_error(params(cfg.run_dir), params(alone)) < 1e-5
+    # A finished population re-run does nothing; extended, it continues each member.
+    again = train_population(cfgs)
+    assert [s["wall_time"] for s in again] == [s["wall_time"] for s in summaries]
+    longer = [dataclasses.replace(c, train=dataclasses.replace(c.train, steps=30)) for c in cfgs]
+    standalone = train(dataclasses.replace(longer[1], run_dir=str(tmp_path / "alone30")))
+    member = train(longer[1])  # a stand-alone run resumes the member's population checkpoint
+    assert member["status"] == "completed" and member["step"] == 30
+    assert standalone["status"] == "completed"
+    assert relative_error(params(longer[1].run_dir), params(tmp_path / "alone30")) < 1e-5
+
+
+def _start_population(spec: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "optimlab", "train", "--population", str(spec)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _members(folder: Path, extra: list[str]) -> list[list[str]]:
+    return [[*BASE, "optim=adam", f"optim.lr={lr}", f"seed={i}", *extra, f"run_dir={folder / str(i)}"]
+            for i, lr in enumerate((0.01, 0.03))]
+
+
+def _write_spec(path: Path, folder: Path, extra: list[str]) -> Path:
+    runs = [{"key": str(i), "overrides": overrides} for i, overrides in enumerate(_members(folder, extra))]
+    path.write_text(json.dumps({"runs": runs, "result": str(folder / "result.json")}))
+    return path
+
+
+def test_kill_9_then_resume_is_bit_identical(tmp_path, plugin_env):
+    extra = ["train.steps=60", "train.checkpoint_every=7", "task.delay=0.01", "train.log_every=1"]
+    spec = _write_spec(tmp_path / "killed.json", tmp_path / "killed", extra)
+    process = _start_population(spec, plugin_env)
+    checkpoint = tmp_path / "killed" / "1" / "checkpoints" / "step-14.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    time.sleep(0.05)  # past the checkpoint, before the next one
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    for i in range(2):
+        assert rundir.read_summary(tmp_path / "killed" / str(i))["status"] == "running"
+    resumed = train_population([load_config(m) for m in _members(tmp_path / "killed", extra)])
+    reference = train_population([load_config(m) for m in _members(tmp_path / "ref", extra)])
+    for i in range(2):
+        ours, theirs = resumed[i], reference[i]
+        assert ours["status"] == "completed" and ours["params_sha256"] == theirs["params_sha256"]
+        texts = [(d / str(i) / rundir.METRICS).read_text() for d in (tmp_path / "killed", tmp_path / "ref")]
+        losses = [[(r["step"], r.get("train/loss")) for r in map(json.loads, text.splitlines())] for text in texts]
+        assert losses[0] == losses[1]  # one trajectory: every step logged once, with identical losses
+
+
+def test_sigterm_checkpoints_every_member_and_exits_75(tmp_path, plugin_env):
+    extra = ["train.steps=400", "task.delay=0.01"]
+    spec = _write_spec(tmp_path / "p.json", tmp_path / "p", extra)
+    process = _start_population(spec, plugin_env)
+    deadline = time.time() + 60
+    while not (tmp_path / "p" / "1" / rundir.METRICS).exists() or not (tmp_path / "p" / "1" / rundir.METRICS).read_text():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == rundir.EXIT_INTERRUPTED
+    for i in range(2):
+        summary = rundir.read_summary(tmp_path / "p" / str(i))
+        assert summary["status"] == "interrupted"
+        assert (tmp_path / "p" / str(i) / "checkpoints" / f"step-{summary['step']}.pt").exists()
+
+
+def test_not_batchable_runs_are_refused_before_anything_is_written(tmp_path):
+    with_dropout = [load_config([*BASE, "task.dropout=0.1", "optim=sgd", f"seed={i}", f"run_dir={tmp_path / str(i)}"])
+                    for i in range(2)]
+    with pytest.raises(NotBatchable, match="dropout"):
+        train_population(with_dropout)
+    mixed = [load_config([*BASE, "optim=sgd", f"run_dir={tmp_path / 'a'}"]),
+             load_config([*BASE, "optim=sgd", "task.batch_size=8", f"run_dir={tmp_path / 'b'}"])]
+    with pytest.raises(NotBatchable, match="more than seed and float"):
+        train_population(mixed)
+    with pytest.raises(NotBatchable, match="hyper=marthe"):
+        train_population([load_config([*BASE, "optim=sgd", "hyper=marthe", f"run_dir={tmp_path / 'c'}"])])
+    assert not any(tmp_path.iterdir())
+
+
+def test_rules_and_keys():
+    base = load_config([*BASE, "optim=adam", "optim.lr=0.01"])
+    same = load_config([*BASE, "optim=adam", "optim.lr=1", "optim.betas=[0.8,0.9]", "seed=3", "run_dir=x"])
+    assert population_key(base) == population_key(same)
+    assert member_settings(same)["optim.lr"] == 1 and list(member_settings(same)["optim.betas"]) == [0.8, 0.9]
+    assert population_key(base) != population_key(load_config([*BASE, "optim=adam", "optim.amsgrad=true"]))
+    assert population_key(base) != population_key(load_config([*BASE, "optim=adam", "train.steps=21"]))
+    assert population_key(base) != population_key(load_config([*BASE, "optim=sgd"]))
+    for bad, reason in [(["instruments=[grad_stats]"], "instruments"), (["optim=sgd_hd"], "outside its param groups"),
+                        (["optim=lbfgs"], "outside its param groups"), (["train.length_bucketing=true"], "length"),
+                        (["optim=sgd_c", "optim.sampling=random"], "param-group index"),
+                        (["direction=svrg"], "svrg"), (["train.sampler=loss"], "sampler"),
+                        (["log.wandb=true"], "W&B")]:
+        assert reason in (config_ineligibility(load_config([*BASE, "optim=sgd", *bad])) or ""), bad
+    assert config_ineligibility(load_config([*BASE, "optim=sgd_c"])) is None
+
+
+def test_member_state_is_the_shared_state_restricted_to_the_member():
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    shared = {a: {"step": 1}, b: {"step": 2}}
+    view = MemberState(shared, [a])
+    assert dict(view) == {a: {"step": 1}} and len(view) == 1 and b not in view and view.get(b) is None
+    view[a] = {"step": 5}
+    assert shared[a] == {"step": 5}
+
+
+def test_population_command_reports_bad_input_and_asks_for_fallback(tmp_path, capsys):
+    from optimlab.cli import main
+
+    assert main(["train", "--population", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["train", "--population", str(tmp_path / "x.json"), "optim=sgd"]) == 2
+    # A run with bad input: nothing trains, and the result file tells the backend to train the runs alone.
+    spec = _write_spec(tmp_path / "p.json", tmp_path / "p", ["optim.lr=-1"])
+    assert main(["train", "--population", str(spec)]) == 2
+    assert "fallback" in rundir.read_json(tmp_path / "p" / "result.json")
+    assert not (tmp_path / "p" / "0").exists()
