@@ -309,6 +309,19 @@ def figures(records: list[dict], training: list[dict], directory: str) -> list[s
     return written
 
 
+def write_csv(rows: list[dict], path: str, columns: list[str]) -> None:
+    """The records as CSV (floats to 5 significant digits): the study's committed data."""
+    lines = [",".join(columns)]
+    for row in rows:
+        lines.append(",".join(f"{row[c]:.5g}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+RECORD_COLUMNS = ["task", "duplicates", "lr", "seed", "step", "estimator", "train_loss", "full_loss", "var", "nvar"]
+TRAINING_COLUMNS = ["task", "duplicates", "direction", "seed", "lr", "steps", "status", "train/loss", "val/loss",
+                    "val/accuracy", "test/loss", "test/accuracy", "cpu_s", "wall_s"]  # fmt: skip
+
+
 def _save(fig, directory: str, name: str) -> str:
     path = str(Path(directory) / name)
     fig.savefig(path, dpi=110, metadata={"Software": None})
@@ -342,6 +355,7 @@ def main() -> None:
     parser.add_argument("--late", type=int, default=300, help="claim 2 at equal steps: measured steps from this on")
     parser.add_argument("--json", help="write the summary here")
     parser.add_argument("--figures", help="write the plots into this directory")
+    parser.add_argument("--csv", help="write the records (and training records) as CSV files with this prefix")
     args = parser.parse_args()
     records, training = load(args.files), load(args.training)
     summary = summarise(records, training, args.late)
@@ -351,6 +365,12 @@ def main() -> None:
     if args.figures:
         for path in figures(records, training, args.figures):
             print(f"wrote {path}")
+    if args.csv:
+        key = lambda r: (r["task"], r["duplicates"], r["lr"], r["seed"], r["step"], ESTIMATORS.index(r["estimator"]))  # noqa: E731
+        write_csv(sorted(records, key=key), f"{args.csv}_records.csv", RECORD_COLUMNS)
+        if training:
+            order = lambda r: (r["task"], r["duplicates"], r["direction"], r["seed"])  # noqa: E731
+            write_csv(sorted(training, key=order), f"{args.csv}_training.csv", TRAINING_COLUMNS)
 
 
 if __name__ == "__main__":
