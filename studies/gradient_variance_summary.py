@@ -287,6 +287,22 @@ def figures(records: list[dict], training: list[dict], directory: str) -> list[s
     fig.tight_layout()
     written.append(_save(fig, directory, "gradient_variance_estimators.png"))
 
+    # claim 2 at equal loss: SG-B var against the full training loss, both learning rates
+    fig, grid = plt.subplots(1, len(tasks) * len(dups), figsize=(3.2 * len(tasks) * len(dups), 2.8), squeeze=False)
+    for col, (task, dup) in enumerate((t, d) for t in tasks for d in dups):
+        ax = grid[0][col]
+        for lr, color in zip(lrs, ("C0", "C3", "C2")):
+            for i, steps in enumerate(by_group.get((task, dup, lr), {}).values()):
+                xs = sorted(steps)
+                ax.plot([steps[x]["sg_b"]["full_loss"] for x in xs], [steps[x]["sg_b"]["var"] for x in xs], color=color,
+                        marker="o", markersize=2, linewidth=0.8, alpha=0.7, label=f"lr={lr}" if i == 0 else None)  # fmt: skip
+        ax.set(xscale="log", yscale="log", xlabel="full training loss", ylabel="SG-B var")
+        ax.invert_xaxis()
+        ax.set_title(f"{task}" + (f", {dup} duplicated" if dup else ""), fontsize=8)
+    grid[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    written.append(_save(fig, directory, "gradient_variance_by_loss.png"))
+
     # claim 3: final loss against time-averaged nvar and var
     by_run = runs(records)
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.0))
