@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -57,16 +58,18 @@ def bootstrap_spearman(loss, a, b, draws: int = 5000, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
 
     def rhos(index):
-        return stats.spearmanr(loss[index], a[index]).statistic, stats.spearmanr(loss[index], b[index]).statistic
+        with warnings.catch_warnings():  # a resample with a constant column has no correlation: NaN, dropped
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
+            return stats.spearmanr(loss[index], a[index]).statistic, stats.spearmanr(loss[index], b[index]).statistic
 
     base = rhos(np.arange(len(loss)))
     samples = np.array([rhos(rng.integers(0, len(loss), len(loss))) for _ in range(draws)])
     samples = samples[np.isfinite(samples).all(axis=1)]
     diff = samples[:, 0] - samples[:, 1]
-    band = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]  # noqa: E731
+    band = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [math.nan] * 2  # noqa: E731
     return {"n": int(len(loss)), "rho_nvar": float(base[0]), "rho_nvar_ci": band(samples[:, 0]),
             "rho_var": float(base[1]), "rho_var_ci": band(samples[:, 1]), "diff": float(base[0] - base[1]),
-            "diff_ci": band(diff), "p_diff": float((diff <= 0).mean())}  # fmt: skip
+            "diff_ci": band(diff), "p_diff": float((diff <= 0).mean()) if len(diff) else math.nan}  # fmt: skip
 
 
 # -- records -------------------------------------------------------------------------------------------------
