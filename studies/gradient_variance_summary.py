@@ -225,7 +225,7 @@ def summarise(records: list[dict], training: list[dict], late: int) -> dict:
         "4_gc_below_sg2b_with_duplicates": claim_gc(by_group),
         "5_svrg_on_deep_models": claim_svrg(by_group, training),
         "training": training_table(training),
-        "training_vs_sgd": {name: paired_training(training, name) for name in ("svrg", "gc", "kfac")},
+        "training_vs_sgd": {name: paired_training(training, name) for name in ("svrg", "gc", "gc_sampled", "kfac")},
     }
 
 

@@ -5,6 +5,7 @@ so each run is exactly the command line's) with plain SGD at one learning rate:
 
     sgd     the mini-batch gradient            gc      gradient clustering's stratified estimate
     svrg    the SVRG control variate           kfac    the K-FAC-preconditioned gradient (precond=kfac)
+    gc_sampled  gc with train.sampler=stratified (the stratified batch is the training batch)
 
 One JSON line per run goes to `--out`: the configuration, the summary's final training/validation/test
 loss and accuracy, and the run's wall and CPU seconds. Run directories go under `--runs` (a scratch
@@ -29,6 +30,9 @@ DIRECTIONS = {
     "svrg": ["direction=svrg", "direction.snapshot_every={snapshot}"],
     "gc": ["direction=gc", "direction.snapshot_every={snapshot}", "direction.clusters=10", "direction.citers=3"],
     "kfac": ["precond=kfac"],
+    # GC-SGD with the stratified batches as the training batches (no extra gradient per step)
+    "gc_sampled": ["direction=gc", "direction.snapshot_every={snapshot}", "direction.clusters=10", "direction.citers=3",
+                   "train.sampler=stratified"],  # fmt: skip
 }
 
 
@@ -44,7 +48,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["mnist1d_mlp", "digits_cnn"])
     parser.add_argument("--duplicates", nargs="+", type=int, default=[0, 10], help="0: the task's own data")
     parser.add_argument("--copies", type=int, default=200)
-    parser.add_argument("--directions", nargs="+", default=list(DIRECTIONS), choices=list(DIRECTIONS))
+    parser.add_argument("--directions", nargs="+", default=["sgd", "svrg", "gc", "kfac"], choices=list(DIRECTIONS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=0.05)
