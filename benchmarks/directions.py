@@ -13,6 +13,8 @@ passes. Timed, each as a ratio to a plain step (zero_grad, forward, backward, SG
 - gc_assign:        GC's assignment of one batch (forward/backward with per-layer capture and rank-1
                     distances to 10 centres, eval mode), alone
 - gc_step:          a GC-SGD step (the plain step plus the stratified batch's weighted gradient)
+- gc_sampled_step:  a GC-SGD step with `train.sampler=stratified`: the stratified batch is the training batch,
+                    its weighted per-example losses backpropagated once
 - gc_full_pass:     one full-batch GC iteration (assignment and centre update over 2048 examples), in plain steps
 
 Blocks of `--block` iterations of each variant are interleaved over `--repeats` rounds and ratios are medians
@@ -103,6 +105,16 @@ def main() -> None:
         with _eval(model):
             gc.assign(gc.distances(model, objective, next_batch(), matrices=False)[0])
 
+    stream = torch.Generator().manual_seed(1)
+
+    def gc_sampled_step():
+        indices = gc.sample(stream, BATCH)
+        x, y = split.batch(indices)
+        optimizer.zero_grad(set_to_none=True)
+        losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+        ((gc.weights(indices).to(losses.dtype) * losses).sum() / len(y)).backward()
+        optimizer.step()
+
     def gc_step():
         batch = next_batch()
         backward(batch)
@@ -112,7 +124,7 @@ def main() -> None:
     steps = {
         "plain": plain, "svrg_step": svrg_step, "kfac_step": kfac_step,
         "kfac_factors": lambda: kfac.update_factors(next_batch()), "kfac_inverse": kfac.update_inverse,
-        "gc_assign": gc_assign, "gc_step": gc_step,
+        "gc_assign": gc_assign, "gc_step": gc_step, "gc_sampled_step": gc_sampled_step,
     }  # fmt: skip
     passes = {
         "svrg_snapshot": lambda: svrg.infrequent(0, model, objective),
@@ -151,7 +163,7 @@ def main() -> None:
         f"svrg_step_over_step={median['svrg_step']:.3f} gc_step_over_step={median['gc_step']:.3f} "
         f"kfac_factors_over_step={median['kfac_factors']:.3f} kfac_inverse_over_step={median['kfac_inverse']:.3f} "
         f"svrg_snapshot_over_step={median['svrg_snapshot']:.3f} gc_full_pass_over_step={median['gc_full_pass']:.3f} "
-        f"kfac_amortised_tcov20_over_step={amortised_20:.3f}"
+        f"kfac_amortised_tcov20_over_step={amortised_20:.3f} gc_sampled_step_over_step={median['gc_sampled_step']:.3f}"
     )
 
 

@@ -12,7 +12,10 @@ Every direction is the estimator's pure `direction(model, objective, batch, indi
 (docs/directions.md), so measuring never moves the trajectory. Per estimator and step the script writes
 the study's statistics of the direction over its draws, with unbiased per-coordinate moments:
 `var` (mean over coordinates of the variance), `nvar` (mean over coordinates of variance / second moment),
-and the training loss and learning rate, one JSON line each, to `--out`.
+the step's mini-batch loss, the mean loss over the whole training split (`full_loss`, in training mode and
+side-effect free), the learning rate and the process's CPU seconds so far, one JSON line
+each, to `--out`. Measured steps are `--points` log-spaced steps from 0, plus every `--every` steps and the
+last step when `--every` is set (the log spacing alone stops at a third of the run).
 
     python studies/gradient_variance.py --task mnist1d_mlp --steps 2000 --lr 0.05 --duplicates 200 --seed 0
 
@@ -25,11 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 
 import torch
 
 from optimlab.directions import SVRG, Direction, Objective
+from optimlab.directions.base import side_effect_free
 from optimlab.directions.clustering import GradientClustering
 from optimlab.precond import KFAC
 from optimlab.tasks import build_task
@@ -48,6 +53,22 @@ def log_spaced(steps: int, points: int) -> list[int]:
     return sorted({0, *(round(10 ** (math.log10(steps) * i / points)) for i in range(1, points + 1))} - {steps})
 
 
+def measured_steps(steps: int, points: int, every: int) -> set[int]:
+    """`points` log-spaced steps from 0, and with `every` > 0 also every `every` steps and the last step."""
+    extra = {*range(every, steps, every), steps - 1} if every > 0 else set()
+    return set(log_spaced(steps, points)) | extra
+
+
+def split_loss(model, objective, split, batch_size: int = 1024) -> float:
+    """Mean loss over a whole split at the current parameters, in the model's mode; leaves no trace."""
+    total, count = 0.0, 0.0
+    with torch.no_grad(), side_effect_free(model):
+        for start in range(0, len(split), batch_size):
+            loss_sum, n = objective(model, split.batch(torch.arange(start, min(start + batch_size, len(split)))))
+            total, count = total + float(loss_sum), count + float(n)
+    return total / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="mnist1d_mlp")
@@ -58,8 +79,11 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--points", type=int, default=8, help="log-spaced measurement steps")
-    parser.add_argument("--snapshot-every", type=int, default=500, help="SVRG snapshots and GC clusterings")
+    parser.add_argument("--every", type=int, default=0, help="also measure every N steps and at the last (0: no)")
+    parser.add_argument("--snapshot-every", type=int, default=500, help="SVRG snapshots (and GC's by default)")
+    parser.add_argument("--gc-every", type=int, default=0, help="steps between GC clusterings (0: --snapshot-every)")
     parser.add_argument("--clusters", type=int, default=10)
+    parser.add_argument("--citers", type=int, default=2, help="GC: assignment/update passes per clustering")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="gradient_variance.jsonl")
     args = parser.parse_args()
@@ -72,7 +96,9 @@ def main() -> None:
     sampler = BatchSampler(len(split), b, args.seed)
     estimators: dict[str, Direction] = {
         "svrg": SVRG(model, args.snapshot_every),
-        "gc": GradientClustering(model, clusters=args.clusters, citers=2, snapshot_every=args.snapshot_every),
+        "gc": GradientClustering(
+            model, clusters=args.clusters, citers=args.citers, snapshot_every=args.gc_every or args.snapshot_every
+        ),
     }
     for direction in estimators.values():
         direction.bind(split, device="cpu", batch_size=b, seed=args.seed)
@@ -85,7 +111,7 @@ def main() -> None:
 def run(args, model, objective, split, optimizer, sampler, estimators, uniform, kfac, out) -> None:
     """The trajectory: plain SGD steps, scheduled estimator updates, measurements at log-spaced steps."""
     b = args.batch_size
-    measured = set(log_spaced(args.steps, args.points))
+    measured = measured_steps(args.steps, args.points, args.every)
     model.train()
     for step in range(args.steps):
         for direction in estimators.values():
@@ -98,6 +124,7 @@ def run(args, model, objective, split, optimizer, sampler, estimators, uniform, 
         (loss_sum / count).backward()
         kfac.update(batch)  # factors and inverses on schedule; the step stays plain SGD
         if step in measured:
+            full_loss = split_loss(model, objective, split)
             generator = torch.Generator().manual_seed(args.seed * 7919 + step)
             plans = {
                 "sg_b": (uniform, b, uniform.direction),
@@ -113,7 +140,7 @@ def run(args, model, objective, split, optimizer, sampler, estimators, uniform, 
                     draws.append(direction_fn(model, objective, split.batch(drawn), drawn))
                 record = {"task": args.task, "duplicates": args.duplicates, "lr": args.lr, "seed": args.seed,
                           "step": step, "estimator": name, "train_loss": float(loss_sum.detach() / count),
-                          **moments(draws)}  # fmt: skip
+                          "full_loss": full_loss, "cpu_s": time.process_time(), **moments(draws)}  # fmt: skip
                 out.write(json.dumps(record) + "\n")
             out.flush()
         optimizer.step()

@@ -1,26 +1,78 @@
-"""Summaries and a figure from studies/gradient_variance.py's JSON lines: the numbers behind each claim.
+"""The numbers behind each claim of the gradient-variance study, with confidence intervals over seeds.
 
-    python studies/gradient_variance_summary.py runs/*.jsonl --figure docs/images/gradient_variance.png
+Reads studies/gradient_variance.py's JSON lines (and optionally studies/gradient_variance_training.py's) and
+prints, per claim, per (task, data, lr) group, the mean over seeds with a 95 % Student-t interval and, where
+a comparison is claimed, a paired t-test across seeds (scipy.stats):
 
-Prints, per claim of the study, the measured ratios (medians over runs, with their range):
+1. variance rises during training: log10 of SG-B var at the last measured step / at step 0;
+2. smaller learning rates coincide with higher variance: log10 of SG-B var at lr_small / at lr_large, paired
+   by seed, (a) at equal steps (the measured steps from `--late` on) and (b) at equal full training loss
+   (log var interpolated in log loss, at levels both runs reached);
+3. normalized variance tracks convergence speed better than variance: Spearman correlations over runs of the
+   full training loss at the last measured step with the time-averaged SG-B nvar and with the time-averaged
+   var, per task and pooled, with a bootstrap interval (runs resampled) of each and of their difference;
+4. GC below SG-2B with duplicated data: mean over measured steps of log10 GC var / SG-2B var, per group, and
+   its difference with / without duplicates (paired by seed and lr);
+5. SVRG on deep models: mean over measured steps after step 0 of log10 SVRG var / SG-B var; with training
+   records, the final validation loss and accuracy of SVRG minus SGD, paired by seed.
 
-1. variance rises during training: SG-B var at the last measured step / at the first;
-2. smaller learning rates coincide with higher variance: SG-B var at lr_small / at lr_large, same step;
-3. normalized variance tracks convergence better than variance: Spearman correlations, over runs, of the
-   final training loss with the time-averaged nvar and with the time-averaged var;
-4. GC below SG-2B with duplicated data: GC var / SG-2B var after the first clustering, with and without;
-5. SVRG on deep models: SVRG var / SG-B var at the measured steps at least 30 steps after step 0.
+A ratio r is reported as log10 r; 10**mean is the geometric-mean ratio. With `--json` the same numbers are
+written as one JSON document, with `--figures DIR` the study's plots.
+
+    python studies/gradient_variance_summary.py records/*.jsonl --training training.jsonl \\
+        --json summary.json --figures docs/images
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import math
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+from scipy import stats
 
+ESTIMATORS = ("sg_b", "sg_2b", "svrg", "gc", "kfac")
+
+
+# -- statistics --------------------------------------------------------------------------------------------
+def t_interval(values, confidence: float = 0.95) -> dict:
+    """Mean, 95 % Student-t interval and two-sided one-sample t-test against 0 of `values` (seeds)."""
+    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    out = {"n": int(len(x)), "mean": float(x.mean()) if len(x) else math.nan}
+    if len(x) >= 2:
+        sem = float(x.std(ddof=1) / math.sqrt(len(x)))
+        half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * sem)
+        out.update(low=out["mean"] - half, high=out["mean"] + half)
+        out["p"] = float(stats.ttest_1samp(x, 0.0).pvalue) if sem > 0 else (0.0 if out["mean"] != 0 else 1.0)
+    return out
+
+
+def bootstrap_spearman(loss, a, b, draws: int = 5000, seed: int = 0) -> dict:
+    """Spearman rho(loss, a), rho(loss, b) and rho_a - rho_b, each with a 95 % percentile bootstrap
+    interval over runs; `p_diff` is the bootstrap share of resamples with rho_a - rho_b <= 0."""
+    loss, a, b = map(np.asarray, (loss, a, b))
+    rng = np.random.default_rng(seed)
+
+    def rhos(index):
+        with warnings.catch_warnings():  # a resample with a constant column has no correlation: NaN, dropped
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
+            return stats.spearmanr(loss[index], a[index]).statistic, stats.spearmanr(loss[index], b[index]).statistic
+
+    base = rhos(np.arange(len(loss)))
+    samples = np.array([rhos(rng.integers(0, len(loss), len(loss))) for _ in range(draws)])
+    samples = samples[np.isfinite(samples).all(axis=1)]
+    diff = samples[:, 0] - samples[:, 1]
+    band = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [math.nan] * 2  # noqa: E731
+    return {"n": int(len(loss)), "rho_nvar": float(base[0]), "rho_nvar_ci": band(samples[:, 0]),
+            "rho_var": float(base[1]), "rho_var_ci": band(samples[:, 1]), "diff": float(base[0] - base[1]),
+            "diff_ci": band(diff), "p_diff": float((diff <= 0).mean()) if len(diff) else math.nan}  # fmt: skip
+
+
+# -- records -------------------------------------------------------------------------------------------------
 def load(paths: list[str]) -> list[dict]:
     return [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
 
@@ -30,99 +82,314 @@ def runs(records: list[dict]) -> dict[tuple, dict[int, dict[str, dict]]]:
     out: dict = defaultdict(lambda: defaultdict(dict))
     for r in records:
         out[(r["task"], r["duplicates"], r["lr"], r["seed"])][r["step"]][r["estimator"]] = r
-    return out
+    return {key: dict(steps) for key, steps in out.items()}
 
 
-def spread(values: list[float]) -> str:
-    if not values:
-        return "no data"
-    return f"median {statistics.median(values):.3g} (range {min(values):.3g} to {max(values):.3g}, n={len(values)})"
+def groups(by_run: dict) -> dict[tuple, dict[int, dict]]:
+    """{(task, duplicates, lr): {seed: steps}}"""
+    out: dict = defaultdict(dict)
+    for (task, dup, lr, seed), steps in by_run.items():
+        out[(task, dup, lr)][seed] = steps
+    return dict(sorted(out.items()))
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-    from scipy.stats import spearmanr
+def log_ratio(steps: dict, num: str, den: str, at: list[int], field: str = "var") -> float:
+    values = [math.log10(steps[s][num][field] / steps[s][den][field]) for s in at
+              if steps[s][num][field] > 0 and steps[s][den][field] > 0]  # fmt: skip
+    return float(np.mean(values)) if values else math.nan
 
-    return float(spearmanr(x, y).statistic)
+
+def at_loss(steps: dict, levels: np.ndarray, field: str = "var") -> np.ndarray:
+    """log10 SG-B `field` at the given full-loss levels, interpolated linearly in log loss."""
+    points = sorted((math.log(s["sg_b"]["full_loss"]), math.log10(s["sg_b"][field])) for s in steps.values())
+    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    return np.interp(np.log(levels), x, y)
 
 
-def summarise(by_run: dict) -> dict[str, str]:
+# -- the claims -----------------------------------------------------------------------------------------------
+def claim_rise(by_group: dict) -> dict:
     out = {}
-    rises = [steps[max(steps)]["sg_b"]["var"] / steps[min(steps)]["sg_b"]["var"] for steps in by_run.values()]
-    out["1 variance rises (last / first SG-B var)"] = spread(rises)
-    lrs = sorted({key[2] for key in by_run})
-    ratios = []
-    if len(lrs) >= 2:
-        for (task, dup, lr, seed), steps in by_run.items():
-            other = by_run.get((task, dup, lrs[-1], seed))
-            if lr == lrs[0] and other:
-                common = sorted(set(steps) & set(other) - {0})
-                ratios += [steps[s]["sg_b"]["var"] / other[s]["sg_b"]["var"] for s in common[-2:]]
-    out[f"2 smaller lr, higher variance (SG-B var at lr={lrs[0]} / at lr={lrs[-1]}, last 2 points)"] = spread(ratios)
-    final_loss, mean_nvar, mean_var = [], [], []
-    for steps in by_run.values():
-        final_loss.append(steps[max(steps)]["sg_b"]["train_loss"])
-        mean_nvar.append(statistics.mean(s["sg_b"]["nvar"] for s in steps.values()))
-        mean_var.append(statistics.mean(s["sg_b"]["var"] for s in steps.values()))
-    if len(final_loss) >= 3:
-        out["3 Spearman(loss at the last measured step, mean nvar) vs (same, mean var)"] = (
-            f"{spearman(final_loss, mean_nvar):.2f} vs {spearman(final_loss, mean_var):.2f} over {len(final_loss)} runs"
-        )
-    for dup in sorted({key[1] for key in by_run}):
-        gc = [s["gc"]["var"] / s["sg_2b"]["var"] for key, steps in by_run.items() if key[1] == dup
-              for step, s in steps.items() if step > 0]  # fmt: skip
-        out[f"4 GC var / SG-2B var, duplicates={dup}"] = spread(gc)
-        gc_sgb = [s["gc"]["var"] / s["sg_b"]["var"] for key, steps in by_run.items() if key[1] == dup
-                  for step, s in steps.items() if step > 0]  # fmt: skip
-        out[f"4 GC var / SG-B var, duplicates={dup}"] = spread(gc_sgb)
-    for task in sorted({key[0] for key in by_run}):
-        svrg = [s["svrg"]["var"] / s["sg_b"]["var"] for key, steps in by_run.items() if key[0] == task
-                for step, s in steps.items() if step >= 30]  # fmt: skip
-        out[f"5 SVRG var / SG-B var, {task}, steps >= 30"] = spread(svrg)
+    for (task, dup, lr), seeds in by_group.items():
+        first = [math.log10(s[max(s)]["sg_b"]["var"] / s[min(s)]["sg_b"]["var"]) for s in seeds.values()]
+        peak = [math.log10(max(x["sg_b"]["var"] for x in s.values()) / s[min(s)]["sg_b"]["var"]) for s in seeds.values()]
+        nvar = [s[max(s)]["sg_b"]["nvar"] - s[min(s)]["sg_b"]["nvar"] for s in seeds.values()]
+        out[f"{task} dup={dup} lr={lr}"] = {"log10_last_over_first": t_interval(first),
+                                            "log10_peak_over_first": t_interval(peak),
+                                            "nvar_last_minus_first": t_interval(nvar)}  # fmt: skip
     return out
 
 
-def figure(by_run: dict, path: str) -> None:
+def claim_lr(by_group: dict, late: int) -> dict:
+    out = {}
+    keys = {(task, dup) for task, dup, _ in by_group}
+    for task, dup in sorted(keys):
+        lrs = sorted(lr for t, d, lr in by_group if (t, d) == (task, dup))
+        if len(lrs) < 2:
+            continue
+        small, large = by_group[(task, dup, lrs[0])], by_group[(task, dup, lrs[-1])]
+        steps_equal, loss_equal, overlap = [], [], []
+        for seed in sorted(set(small) & set(large)):
+            a, b = small[seed], large[seed]
+            common = sorted(s for s in set(a) & set(b) if s >= late)
+            steps_equal.append(log_ratio({s: {"x": a[s]["sg_b"], "y": b[s]["sg_b"]} for s in common}, "x", "y", common))
+            low = max(min(x["sg_b"]["full_loss"] for x in a.values()), min(x["sg_b"]["full_loss"] for x in b.values()))
+            high = min(max(x["sg_b"]["full_loss"] for x in a.values()), max(x["sg_b"]["full_loss"] for x in b.values()))
+            if high > low * 1.05:
+                levels = np.geomspace(low, high, 7)[1:-1]
+                loss_equal.append(float(np.mean(at_loss(a, levels) - at_loss(b, levels))))
+                overlap.append([low, high])
+        out[f"{task} dup={dup} lr={lrs[0]} vs {lrs[-1]}"] = {
+            "log10_var_small_over_large_equal_steps": t_interval(steps_equal),
+            "log10_var_small_over_large_equal_loss": t_interval(loss_equal),
+            "loss_overlap": overlap,
+        }
+    return out
+
+
+def claim_nvar(by_run: dict) -> dict:
+    out = {}
+    tasks = sorted({key[0] for key in by_run})
+    for name, keys in [*((t, [k for k in by_run if k[0] == t]) for t in tasks), ("pooled", list(by_run))]:
+        loss = [by_run[k][max(by_run[k])]["sg_b"]["full_loss"] for k in keys]
+        nvar = [np.mean([s["sg_b"]["nvar"] for s in by_run[k].values()]) for k in keys]
+        var = [np.mean([s["sg_b"]["var"] for s in by_run[k].values()]) for k in keys]
+        if len(keys) >= 4:
+            out[name] = bootstrap_spearman(loss, nvar, var)
+    return out
+
+
+def claim_gc(by_group: dict) -> dict:
+    out, per = {}, {}
+    for (task, dup, lr), seeds in by_group.items():
+        vs_2b = {seed: log_ratio(s, "gc", "sg_2b", sorted(s)) for seed, s in seeds.items()}
+        vs_b = {seed: log_ratio(s, "gc", "sg_b", sorted(s)) for seed, s in seeds.items()}
+        per[(task, dup, lr)] = vs_2b
+        out[f"{task} dup={dup} lr={lr}"] = {"log10_gc_over_sg2b": t_interval(vs_2b.values()),
+                                            "log10_gc_over_sgb": t_interval(vs_b.values())}  # fmt: skip
+    for (task, dup, lr), with_dup in per.items():
+        without = per.get((task, 0, lr))
+        if dup and without:
+            diff = [with_dup[s] - without[s] for s in sorted(set(with_dup) & set(without))]
+            out[f"{task} dup={dup} lr={lr}"]["log10_gc_over_sg2b_dup_minus_nodup"] = t_interval(diff)
+    return out
+
+
+def claim_svrg(by_group: dict, training: list[dict]) -> dict:
+    out: dict = {"variance": {}, "training": {}}
+    for (task, dup, lr), seeds in by_group.items():
+        ratio = [log_ratio(s, "svrg", "sg_b", [x for x in sorted(s) if x > 0]) for s in seeds.values()]
+        out["variance"][f"{task} dup={dup} lr={lr}"] = {"log10_svrg_over_sgb": t_interval(ratio)}
+    out["training"] = paired_training(training, "svrg")
+    return out
+
+
+def training_table(training: list[dict]) -> dict:
+    """Per (task, duplicates, direction): final metrics' means with t intervals over seeds, CPU seconds."""
+    cells: dict = defaultdict(list)
+    for r in training:
+        cells[(r["task"], r["duplicates"], r["direction"])].append(r)
+    out = {}
+    for (task, dup, direction), rows in sorted(cells.items()):
+        out[f"{task} dup={dup} {direction}"] = {
+            metric: t_interval([r[metric] for r in rows])
+            for metric in ("train/loss", "val/loss", "val/accuracy", "test/loss", "test/accuracy", "cpu_s")
+        }
+    return out
+
+
+def paired_training(training: list[dict], direction: str) -> dict:
+    """`direction` minus SGD, paired by seed, for each final metric and (as a ratio) the CPU time."""
+    by = {(r["task"], r["duplicates"], r["direction"], r["seed"]): r for r in training}
+    out = {}
+    for task, dup in sorted({(r["task"], r["duplicates"]) for r in training}):
+        seeds = sorted(s for t, d, name, s in by if (t, d, name) == (task, dup, direction) and (t, d, "sgd", s) in by)
+        if not seeds:
+            continue
+        pairs = [(by[(task, dup, direction, s)], by[(task, dup, "sgd", s)]) for s in seeds]
+        entry = {m: t_interval([a[m] - b[m] for a, b in pairs]) for m in ("val/loss", "val/accuracy", "test/accuracy")}
+        entry["log10_cpu_ratio"] = t_interval([math.log10(a["cpu_s"] / b["cpu_s"]) for a, b in pairs])
+        out[f"{task} dup={dup} {direction} - sgd"] = entry
+    return out
+
+
+def summarise(records: list[dict], training: list[dict], late: int) -> dict:
+    by_run = runs(records)
+    by_group = groups(by_run)
+    return {
+        "runs": len(by_run),
+        "seeds": sorted({k[3] for k in by_run}),
+        "steps": sorted({s for steps in by_run.values() for s in steps}),
+        "1_variance_rises": claim_rise(by_group),
+        "2_smaller_lr_higher_variance": claim_lr(by_group, late),
+        "3_nvar_tracks_convergence": claim_nvar(by_run),
+        "4_gc_below_sg2b_with_duplicates": claim_gc(by_group),
+        "5_svrg_on_deep_models": claim_svrg(by_group, training),
+        "training": training_table(training),
+        "training_vs_sgd": {name: paired_training(training, name) for name in ("svrg", "gc", "gc_sampled", "kfac")},
+    }
+
+
+# -- figures ------------------------------------------------------------------------------------------------------
+def _band(ax, xs, rows, label, color, log=True):
+    rows = np.array(rows)
+    centre = 10 ** np.log10(rows).mean(0) if log else rows.mean(0)
+    ax.plot(xs, centre, marker="o", markersize=2.5, color=color, label=label)
+    ax.fill_between(xs, rows.min(0), rows.max(0), color=color, alpha=0.2, linewidth=0)
+
+
+def figures(records: list[dict], training: list[dict], directory: str) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({key[0] for key in by_run})
-    columns = sorted({(key[1], key[2]) for key in by_run})
-    fig, grid = plt.subplots(len(tasks), len(columns), figsize=(3.0 * len(columns), 2.6 * len(tasks)), squeeze=False)
-    axes = [[ax for row in grid for ax in row]]
-    panels = [(task, dup, lr) for task in tasks for dup, lr in columns]
-    for ax, (task, dup, lr) in zip(axes[0], panels):
-        if not any(key[:3] == (task, dup, lr) for key in by_run):
-            ax.set_visible(False)
-            continue
-        seed = min(key[3] for key in by_run if key[:3] == (task, dup, lr))
-        steps = by_run[(task, dup, lr, seed)]
-        xs = sorted(steps)
-        for name in ("sg_b", "sg_2b", "svrg", "kfac", "gc"):
-            ys = [steps[x][name]["var"] for x in xs]
-            ax.plot([x + 1 for x in xs], ys, marker="o", markersize=3, label=name)
-        floor = min(steps[x]["sg_b"]["var"] for x in xs) / 1e3  # SVRG's exact zero at a snapshot is off-scale
-        ax.set_ylim(bottom=floor)
-        ax.set(xscale="log", yscale="log", title=f"{task} lr={lr}" + (f" dup={dup}" if dup else ""), xlabel="step + 1")
-        ax.title.set_fontsize(8)
-    for row in grid:
-        row[0].set_ylabel("var")
-    grid[0][-1].legend(fontsize=7)
+    by_group = groups(runs(records))
+    tasks = sorted({k[0] for k in by_group})
+    dups = sorted({k[1] for k in by_group})
+    lrs = sorted({k[2] for k in by_group})
+    colors = {"sg_b": "C0", "sg_2b": "C1", "svrg": "C2", "gc": "C3", "kfac": "C4"}
+    written = []
+
+    # SG-B var and nvar along training, per task and data, both learning rates
+    fig, grid = plt.subplots(2, len(tasks) * len(dups), figsize=(3.2 * len(tasks) * len(dups), 5.2), squeeze=False)
+    for col, (task, dup) in enumerate((t, d) for t in tasks for d in dups):
+        for lr, color in zip(lrs, ("C0", "C3", "C2")):
+            seeds = by_group.get((task, dup, lr))
+            if not seeds:
+                continue
+            xs = sorted(set.intersection(*(set(s) for s in seeds.values())))
+            for row, field in enumerate(("var", "nvar")):
+                _band(grid[row][col], [x + 1 for x in xs], [[s[x]["sg_b"][field] for x in xs] for s in seeds.values()],
+                      f"lr={lr}", color, log=field == "var")  # fmt: skip
+        for row, field in enumerate(("var", "nvar")):
+            ax = grid[row][col]
+            ax.set(xscale="log", yscale="log" if field == "var" else "linear", xlabel="step + 1", ylabel=f"SG-B {field}")
+            ax.set_title(f"{task}" + (f", {dup} duplicated" if dup else ""), fontsize=8)
+    grid[0][0].legend(fontsize=7)
+    fig.suptitle("SG-B variance along training (geometric mean over seeds; band: min to max)", fontsize=9)
     fig.tight_layout()
+    written.append(_save(fig, directory, "gradient_variance_sgb.png"))
+
+    # each estimator's var relative to SG-B's
+    fig, grid = plt.subplots(len(lrs), len(tasks) * len(dups), figsize=(3.2 * len(tasks) * len(dups), 2.7 * len(lrs)),
+                             squeeze=False)  # fmt: skip
+    for col, (task, dup) in enumerate((t, d) for t in tasks for d in dups):
+        for row, lr in enumerate(lrs):
+            ax, seeds = grid[row][col], by_group.get((task, dup, lr))
+            if not seeds:
+                ax.set_visible(False)
+                continue
+            xs = [x for x in sorted(set.intersection(*(set(s) for s in seeds.values()))) if x > 0]
+            for name in ("sg_2b", "svrg", "gc"):
+                _band(ax, [x + 1 for x in xs], [[s[x][name]["var"] / s[x]["sg_b"]["var"] for x in xs]
+                                                for s in seeds.values()], name, colors[name])  # fmt: skip
+            ax.axhline(1.0, color="k", linewidth=0.6)
+            ax.set(xscale="log", yscale="log", xlabel="step + 1", ylabel="var / SG-B var")
+            ax.set_title(f"{task}" + (f", {dup} dup" if dup else "") + f", lr={lr}", fontsize=8)
+    grid[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    written.append(_save(fig, directory, "gradient_variance_estimators.png"))
+
+    # claim 2 at equal loss: SG-B var against the full training loss, both learning rates
+    fig, grid = plt.subplots(1, len(tasks) * len(dups), figsize=(3.2 * len(tasks) * len(dups), 2.8), squeeze=False)
+    for col, (task, dup) in enumerate((t, d) for t in tasks for d in dups):
+        ax = grid[0][col]
+        for lr, color in zip(lrs, ("C0", "C3", "C2")):
+            for i, steps in enumerate(by_group.get((task, dup, lr), {}).values()):
+                xs = sorted(steps)
+                ax.plot([steps[x]["sg_b"]["full_loss"] for x in xs], [steps[x]["sg_b"]["var"] for x in xs], color=color,
+                        marker="o", markersize=2, linewidth=0.8, alpha=0.7, label=f"lr={lr}" if i == 0 else None)  # fmt: skip
+        ax.set(xscale="log", yscale="log", xlabel="full training loss", ylabel="SG-B var")
+        ax.invert_xaxis()
+        ax.set_title(f"{task}" + (f", {dup} duplicated" if dup else ""), fontsize=8)
+    grid[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    written.append(_save(fig, directory, "gradient_variance_by_loss.png"))
+
+    # claim 3: final loss against time-averaged nvar and var
+    by_run = runs(records)
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.0))
+    for task, marker in zip(tasks, "os^"):
+        for (t, dup, lr, _seed), steps in by_run.items():
+            if t != task:
+                continue
+            loss = steps[max(steps)]["sg_b"]["full_loss"]
+            color = "C0" if lr == lrs[0] else "C3"
+            fill = color if dup else "none"
+            for ax, field in zip(axes, ("nvar", "var")):
+                ax.scatter(np.mean([s["sg_b"][field] for s in steps.values()]), loss, marker=marker,
+                           edgecolors=color, facecolors=fill, s=18)  # fmt: skip
+    axes[0].set(xlabel="time-averaged SG-B nvar", ylabel="full training loss, last step", yscale="log")
+    axes[1].set(xlabel="time-averaged SG-B var", xscale="log", yscale="log")
+    axes[0].set_title("o mnist1d_mlp, ^ digits_cnn; blue lr small, red large; filled: duplicates", fontsize=7)
+    fig.tight_layout()
+    written.append(_save(fig, directory, "gradient_variance_convergence.png"))
+    plt.close("all")
+    return written
+
+
+def write_csv(rows: list[dict], path: str, columns: list[str]) -> None:
+    """The records as CSV (floats to 5 significant digits): the study's committed data."""
+    lines = [",".join(columns)]
+    for row in rows:
+        lines.append(",".join(f"{row[c]:.5g}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+RECORD_COLUMNS = ["task", "duplicates", "lr", "seed", "step", "estimator", "train_loss", "full_loss", "var", "nvar"]
+TRAINING_COLUMNS = ["task", "duplicates", "direction", "seed", "lr", "steps", "status", "train/loss", "val/loss",
+                    "val/accuracy", "test/loss", "test/accuracy", "cpu_s", "wall_s"]  # fmt: skip
+
+
+def _save(fig, directory: str, name: str) -> str:
+    path = str(Path(directory) / name)
     fig.savefig(path, dpi=110, metadata={"Software": None})
+    return path
+
+
+# -- printing -----------------------------------------------------------------------------------------------------
+def fmt(entry: dict) -> str:
+    if not entry or not entry.get("n"):
+        return "no data"
+    if "low" not in entry:
+        return f"{entry['mean']:+.3f} (n={entry['n']})"
+    return f"{entry['mean']:+.3f} [{entry['low']:+.3f}, {entry['high']:+.3f}] p={entry['p']:.2g} (n={entry['n']})"
+
+
+def print_summary(summary: dict, indent: str = "") -> None:
+    for key, value in summary.items():
+        if isinstance(value, dict) and "mean" in value and "n" in value:
+            print(f"{indent}{key}: {fmt(value)}")
+        elif isinstance(value, dict):
+            print(f"{indent}{key}:")
+            print_summary(value, indent + "  ")
+        else:
+            print(f"{indent}{key}: {value}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="+")
-    parser.add_argument("--figure")
+    parser.add_argument("files", nargs="+", help="studies/gradient_variance.py records (JSON lines)")
+    parser.add_argument("--training", nargs="*", default=[], help="studies/gradient_variance_training.py records")
+    parser.add_argument("--late", type=int, default=300, help="claim 2 at equal steps: measured steps from this on")
+    parser.add_argument("--json", help="write the summary here")
+    parser.add_argument("--figures", help="write the plots into this directory")
+    parser.add_argument("--csv", help="write the records (and training records) as CSV files with this prefix")
     args = parser.parse_args()
-    by_run = runs(load(args.files))
-    for claim, value in summarise(by_run).items():
-        print(f"{claim}: {value}")
-    if args.figure:
-        figure(by_run, args.figure)
+    records, training = load(args.files), load(args.training)
+    summary = summarise(records, training, args.late)
+    print_summary(summary)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    if args.figures:
+        for path in figures(records, training, args.figures):
+            print(f"wrote {path}")
+    if args.csv:
+        key = lambda r: (r["task"], r["duplicates"], r["lr"], r["seed"], r["step"], ESTIMATORS.index(r["estimator"]))  # noqa: E731
+        write_csv(sorted(records, key=key), f"{args.csv}_records.csv", RECORD_COLUMNS)
+        if training:
+            order = lambda r: (r["task"], r["duplicates"], r["direction"], r["seed"])  # noqa: E731
+            write_csv(sorted(training, key=order), f"{args.csv}_training.csv", TRAINING_COLUMNS)
 
 
 if __name__ == "__main__":

@@ -184,7 +184,8 @@ class TrainConfig:
     resume: bool = True  # continue from the run directory's latest checkpoint (false: start over)
     device: str = "auto"  # auto (the GPU with the most free memory, else CPU) | cpu | cuda | cuda:N
     # Training order: auto (the task's own: contiguous lanes for language models, else shuffled) | uniform |
-    # loss | gradnorm (importance sampling with unbiasing weights, optimlab.train.importance).
+    # loss | gradnorm (importance sampling with unbiasing weights, optimlab.train.importance) | stratified
+    # (direction=gc's stratified batches as the training batches: GC-SGD without its extra gradient per step).
     sampler: str = "auto"
     sampler_floor: float = bounded(0.1, low=0.0, low_inclusive=False, high=1.0)  # loss/gradnorm: share of the uniform distribution mixed in, in (0, 1]
     init_from: Optional[str] = None  # model weights only, from an optimlab checkpoint or a state_dict file
@@ -232,7 +233,7 @@ _CHOICES = {
     "hyper.name": RegistryNames("optimlab.hyper", "CONTROLLERS"),
     "hyper.variant": ("adatune", "marthe_tf"),
     "train.amp": ("none", "bf16", "fp16"),
-    "train.sampler": ("auto", "uniform", "loss", "gradnorm"),
+    "train.sampler": ("auto", "uniform", "loss", "gradnorm", "stratified"),
     "log.wandb_mode": ("offline", "online", "disabled"),
     "log.progress": ("auto", "always", "never"),
     "direction.name": ("sgd", "svrg", "gc"),
@@ -664,6 +665,8 @@ def _validate_combinations(cfg: Config) -> None:
         raise ConfigError(f"config key 'schedule.milestones': must be strictly increasing, got {milestones}")
     if cfg.schedule.step_size is not None and milestones:
         raise ConfigError("config key 'schedule.step_size': give schedule.milestones or schedule.step_size, not both")
+    if cfg.train.sampler == "stratified" and (cfg.direction.name != "gc" or not cfg.direction.apply):
+        raise ConfigError("config key 'train.sampler': stratified draws direction=gc's batches; set direction=gc (applied)")
 
 
 def _validate_lr_control(cfg: Config) -> None:

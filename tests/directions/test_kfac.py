@@ -169,3 +169,45 @@ def test_kfac_and_svrg_resume_bit_exactly(monkeypatch, tmp_path, toy_overrides):
     extra = ["precond=kfac", "precond.t_cov=3", "precond.t_inv=4", "direction=svrg", "direction.snapshot_every=9"]
     reference, resumed = stop_resume_matches(monkeypatch, tmp_path, [*overrides, *extra])
     assert resumed["params_sha256"] == reference["params_sha256"]
+
+
+def test_running_factors_are_the_decayed_average_of_the_brute_force_factors():
+    torch.manual_seed(4)
+    model = conv_net_2d()
+    kfac = KFAC(model, decay=0.7, fisher="empirical", kl_clip=None)
+    batches = [(torch.randn(5, 2, 4, 6, dtype=torch.float64), torch.randint(0, 4, (5,))) for _ in range(2)]
+    expected = {name: [f.clone() for f in factors] for name, factors in kfac.factors.items()}
+    for batch in batches:
+        x, _ = batch
+        kfac.update_factors(batch)
+        inputs = {"0": x, "3": model[2](model[1](model[0](x)))}
+        outputs = [model[0](x)]
+        outputs.append(model[3](model[2](model[1](outputs[0]))))
+        out_grads = torch.autograd.grad(F.cross_entropy(outputs[1], batch[1], reduction="sum"), outputs)
+        for (name, module), d_out in zip((("0", model[0]), ("3", model[3])), out_grads):
+            a = brute_patches(module, inputs[name].detach())
+            d = d_out.unsqueeze(1) if d_out.dim() == 2 else d_out.flatten(2).transpose(1, 2)
+            new = [torch.einsum("bti,btj->ij", a, a) / (a.shape[0] * a.shape[1]), torch.einsum("bto,btp->op", d, d) / 5]
+            expected[name] = [0.7 * old + 0.3 * n for old, n in zip(expected[name], new)]
+    for name in expected:
+        for got, want in zip(kfac.factors[name], expected[name]):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_kfac_step_leaves_parameters_without_grad_alone_and_treats_a_missing_bias_grad_as_zero():
+    torch.manual_seed(5)
+    model = conv_net_2d()
+    kfac = KFAC(model, damping=0.1, kl_clip=None)
+    batch = (torch.randn(5, 2, 4, 6, dtype=torch.float64), torch.randint(0, 4, (5,)))
+    kfac.update_factors(batch)
+    kfac.update_inverse()
+    kfac.steps = 1  # neither factors nor inverses due: the step only preconditions
+    F.cross_entropy(model(batch[0]), batch[1]).backward()
+    model[0].bias.grad = None
+    model[3].weight.grad = None
+    model[3].bias.grad = None
+    gradient = {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in model.named_parameters()}
+    expected = kfac.precondition(gradient)
+    kfac.step(batch)
+    torch.testing.assert_close(model[0].weight.grad, expected["0.weight"])
+    assert model[0].bias.grad is None and model[3].weight.grad is None and model[3].bias.grad is None

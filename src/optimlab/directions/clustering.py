@@ -24,7 +24,9 @@ from the layers' inputs and output gradients (`rank1.py`); no per-example gradie
 
 Centres start from k-means++ seeds among a few random examples' gradients. The training direction
 is the weighted gradient of a stratified batch from the direction's own stream (one extra mini-batch
-gradient per step, counted); until the first clustering it is the plain gradient.
+gradient per step, counted); until the first clustering it is the plain gradient. With
+`train.sampler=stratified` (`gc_sampler.py`) the training batch is itself the stratified batch and the loop's
+weighted backward computes the direction: no extra gradient (`loop_batches`).
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ class GradientClustering(Direction):
         self.labels: Tensor | None = None  # the sampler's partition of the training split
         self.stream = 0  # stratified batches drawn for training
         self.updates = 0  # clusterings / EM steps done (seeds their randomness)
+        self.loop_batches = False  # True: the training loop draws the stratified batches (train.sampler=stratified)
+
+    def use_loop_batches(self) -> None:
+        """The training batches are this direction's stratified batches, weighted in the loop's loss: the
+        gradient in `.grad` is the training direction, at no extra cost."""
+        self.loop_batches = True
+        self.step_grad_evals = 0.0
 
     # -- the estimator ---------------------------------------------------------------------------------
     @property
@@ -122,6 +131,8 @@ class GradientClustering(Direction):
     def training_direction(
         self, model: nn.Module, objective: Objective, batch: Batch, indices: Tensor, gradient: Gradient
     ) -> Gradient:
+        if self.loop_batches:
+            return gradient  # the loop's weighted gradient of this direction's stratified batch
         generator = torch.Generator().manual_seed(self.seed * _STREAM_SEED + self.stream)
         self.stream += 1
         own = self.sample(generator, self.batch_size)

@@ -30,24 +30,32 @@ class DirectionHook(StepHook):
         self.ctx = ctx
         self.apply = apply  # False: scheduled updates only, `.grad` left alone (the direction is observed)
         self.objective = Objective.of(ctx.task)
+        self.updates_at_draw = False  # True: the training sampler runs the updates when it draws the batch
 
     def reserve(self, train: Split) -> Split:
         self.direction.bind(train, device=self.ctx.device, batch_size=self.ctx.batch_size, seed=self.ctx.seed)
         return train
 
-    def before_backward(self, step: StepInfo) -> None:
-        frequent, infrequent = self.direction.due(step.step)
+    def update(self, step: int) -> None:
+        """The direction's scheduled updates due before step `step`."""
+        frequent, infrequent = self.direction.due(step)
         if infrequent:
-            self.direction.infrequent(step.step, self.ctx.model, self.objective)
+            self.direction.infrequent(step, self.ctx.model, self.objective)
         if frequent:
-            self.direction.frequent(step.step, self.ctx.model, self.objective)
+            self.direction.frequent(step, self.ctx.model, self.objective)
+
+    def before_backward(self, step: StepInfo) -> None:
+        if not self.updates_at_draw:
+            self.update(step.step)
 
     def after_backward(self, step: StepInfo) -> None:
         if not self.apply or not self.direction.ready:
             return
         model = self.ctx.model
-        direction = self.direction.training_direction(model, self.objective, step.batch, step.indices, read_grads(model))
-        write_grads(model, direction)
+        gradient = read_grads(model)
+        direction = self.direction.training_direction(model, self.objective, step.batch, step.indices, gradient)
+        if direction is not gradient:
+            write_grads(model, direction)
         self.direction.costs.add(grad_evals=self.direction.step_grad_evals)
 
     def stats(self) -> dict[str, float]:

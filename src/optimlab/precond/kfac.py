@@ -46,7 +46,6 @@ from optimlab.directions.base import (
 )
 from optimlab.directions.layers import (
     capture,
-    layer_parameters,
     split_matrix,
     supported_layers,
     weight_matrix,
@@ -71,9 +70,34 @@ def eigen_pairs(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 def layer_factors(a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
     """(A, G) of one batch: a (B, T, d_in), d (B, T, d_out) per-example output gradients."""
+    return running_factors(a, d, None, 0.0)
+
+
+def _features_by_rows(x: Tensor) -> Tensor:
+    """(features, B*T) from (B, T, features): the product `m @ m.T` then sums over examples and positions.
+
+    A convolution's output gradient arrives as a transposed view of a (B, features, T) tensor; gathering it
+    feature-major reads whole rows of positions, which is several times faster than gathering it
+    position-major (the copy `x.reshape(-1, features)` would make) when features are few.
+    """
+    if x.shape[1] > 1 and x.transpose(1, 2).is_contiguous():
+        return x.permute(2, 0, 1).reshape(x.shape[-1], -1)
+    return x.reshape(-1, x.shape[-1]).T
+
+
+def running_factors(a: Tensor, d: Tensor, old: list[Tensor] | None, decay: float) -> tuple[Tensor, Tensor]:
+    """`decay * old + (1 - decay) * (A, G)` of one batch (just (A, G) when `old` is None), each as one
+    matrix product that scales and accumulates in place of separate temporaries."""
     examples, positions = a.shape[0], a.shape[1]
-    a2, d2 = a.reshape(-1, a.shape[-1]), d.reshape(-1, d.shape[-1])
-    return a2.T @ a2 / (examples * positions), d2.T @ d2 / examples
+    out = []
+    for x, count, previous in ((a, examples * positions, None if old is None else old[0]),
+                               (d, examples, None if old is None else old[1])):  # fmt: skip
+        rows = _features_by_rows(x)
+        if previous is None:
+            out.append(torch.mm(rows, rows.T).div_(count))
+        else:
+            out.append(torch.addmm(previous, rows, rows.T, beta=decay, alpha=(1 - decay) / count))
+    return out[0], out[1]
 
 
 def sample_labels(outputs: Tensor, generator: torch.Generator) -> Tensor:
@@ -113,6 +137,10 @@ class KFAC:
         self.cov_schedule, self.inv_schedule = Schedule(t_cov), Schedule(t_inv)
         self.damping, self.decay, self.kl_clip, self.fisher = damping, decay, kl_clip, fisher
         self.layers = supported_layers(model)
+        names = {p: name for name, p in model.named_parameters()}
+        # per layer: (weight's name, bias's name or None), looked up once rather than on every step
+        self.keys = {layer: (names[m.weight], names[m.bias] if m.bias is not None else None)
+                     for layer, m in self.layers.items()}  # fmt: skip
         self.factors: dict[str, list[Tensor]] = {}
         for name, module in self.layers.items():
             d_in = module.weight[0].numel() + (module.bias is not None)
@@ -140,10 +168,7 @@ class KFAC:
             loss_sum, _ = self.objective.loss(outputs, (*batch[:-1], targets))
             recorder.backward(loss_sum)
         for name, a, d in recorder.pairs():
-            new_a, new_g = layer_factors(a, d)
-            a_old, g_old = self.factors[name]
-            self.factors[name] = [self.decay * a_old + (1 - self.decay) * new_a,
-                                  self.decay * g_old + (1 - self.decay) * new_g]  # fmt: skip
+            self.factors[name] = list(running_factors(a, d, self.factors[name], self.decay))
         self.costs.add(grad_evals=1.0, examples=len(batch[0]))
 
     def update_inverse(self) -> None:
@@ -153,16 +178,27 @@ class KFAC:
     # -- the preconditioned direction (pure) ------------------------------------------------------------
     def precondition(self, gradient: Gradient) -> Gradient:
         """The K-FAC direction of a gradient {parameter name: tensor}, without KL clipping; pure."""
-        eigen = self.eigen or {name: eigen_pairs(a, g) for name, (a, g) in self.factors.items()}
-        names = {p: name for name, p in self.model.named_parameters()}
         out = dict(gradient)
-        for layer, module in self.layers.items():
-            keys = {"weight": names[module.weight]}
-            if module.bias is not None:
-                keys["bias"] = names[module.bias]
-            matrix = weight_matrix(module, {k: gradient[v] for k, v in keys.items()})
-            solved = split_matrix(module, kronecker_solve(matrix, eigen[layer], self.damping))
-            out.update({keys[k]: v for k, v in solved.items()})
+        out.update(self._solved(gradient))
+        return out
+
+    def _solved(self, gradient: Gradient) -> Gradient:
+        """The preconditioned gradients of the layers' parameters; a parameter absent from `gradient` counts
+        as zero, and a layer with neither weight nor bias present is left out."""
+        eigen = self.eigen or {name: eigen_pairs(a, g) for name, (a, g) in self.factors.items()}
+        out = {}
+        for layer, (weight, bias) in self.keys.items():
+            g_w, g_b = gradient.get(weight), None if bias is None else gradient.get(bias)
+            if g_w is None and g_b is None:
+                continue
+            module = self.layers[layer]
+            tensors = {"weight": module.weight.new_zeros(module.weight.shape) if g_w is None else g_w}
+            if bias is not None:
+                tensors["bias"] = module.bias.new_zeros(module.bias.shape) if g_b is None else g_b
+            solved = split_matrix(module, kronecker_solve(weight_matrix(module, tensors), eigen[layer], self.damping))
+            out[weight] = solved["weight"]
+            if bias is not None:
+                out[bias] = solved["bias"]
         return out
 
     def direction(self, model: nn.Module, objective: Objective, batch: Batch, indices: Tensor | None = None) -> Gradient:
@@ -190,27 +226,31 @@ class KFAC:
     def step(self, batch: Batch | None = None) -> None:
         """Factors and inverses when due, then `.grad` <- the clipped K-FAC direction. Call after backward."""
         self._scheduled(batch)
-        layer_params = {p for module in self.layers.values() for p in layer_parameters(module)}
-        named = {name: p for name, p in self.model.named_parameters() if p.grad is not None and p in layer_params}
-        gradient = {name: p.grad for name, p in self.model.named_parameters() if p.grad is not None}
-        direction = self.precondition_present(gradient)
-        scale = self._kl_scale(direction, gradient, named)
+        params = {name: p for name, p in self.model.named_parameters() if p.grad is not None}
+        gradient = {name: params[name].grad for name in self.layer_names if name in params}
+        direction = self._solved(gradient)
+        scale = self._kl_scale(direction, gradient)
         with torch.no_grad():
-            for name, p in named.items():
-                p.grad.copy_(direction[name] * scale)
+            for name, g in gradient.items():
+                if scale == 1.0:
+                    g.copy_(direction[name])
+                else:
+                    torch.mul(direction[name], scale, out=g)
         self.last_scale = scale
         self.steps += 1
 
-    def precondition_present(self, gradient: Gradient) -> Gradient:
-        """`precondition` for a gradient that may lack some parameters (no `.grad`): those count as zero."""
-        full = {name: gradient.get(name, torch.zeros_like(p)) for name, p in self.model.named_parameters()}
-        return self.precondition(full)
+    @property
+    def layer_names(self) -> list[str]:
+        """Names of the parameters K-FAC preconditions (the supported layers' weights and biases)."""
+        return [name for keys in self.keys.values() for name in keys if name is not None]
 
-    def _kl_scale(self, direction: Gradient, gradient: Gradient, named: dict[str, Tensor]) -> float:
-        if self.kl_clip is None:
+    def _kl_scale(self, direction: Gradient, gradient: Gradient) -> float:
+        if self.kl_clip is None or not gradient:
             return 1.0
         lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else self.lr
-        vg = sum(float((direction[name] * gradient[name]).sum()) for name in named) * lr**2
+        # one device-to-host transfer for all layers; the terms are summed in Python's float64 in order
+        terms = torch.stack([(direction[name] * gradient[name]).sum() for name in gradient]).tolist()
+        vg = sum(terms) * lr**2
         return min(1.0, (self.kl_clip / vg) ** 0.5) if vg > 0 else 1.0
 
     # -- reporting and state ----------------------------------------------------------------------------

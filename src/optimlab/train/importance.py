@@ -26,6 +26,7 @@ draws the same batches.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 
 import torch
@@ -37,7 +38,27 @@ from optimlab.train.hooks import StepHook, StepInfo
 KINDS = ("loss", "gradnorm")
 
 
-class ImportanceSampler:
+class WeightedSampler(abc.ABC):
+    """A training sampler whose batches carry unbiasing weights: the loop takes the gradient of
+    `sum_b w_b l_b / sum_b c_b` (`weighted_task`), with `w = weights(indices)` for the indices `next()` drew.
+    `kind` names the sampler (`train.sampler`); its state is checkpointed with the run."""
+
+    kind: str
+
+    @abc.abstractmethod
+    def next(self) -> Tensor: ...
+
+    @abc.abstractmethod
+    def weights(self, indices: Tensor) -> Tensor: ...
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict: ...
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class ImportanceSampler(WeightedSampler):
     def __init__(self, num_samples: int, batch_size: int, seed: int, kind: str, floor: float):
         if batch_size > num_samples:
             raise ValueError(f"batch size {batch_size} exceeds the {num_samples} training samples")
@@ -115,7 +136,7 @@ def _row(outputs, i: int):
     return type(outputs)(_row(value, i) for value in outputs)
 
 
-def weighted_task(task: Task, sampler: ImportanceSampler) -> Task:
+def weighted_task(task: Task, sampler: WeightedSampler) -> Task:
     """The task whose batches end with (weights, indices) and whose loss is sum_b w_b l_b over sum_b c_b.
 
     With w = 1 it is the task's own loss. Under `kind="loss"` it also records each example's mean loss.
@@ -134,7 +155,7 @@ def weighted_task(task: Task, sampler: ImportanceSampler) -> Task:
     return dataclasses.replace(task, forward=forward, loss=loss)
 
 
-def with_weights(batch: Batch, sampler: ImportanceSampler, indices: Tensor) -> Batch:
+def with_weights(batch: Batch, sampler: WeightedSampler, indices: Tensor) -> Batch:
     device = batch[0].device
     return (*batch, sampler.weights(indices).to(device), indices.to(device))
 

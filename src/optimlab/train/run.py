@@ -31,7 +31,7 @@ from optimlab.train.carried_state_hook import build_carried_state_hook
 from optimlab.train.dp_sgd import build_dp_sgd_hooks
 from optimlab.train.hyper_hook import build_hypergradient_hook
 from optimlab.train.init_from import init_from
-from optimlab.train.importance import ImportanceSampler, importance_hooks, weighted_task, with_weights
+from optimlab.train.importance import WeightedSampler, importance_hooks, weighted_task, with_weights
 from optimlab.train.sampler import BatchSampler, rank_slice
 from optimlab.train.sampler_choice import build_sampler
 from optimlab.train.schedules import build_scheduler
@@ -71,10 +71,10 @@ class Run:
     scheduler: Any
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
-    sampler: BatchSampler  # or a StreamSampler / ImportanceSampler (train.sampler)
+    sampler: BatchSampler  # or a StreamSampler / WeightedSampler (train.sampler)
     augment_generator: torch.Generator
     hooks: list[StepHook]
-    # The loss the gradient is taken of: the task's, or its importance-weighted form (train.sampler=loss|gradnorm).
+    # The loss the gradient is taken of: the task's, or its weighted form (train.sampler=loss|gradnorm|stratified).
     train_task: Task | None = None
 
     @functools.cached_property
@@ -103,8 +103,8 @@ class Run:
             )
 
     def _training_loss(self, step: StepInfo) -> tuple[Task, tuple[Tensor, ...]]:
-        """The task and batch the gradient is taken of: importance samplers append weights and indices."""
-        if isinstance(self.sampler, ImportanceSampler):
+        """The task and batch the gradient is taken of: weighted samplers append weights and indices."""
+        if isinstance(self.sampler, WeightedSampler):
             return self.train_task, with_weights(step.batch, self.sampler, step.indices)
         return self.task, step.batch
 
@@ -183,9 +183,9 @@ def build_run(cfg: Config, device: torch.device, world: World) -> Run:
     lengths = train_split.lengths if cfg.train.length_bucketing else None
     if cfg.train.length_bucketing and lengths is None:
         raise ConfigError(f"train.length_bucketing=true: task {task.name!r} has no sequence lengths")
-    sampler = build_sampler(cfg, task, train_split, lengths, world.world_size)
+    sampler = build_sampler(cfg, task, train_split, lengths, world.world_size, hooks)
     hooks += importance_hooks(task, model, sampler, cfg.train.microbatch_size)
-    train_task = weighted_task(task, sampler) if isinstance(sampler, ImportanceSampler) else task
+    train_task = weighted_task(task, sampler) if isinstance(sampler, WeightedSampler) else task
     trained = nn.parallel.DistributedDataParallel(model) if world.distributed else model
     return Run(
         cfg, world, device, task, train_split, model, trained, optimizer, scheduler, scaler, amp_dtype, sampler,

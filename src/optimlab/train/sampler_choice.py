@@ -6,9 +6,13 @@
   bucketed with `train.length_bucketing=true`).
 - `uniform`: shuffled each epoch, for every task (a stream task then starts each window from zeros).
 - `loss`, `gradnorm`: importance sampling with unbiasing weights (`optimlab.train.importance`).
+- `stratified`: the stratified batches of `direction=gc`, with its unbiasing weights
+  (`optimlab.directions.gc_sampler`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from torch import Tensor
 
@@ -20,9 +24,17 @@ from optimlab.train.sampler import BatchSampler
 from optimlab.train.stream_sampler import StreamSampler
 
 
-def build_sampler(cfg: Config, task: Task, train_split: Split, lengths: Tensor | None, world_size: int):
+def build_sampler(
+    cfg: Config, task: Task, train_split: Split, lengths: Tensor | None, world_size: int, hooks: Sequence = ()
+):
     choice, batch_size = cfg.train.sampler, cfg.task.batch_size
     try:
+        if choice == "stratified":
+            if lengths is not None:
+                raise ConfigError("train.sampler=stratified draws examples one by one; set train.length_bucketing=false")
+            from optimlab.directions.gc_sampler import stratified_sampler
+
+            return stratified_sampler(hooks, len(train_split), batch_size, cfg.seed)
         if choice in KINDS:
             if lengths is not None:
                 raise ConfigError(f"train.sampler={choice} draws examples one by one; set train.length_bucketing=false")
