@@ -7,9 +7,10 @@ Per task and base optimizer (SGD-momentum, Adam) it prints the six methods (MART
 exponential and SGDR schedules) with final test accuracy and test loss (mean and 95 % t interval over seeds)
 and the roughness of their learning-rate trajectory: the total variation of log(lr) over the logged steps
 (sum of |log lr_{k+1} - log lr_k|; 0 for a constant lr, log 2 per halving, large for oscillating or
-restarting schedules). Then the paper's ordering as pairwise tests (Welch's t-test on test accuracy, Holm
-over all tests of the page): MARTHE against the best schedule (chosen on validation accuracy), MARTHE
-against RTHO, RTHO against HD.
+restarting schedules). Then the paper's claims as pairwise tests (Welch's t-test, Holm over all tests of the
+page): on test accuracy, MARTHE against the best schedule (chosen on validation accuracy), MARTHE against
+RTHO, RTHO against HD; on the log of the lr roughness (the difference shown as a ratio of geometric means),
+MARTHE against RTHO and against HD.
 """
 
 from __future__ import annotations
@@ -99,12 +100,22 @@ def tables(data) -> tuple[list[str], list[str]]:
             acc_b = [value(r, "test/accuracy") for r in methods[b]]
             tests.append(welch_p_value(acc_a, acc_b))
             comparisons.append((task, base, a, b, float(np.nanmean(acc_a) - np.nanmean(acc_b))))
+        for a, b in (("marthe", "rtho"), ("marthe", "hd")):  # smoothness: Welch on log roughness
+            rough_a = [math.log(lr_roughness(r)) for r in methods[a]]
+            rough_b = [math.log(lr_roughness(r)) for r in methods[b]]
+            tests.append(welch_p_value(rough_a, rough_b))
+            comparisons.append((task, base, a, b, float(np.exp(np.mean(rough_a) - np.mean(rough_b)))))
     corrected = holm(tests)
-    order_table = ["| task | optimizer | comparison | difference in test accuracy | p (Holm) | verdict |",
-                   "|---|---|---|---|---|---|"]
-    for (task, base, a, b, diff), p in zip(comparisons, corrected):
-        verdict = "no significant difference" if not p < 0.05 else (f"{a} better" if diff > 0 else f"{b} better")
-        order_table.append(f"| {task} | {base} | {a} vs {b} | {diff:+.4f} | {p:.3g} | {verdict} |")
+    order_table = ["| task | optimizer | comparison | difference | p (Welch) | p (Holm) | verdict |",
+                   "|---|---|---|---|---|---|---|"]
+    for i, ((task, base, a, b, diff), p) in enumerate(zip(comparisons, corrected)):
+        if i % 5 < 3:
+            what = f"test accuracy {diff:+.4f}"
+            verdict = "no significant difference" if not p < 0.05 else (f"{a} better" if diff > 0 else f"{b} better")
+        else:
+            what = f"lr roughness x{diff:.2f}"
+            verdict = "no significant difference" if not p < 0.05 else (f"{a} smoother" if diff < 1 else f"{b} smoother")
+        order_table.append(f"| {task} | {base} | {a} vs {b} | {what} | {tests[i]:.3g} | {p:.3g} | {verdict} |")
     return methods_table, order_table
 
 
