@@ -72,7 +72,7 @@ def test_unknown_hyper_and_backend_name_the_name():
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     with pytest.raises(ConfigError, match=r"unknown hyper.name 'marth'; did you mean marthe"):
         build_hyper(HyperConfig(name="marth"), optimizer)
-    assert BACKENDS == ("fresh", "local", "ray", "slurm")
+    assert BACKENDS == ("fresh", "local", "population", "ray", "slurm")
     with pytest.raises(ConfigError, match=r"unknown backend 'lcoal'; did you mean local\?"):
         make_backend("lcoal", workers=1, cpus_per_run=1, folder=None)
 
