@@ -1,6 +1,6 @@
 """Critical-gradient ("_C") optimizers: a memory of the top-C past gradients feeding a base optimizer.
 
-Re-implemented from chandar-lab/CriticalGradientOptimization (Aghaei Saeed et al., ICLR 2022); see
+Re-implemented from chandar-lab/CriticalGradientOptimization (McRae et al., ICLR 2022); see
 docs/critical_gradients.md for usage, every option and the differences from the original.
 
 Files: `buffer.py` (the per-parameter memory), `priority.py` (what gradients are ranked by),

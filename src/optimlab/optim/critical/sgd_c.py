@@ -6,7 +6,7 @@ r"""SGD_C: SGD (with momentum, dampening, Nesterov) fed with critical-gradient a
     \text{then torch SGD on } a_t,
 
 with :math:`B_{t-1}` the memory of the top-``topC`` past offered gradients by decayed norm
-(Aghaei Saeed et al., "Memory Augmented Optimizers for Deep Learning", ICLR 2022, arXiv 2106.10708).
+(McRae et al., "Memory Augmented Optimizers for Deep Learning", ICLR 2022, arXiv 2106.10708).
 
 Differences from the original: momentum is applied whatever ``kappa`` is (the original
 skipped it for ``kappa=0``); ``kappa=0`` is exactly `torch.optim.SGD`; Nesterov is offered; the
