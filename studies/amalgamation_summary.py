@@ -1,11 +1,13 @@
 """The numbers behind docs/results/amalgamation.md, from the study's run directories.
 
-    python studies/amalgamation_summary.py /work/amal --figure docs/images/amalgamation_conv_train.png
+    python studies/amalgamation_summary.py /work/amal --figure docs/images/amalgamation_scores.png \
+        --trajectories docs/images/amalgamation_conv_train.png
 
 ROOT holds the meta-training runs `<config>_s<seed>/` (each with `summary.json` and, beside it,
 `<config>_s<seed>.time`: user CPU s, system CPU s and wall s from GNU time), the choice teachers `choiceT_s<seed>/`,
 and under `eval/<problem>/` one `optimlab evaluate` run_dir per configuration (`eval/<problem>/<config>/`, all
-its replicates in `paths=[...]`) and one `optimlab baseline` run_dir per analytical optimizer
+its replicates in `paths=[...]`; replicates evaluated later, with the same seeds, in `eval/<problem>/<config>_b/`,
+are appended in that order) and one `optimlab baseline` run_dir per analytical optimizer
 (`eval/<problem>/adam/`, `eval/<problem>/rmsprop/`), each beside its own `.time` file.
 
 It prints, in Markdown:
@@ -76,10 +78,13 @@ def learned_scores(root: Path) -> dict[str, dict[str, list[list[float]]]]:
     """problem -> config -> [per replicate: [per seed scores]]."""
     out: dict[str, dict] = {}
     for config in CONFIGS:
-        for path in sorted(root.glob(f"eval/*/{config}/evaluation.json")):
+        paths = sorted(root.glob(f"eval/*/{config}/evaluation.json")) + sorted(
+            root.glob(f"eval/*/{config}_b/evaluation.json")
+        )
+        for path in paths:
             for task, res in json.loads(path.read_text())["results"].items():
                 reps = res["learned"]["replicates"]
-                out.setdefault(task, {})[config] = [reps[k] for k in sorted(reps, key=int)]
+                out.setdefault(task, {}).setdefault(config, []).extend(reps[k] for k in sorted(reps, key=int))
     return out
 
 
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--figure", type=Path, default=None, help="dot plot of the per-replicate means")
+    parser.add_argument("--trajectories", type=Path, default=None, help="conv_train validation loss vs step")
     args = parser.parse_args(argv)
     root = args.root
 
@@ -190,6 +196,47 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {problem} | {name} | {shown} | {fmt(p, 4)} | {fmt(q, 4)} |")
     if args.figure and means_by_problem:
         plot(means_by_problem, args.figure)
+    if args.trajectories:
+        plot_trajectories(root, "conv_train", args.trajectories)
+
+
+def plot_trajectories(root: Path, problem: str, path: Path) -> None:
+    """Validation loss against step on one problem: per optimizer the mean over all its runs (every replicate
+    and seed; a baseline at its best lr) and a band from the minimum to the maximum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from optimlab.report.load import read_run
+    from optimlab.report.plots import band
+
+    folders: dict[str, list[Path]] = {}
+    for config in CONFIGS:
+        for name in (config, f"{config}_b"):
+            folders.setdefault(config, []).append(root / "eval" / problem / name / "runs" / problem / "learned")
+    for optim in BASELINES:
+        report = root / "eval" / problem / optim / "evaluation.json"
+        if report.is_file():
+            best = json.loads(report.read_text())["results"][problem]["best"]
+            folders[f"{optim} ({best.split('-lr')[1]})"] = [report.parent / "runs" / problem / best]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (label, dirs) in enumerate(folders.items()):
+        runs = [read_run(p.parent) for d in dirs if d.is_dir() for p in sorted(d.rglob("summary.json"))]
+        if not runs:
+            continue
+        steps, mean, low, high = band([r.series("val/loss") for r in runs])
+        ax.plot(steps, mean, color=f"C{i}", label=f"{label} ({len(runs)} runs)")
+        ax.fill_between(steps, low, high, color=f"C{i}", alpha=0.15)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"{problem}: mean and min-max band over all runs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def plot(groups: dict[str, dict[str, list[float]]], path: Path) -> None:
