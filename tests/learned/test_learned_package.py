@@ -187,6 +187,27 @@ def test_the_shipped_default_loads_and_trains():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+def test_the_shipped_min_max_optimizer_loads_by_name_and_trains_the_convnet(tmp_path):
+    """rnnprop-minmax (docs/results/amalgamation.md): RNNProp distilled from Adam and RMSProp by min-max on
+    preset=conv_train's ConvNet; by name from the CLI, it trains digits_cnn (hidden=0) a few steps."""
+    import json
+
+    from optimlab.cli import main
+
+    assert "rnnprop-minmax" in lo.available_pretrained()
+    spec = lo.load("rnnprop-minmax")
+    assert spec.policy.name == "rnnprop"
+    meta = json.loads((package.PRETRAINED_DIR / "rnnprop-minmax" / "config.json").read_text())["metadata"]
+    assert meta["tasks"] == ["digits_cnn"] and meta["distill"]["reduce"] == "max"
+    run = tmp_path / "train"
+    args = ["train", "task=digits_cnn", "task.hidden=0", "optim=learned", "optim.path=rnnprop-minmax",
+            "train.steps=8", "train.eval_every=8", "train.log_every=1", "log.progress=never", f"run_dir={run}"]  # fmt: skip
+    assert main(args) == 0
+    losses = [json.loads(line).get("train/loss") for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [v for v in losses if v is not None]
+    assert len(losses) >= 2 and all(torch.isfinite(torch.tensor(losses)))
+
+
 def test_config_hash_changes_with_the_weights(tmp_path):
     from optimlab.config import config_hash, load_config
 

@@ -39,6 +39,22 @@ def test_suite_problems_and_their_defaults():
         load_evaluate_config(["suite=amalgamation", "batch_size=64"])
 
 
+def test_suite_conv_problems_are_the_meta_training_convnet():
+    """conv_train is preset=conv_train's meta-training problem; the ConvNet variants keep its hidden=0."""
+    from optimlab.learned.metaconfig import PRESETS
+
+    preset = PRESETS["conv_train"]
+    problems = {p.name: p for p in SUITES["amalgamation"]}
+    train = problems["conv_train"]
+    assert train.task == preset["tasks"][0] and train.batch_size == preset["batch_size"]
+    assert {**train.options, **preset["task_options"]} == train.options
+    model = build_task(train.task, train.options).new_model(0)
+    assert sum(p.numel() for p in model.parameters()) == 6090 and len(list(model.parameters())) == 6
+    for name in ("conv_deeper_pool", "conv_wider", "conv_smallbatch", "conv_train_dp"):
+        assert problems[name].task == "digits_cnn" and problems[name].options["hidden"] == 0, name
+    assert "task.hidden=0" in trainer_overrides(train, steps=5, eval_every=5)
+
+
 def test_evaluate_learned_optimizer_on_suite_problems(tmp_path, capsys):
     out = tmp_path / "eval"
     args = ["suite=amalgamation", "path=rnnprop-mnist1d", "tasks=[conv_smallbatch,conv_train_dp]", "repeats=2",

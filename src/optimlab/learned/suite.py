@@ -4,11 +4,12 @@
 `amalgamation` mirrors the evaluation of Optimizer Amalgamation (Huang et al., ICLR 2022;
 github.com/VITA-Group/OptimizerAmalgamation, `config/evaluation.py`) on data that needs no download: the
 training ConvNet is `digits_cnn` (scikit-learn's 8x8 digits, bundled) and every other problem departs from it
-in one respect, as the original's departs from its 2-conv MNIST net:
+in one respect, as the original's departs from its 2-conv MNIST net. Every ConvNet variant keeps the training
+net's `hidden=0` (no hidden linear layer before the classifier):
 
 | problem | change | the original's |
 |---|---|---|
-| `conv_train` | none: `digits_cnn` (conv 16, conv 32, each with a 2x2 max-pool; hidden 64) | `conv_train` |
+| `conv_train` | none: `digits_cnn` with `hidden=0` (conv 16, conv 32, each 3x3 with a 2x2 max-pool, then the linear classifier; 6,090 weights), the meta-training problem of `preset=conv_train` | `conv_train` |
 | `conv_deeper_pool` | 5 convs [16, 32, 32, 64, 64], max-pools after the 3rd and 5th | `conv_deeper_pool` |
 | `conv_wider` | conv 32, conv 64 | `conv_wider` |
 | `conv_mnist1d` | another dataset: MNIST-1D with its 1-D ConvNet (`mnist1d_cnn`) | `conv_fmnist`, `conv_svhn` |
@@ -41,14 +42,15 @@ class SuiteProblem:
     epochs: int = 25
 
 
-_CONV = {"channels": [16, 32]}  # digits_cnn's defaults, written out: the variants below change them
+# The training ConvNet of preset=conv_train (digits_cnn, hidden=0); the variants below change one thing about it.
+_CONV = {"channels": [16, 32], "hidden": 0}
 
 SUITES: dict[str, list[SuiteProblem]] = {
     "amalgamation": [
         SuiteProblem("conv_train", "digits_cnn", "the training ConvNet", dict(_CONV)),
         SuiteProblem("conv_deeper_pool", "digits_cnn", "5 convs, pooled after the 3rd and 5th",
-                     {"channels": [16, 32, 32, 64, 64], "pools": [2, 4]}),
-        SuiteProblem("conv_wider", "digits_cnn", "twice the filters (32, 64)", {"channels": [32, 64]}),
+                     {**_CONV, "channels": [16, 32, 32, 64, 64], "pools": [2, 4]}),
+        SuiteProblem("conv_wider", "digits_cnn", "twice the filters (32, 64)", {**_CONV, "channels": [32, 64]}),
         SuiteProblem("conv_mnist1d", "mnist1d_cnn", "another dataset: MNIST-1D, 1-D ConvNet"),
         SuiteProblem("conv_smallbatch", "digits_cnn", "batch 32", dict(_CONV), batch_size=32),
         SuiteProblem("conv_train_dp", "digits_cnn", "DP-SGD gradients (clip 1.0, noise 1.1)", dict(_CONV),
