@@ -1,6 +1,6 @@
 """Perturbations of the learned optimizer's own weights during meta-training (stability-aware training).
 
-Optimizer Amalgamation (Huang, Chen, Wang, Wang and Chen, ICLR 2022; github.com/VITA-Group/OptimizerAmalgamation)
+Optimizer Amalgamation (Huang et al., ICLR 2022; github.com/VITA-Group/OptimizerAmalgamation)
 meta-trains the student optimizer at perturbed weights W + δ so that it becomes less sensitive to its own
 weights: random Gaussian δ, or an adversarial δ that increases the meta-loss first (in the style of SAM /
 adversarial weight perturbation). The meta-gradient is then taken at W + δ and applied to W.
