@@ -146,7 +146,15 @@ DRIVER = textwrap.dedent("""
 
 def _start_driver(tmp_path, mode):
     script = DRIVER.format(tests=str(FAKE.parent), root=str(tmp_path), mode=mode)
-    return subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True)
+    # The sweep runs as from an interactive terminal: SIGINT at its default, even when the test suite itself
+    # was started as a background job (which inherits SIGINT ignored, and python then never raises
+    # KeyboardInterrupt, as `nohup ... &` intends).
+    return subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _running_pids(tmp_path):
