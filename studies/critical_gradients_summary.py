@@ -31,7 +31,8 @@ import numpy as np
 from scipy import stats
 
 from optimlab.report.load import Run, load_runs
-from optimlab.report.stats import holm, summarize, welch_p_value
+from optimlab.report.stats import holm, welch_p_value
+from sweep_summary import compute_spent, interval, value
 
 PAIRS = (("sgd", "sgd_c"), ("adam", "adam_c"), ("rmsprop", "rmsprop_c"))
 MEMORY_KEYS = ("decay", "topC")
@@ -55,10 +56,6 @@ def grouped(runs: list[Run]) -> dict[str, dict[str, dict[tuple, list[Run]]]]:
     return out
 
 
-def value(run: Run, key: str) -> float:
-    return math.nan if run.status == "diverged" else run.final(key)
-
-
 def chosen(configs: dict[tuple, list[Run]]) -> tuple[tuple, list[Run]]:
     """The configuration with the best mean final validation accuracy (diverged seeds count as 0)."""
     def score(item):
@@ -66,13 +63,6 @@ def chosen(configs: dict[tuple, list[Run]]) -> tuple[tuple, list[Run]]:
         return float(np.mean([v if math.isfinite(v) else 0.0 for v in values]))
 
     return max(configs.items(), key=score)
-
-
-def interval(values: list[float], digits: int = 4) -> str:
-    s = summarize(values)
-    if s.n < 2:
-        return f"{s.mean:.{digits}f} (n={s.n})"
-    return f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
 
 
 def tuned_table(data) -> list[str]:
@@ -159,15 +149,6 @@ def edge_table(data) -> list[str]:
             edge = "yes" if len(lrs) > 1 and best in (lrs[0], lrs[-1]) else "no"
             lines.append(f"| {task} | {label} | {', '.join(f'{v:g}' for v in lrs)} | {best:g} | {edge} |")
     return lines
-
-
-def compute_spent(runs: list[Run]) -> str:
-    seconds = sum(float(r.summary.get("wall_time") or 0.0) for r in runs)
-    statuses = defaultdict(int)
-    for r in runs:
-        statuses[r.status] += 1
-    return (f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}), "
-            f"{seconds / 60:.1f} CPU-minutes of training (sum of wall times, one thread per run)")
 
 
 def figure(data, path: Path) -> None:

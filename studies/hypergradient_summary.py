@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from optimlab.report.load import Run, load_runs
-from optimlab.report.stats import holm, summarize, welch_p_value
+from optimlab.report.stats import holm, welch_p_value
+from sweep_summary import compute_spent, interval, value
 
 SCHEDULES = ("step", "exponential", "sgdr")
 
@@ -49,17 +50,6 @@ def lr_roughness(run: Run) -> float:
         return math.nan
     logs = np.log(lrs)
     return float(np.abs(np.diff(logs)).sum())
-
-
-def value(run: Run, key: str) -> float:
-    return math.nan if run.status == "diverged" else run.final(key)
-
-
-def interval(values: list[float], digits: int = 4) -> str:
-    s = summarize(values)
-    if s.n < 2:
-        return f"{s.mean:.{digits}f} (n={s.n})"
-    return f"{s.mean:.{digits}f} [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
 
 
 def grouped(runs: list[Run]) -> dict[tuple[str, str], dict[str, list[Run]]]:
@@ -117,15 +107,6 @@ def tables(data) -> tuple[list[str], list[str]]:
             verdict = "no significant difference" if not p < 0.05 else (f"{a} smoother" if diff < 1 else f"{b} smoother")
         order_table.append(f"| {task} | {base} | {a} vs {b} | {what} | {tests[i]:.3g} | {p:.3g} | {verdict} |")
     return methods_table, order_table
-
-
-def compute_spent(runs: list[Run]) -> str:
-    seconds = sum(float(r.summary.get("wall_time") or 0.0) for r in runs)
-    statuses: dict[str, int] = defaultdict(int)
-    for r in runs:
-        statuses[r.status] += 1
-    return (f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}), "
-            f"{seconds / 60:.1f} CPU-minutes of training (sum of wall times)")
 
 
 def figure(data, path: Path) -> None:
