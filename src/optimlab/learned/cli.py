@@ -45,34 +45,31 @@ def _print_table(report: dict) -> None:
 
 
 def evaluate_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="optimlab evaluate", description="Train fresh models on tasks with a learned optimizer."
-    )
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="path=DIR tasks=[mnist1d_mlp] repeats=3 steps=1000 run_dir=OUT, or path=DIR suite=amalgamation",
-    )
-    args = parser.parse_args(argv)
-    from optimlab.learned.evaluation import evaluate_learned, load_evaluate_config
+    from optimlab.learned.evaluation import evaluate_learned
 
-    _print_table(evaluate_learned(load_evaluate_config(args.overrides)))
-    return 0
+    return _protocol_main(
+        argv, "optimlab evaluate", "Train fresh models on tasks with a learned optimizer.",
+        "path=DIR tasks=[mnist1d_mlp] repeats=3 steps=1000 run_dir=OUT, or path=DIR suite=amalgamation",
+        evaluate_learned,
+    )  # fmt: skip
 
 
 def baseline_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="optimlab baseline", description="The evaluation protocol with an analytical optimizer and an lr grid."
-    )
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="optim=adam lrs=[1e-3,3e-3] tasks=[mnist1d_mlp] run_dir=OUT, or suite=amalgamation",
-    )
-    args = parser.parse_args(argv)
-    from optimlab.learned.evaluation import evaluate_baseline, load_evaluate_config
+    from optimlab.learned.evaluation import evaluate_baseline
 
-    _print_table(evaluate_baseline(load_evaluate_config(args.overrides)))
+    return _protocol_main(
+        argv, "optimlab baseline", "The evaluation protocol with an analytical optimizer and an lr grid.",
+        "optim=adam lrs=[1e-3,3e-3] tasks=[mnist1d_mlp] run_dir=OUT, or suite=amalgamation",
+        evaluate_baseline,
+    )  # fmt: skip
+
+
+def _protocol_main(argv: list[str], prog: str, description: str, usage: str, run) -> int:
+    """`optimlab evaluate` and `optimlab baseline`: key=value overrides, the protocol, its table."""
+    from optimlab.learned.evaluation import load_evaluate_config
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=usage)
+    args = parser.parse_args(argv)
+    _print_table(run(load_evaluate_config(args.overrides)))
     return 0
