@@ -21,7 +21,6 @@ configurations (mean over seeds).
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 from collections import defaultdict
@@ -30,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from optimlab.report.load import Run, load_runs
+from optimlab.report.load import Run
 from optimlab.report.stats import holm, welch_p_value
-from sweep_summary import compute_spent, interval, value
+from sweep_summary import compute_spent, interval, read_sweeps, value
 
 PAIRS = (("sgd", "sgd_c"), ("adam", "adam_c"), ("rmsprop", "rmsprop_c"))
 MEMORY_KEYS = ("decay", "topC")
@@ -185,12 +184,8 @@ def figure(data, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+")
-    parser.add_argument("--figure", type=Path)
-    args = parser.parse_args()
-    runs = load_runs(args.folders)
-    data = grouped([r for r in runs if r.status in ("completed", "diverged")])
+    args, runs, with_result = read_sweeps(__doc__.splitlines()[0])
+    data = grouped(with_result)
     print("## Compute\n\n" + compute_spent(runs) + "\n")
     print("## Tuned against tuned (test accuracy, mean [95% CI] over seeds)\n\n" + "\n".join(tuned_table(data)) + "\n")
     print("## Every \"_C\" configuration against its base at the same lr (paired by seed, Holm per task and optimizer)\n\n"

@@ -15,16 +15,15 @@ MARTHE against RTHO and against HD.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from optimlab.report.load import Run, load_runs
+from optimlab.report.load import Run
 from optimlab.report.stats import holm, welch_p_value
-from sweep_summary import compute_spent, interval, value
+from sweep_summary import compute_spent, interval, read_sweeps, value
 
 SCHEDULES = ("step", "exponential", "sgdr")
 
@@ -142,12 +141,8 @@ def figure(data, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+")
-    parser.add_argument("--figure", type=Path)
-    args = parser.parse_args()
-    runs = load_runs(args.folders)
-    data = grouped([r for r in runs if r.status in ("completed", "diverged")])
+    args, runs, with_result = read_sweeps(__doc__.splitlines()[0])
+    data = grouped(with_result)
     methods_table, order_table = tables(data)
     print("## Compute\n\n" + compute_spent(runs) + "\n")
     print("## Methods (mean [95% CI] over seeds)\n\n" + "\n".join(methods_table) + "\n")

@@ -1,12 +1,14 @@
-"""Helpers shared by the study summaries (critical_gradients_summary.py, hypergradient_summary.py): a run's
-final value, a mean with its 95 % t interval, and the compute a set of runs spent."""
+"""Helpers shared by the study summaries (critical_gradients_summary.py, hypergradient_summary.py): their
+command line, a run's final value, a mean with its 95 % t interval, and the compute a set of runs spent."""
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections import Counter
+from pathlib import Path
 
-from optimlab.report.load import Run
+from optimlab.report.load import Run, load_runs
 from optimlab.report.stats import summarize
 
 
@@ -29,3 +31,13 @@ def compute_spent(runs: list[Run]) -> str:
     statuses = Counter(r.status for r in runs)
     return (f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}), "
             f"{seconds / 60:.1f} CPU-minutes of training (sum of wall times, one thread per run)")
+
+
+def read_sweeps(description: str) -> tuple[argparse.Namespace, list[Run], list[Run]]:
+    """The command line `FOLDER... [--figure PNG]`: (arguments, every run, the runs with a result)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--figure", type=Path)
+    args = parser.parse_args()
+    runs = load_runs(args.folders)
+    return args, runs, [r for r in runs if r.status in ("completed", "diverged")]
