@@ -44,21 +44,34 @@ from optimlab.directions.base import (
     batch_gradient,
     side_effect_free,
 )
-from optimlab.directions.layers import (
-    capture,
-    split_matrix,
-    supported_layers,
-    weight_matrix,
-)
+from optimlab.directions.layers import split_matrix, supported_layers, weight_matrix
+from optimlab.precond.capture import FactorCapture
 
 _EIGEN_FLOOR = 1e-10
 
 
 def kronecker_solve(gradient: Tensor, eigen: tuple[Tensor, Tensor, Tensor, Tensor], damping: float) -> Tensor:
     """`(A (x) G + damping I)^-1 vec(gradient)` as a matrix, from the eigenpairs (Q_A, d_A, Q_G, d_G)."""
+    return solve_prepared(gradient, prepare_solve(eigen, damping))
+
+
+def prepare_solve(eigen: tuple[Tensor, Tensor, Tensor, Tensor], damping: float) -> tuple[Tensor, ...]:
+    """What `solve_prepared` needs from the eigenpairs, computed once per inversion rather than every step:
+    each rotation as a row-major (contiguous) matrix and the damped eigenvalue products.
+
+    `torch.linalg.eigh` returns column-major eigenvectors; `g @ Q_A` with `Q_A` column-major is about 1.7x
+    slower than with a row-major copy (a (10 x 1569)(1569 x 1569) product: 2.0 against 1.2 ms on one core),
+    and `x @ Q_A^T` wants `Q_A^T` row-major, which is the column-major `Q_A` itself.
+    """
     q_a, d_a, q_g, d_g = eigen
-    rotated = q_g.T @ gradient @ q_a
-    return q_g @ (rotated / (d_g[:, None] * d_a[None, :] + damping)) @ q_a.T
+    denominator = d_g[:, None] * d_a[None, :] + damping
+    return q_g.T.contiguous(), q_a.contiguous(), denominator, q_g.contiguous(), q_a.T.contiguous()
+
+
+def solve_prepared(gradient: Tensor, prepared: tuple[Tensor, ...]) -> Tensor:
+    """`Q_G [(Q_G^T gradient Q_A) / (d_G d_A^T + damping)] Q_A^T` from `prepare_solve`'s matrices."""
+    q_g_t, q_a, denominator, q_g, q_a_t = prepared
+    return q_g @ ((q_g_t @ gradient @ q_a) / denominator) @ q_a_t
 
 
 def eigen_pairs(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -70,33 +83,27 @@ def eigen_pairs(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 def layer_factors(a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
     """(A, G) of one batch: a (B, T, d_in), d (B, T, d_out) per-example output gradients."""
-    return running_factors(a, d, None, 0.0)
+    return running_factors(a.reshape(-1, a.shape[-1]).T, d.reshape(-1, d.shape[-1]).T, a.shape[0], None, 0.0)
 
 
-def _features_by_rows(x: Tensor) -> Tensor:
-    """(features, B*T) from (B, T, features): the product `m @ m.T` then sums over examples and positions.
+def running_factors(
+    a: Tensor, d: Tensor, examples: int, old: list[Tensor] | None, decay: float
+) -> tuple[Tensor, Tensor]:
+    """`decay * old + (1 - decay) * (A, G)` of one batch, written into `old`'s tensors (just (A, G), new,
+    when `old` is None), each as one matrix product that scales and accumulates in place: no temporaries, and
+    no copy of the 1569 x 1569 `A` of a ConvNet's head into a new output.
 
-    A convolution's output gradient arrives as a transposed view of a (B, features, T) tensor; gathering it
-    feature-major reads whole rows of positions, which is several times faster than gathering it
-    position-major (the copy `x.reshape(-1, features)` would make) when features are few.
+    `a` (d_in, examples x positions) and `d` (d_out, examples x positions) hold the input vectors and output
+    gradients as columns (`capture.input_rows` / `output_rows`): `A = a a^T / (examples x positions)`,
+    `G = d d^T / examples`.
     """
-    if x.shape[1] > 1 and x.transpose(1, 2).is_contiguous():
-        return x.permute(2, 0, 1).reshape(x.shape[-1], -1)
-    return x.reshape(-1, x.shape[-1]).T
-
-
-def running_factors(a: Tensor, d: Tensor, old: list[Tensor] | None, decay: float) -> tuple[Tensor, Tensor]:
-    """`decay * old + (1 - decay) * (A, G)` of one batch (just (A, G) when `old` is None), each as one
-    matrix product that scales and accumulates in place of separate temporaries."""
-    examples, positions = a.shape[0], a.shape[1]
     out = []
-    for x, count, previous in ((a, examples * positions, None if old is None else old[0]),
-                               (d, examples, None if old is None else old[1])):  # fmt: skip
-        rows = _features_by_rows(x)
+    for rows, count, previous in ((a, a.shape[1], None if old is None else old[0]),
+                                  (d, examples, None if old is None else old[1])):  # fmt: skip
         if previous is None:
             out.append(torch.mm(rows, rows.T).div_(count))
         else:
-            out.append(torch.addmm(previous, rows, rows.T, beta=decay, alpha=(1 - decay) / count))
+            out.append(previous.addmm_(rows, rows.T, beta=decay, alpha=(1 - decay) / count))
     return out[0], out[1]
 
 
@@ -149,6 +156,8 @@ class KFAC:
             self.factors[name] = [torch.eye(d_in, dtype=like.dtype, device=like.device),
                                   torch.eye(d_out, dtype=like.dtype, device=like.device)]  # fmt: skip
         self.eigen: dict[str, tuple[Tensor, ...]] = {}
+        # (the eigen dict it was prepared from, damping, prepare_solve per layer): rebuilt when either changes
+        self._prepared_cache: tuple[Any, float, dict[str, tuple[Tensor, ...]]] = (None, damping, {})
         self.steps = 0
         self.generator = torch.Generator().manual_seed(seed)
         self.costs = Costs()
@@ -158,7 +167,7 @@ class KFAC:
     # -- statistics -----------------------------------------------------------------------------------
     def update_factors(self, batch: Batch) -> None:
         """One forward/backward on `batch` (labels sampled for the true Fisher); side-effect free."""
-        with side_effect_free(self.model), capture(self.model, self.layers) as recorder:
+        with side_effect_free(self.model), FactorCapture(self.layers) as recorder:
             outputs = self.objective.forward(self.model, batch)
             targets = batch[-1]
             if self.fisher == "true":
@@ -167,8 +176,8 @@ class KFAC:
                 targets = sample_labels(outputs, self.generator)
             loss_sum, _ = self.objective.loss(outputs, (*batch[:-1], targets))
             recorder.backward(loss_sum)
-        for name, a, d in recorder.pairs():
-            self.factors[name] = list(running_factors(a, d, self.factors[name], self.decay))
+        for name, a, d, examples in recorder.pairs():
+            self.factors[name] = list(running_factors(a, d, examples, self.factors[name], self.decay))
         self.costs.add(grad_evals=1.0, examples=len(batch[0]))
 
     def update_inverse(self) -> None:
@@ -185,7 +194,7 @@ class KFAC:
     def _solved(self, gradient: Gradient) -> Gradient:
         """The preconditioned gradients of the layers' parameters; a parameter absent from `gradient` counts
         as zero, and a layer with neither weight nor bias present is left out."""
-        eigen = self.eigen or {name: eigen_pairs(a, g) for name, (a, g) in self.factors.items()}
+        prepared = self._prepared()
         out = {}
         for layer, (weight, bias) in self.keys.items():
             g_w, g_b = gradient.get(weight), None if bias is None else gradient.get(bias)
@@ -195,11 +204,20 @@ class KFAC:
             tensors = {"weight": module.weight.new_zeros(module.weight.shape) if g_w is None else g_w}
             if bias is not None:
                 tensors["bias"] = module.bias.new_zeros(module.bias.shape) if g_b is None else g_b
-            solved = split_matrix(module, kronecker_solve(weight_matrix(module, tensors), eigen[layer], self.damping))
+            solved = split_matrix(module, solve_prepared(weight_matrix(module, tensors), prepared[layer]))
             out[weight] = solved["weight"]
             if bias is not None:
                 out[bias] = solved["bias"]
         return out
+
+    def _prepared(self) -> dict[str, tuple[Tensor, ...]]:
+        """`prepare_solve` of every layer's eigenpairs, kept until the eigenpairs or the damping change."""
+        eigen = self.eigen or {name: eigen_pairs(a, g) for name, (a, g) in self.factors.items()}
+        source, damping, prepared = self._prepared_cache
+        if source is not eigen or damping != self.damping:
+            prepared = {name: prepare_solve(e, self.damping) for name, e in eigen.items()}
+            self._prepared_cache = (eigen, self.damping, prepared)
+        return prepared
 
     def direction(self, model: nn.Module, objective: Objective, batch: Batch, indices: Tensor | None = None) -> Gradient:
         """The K-FAC direction on `batch` at the current parameters (no clipping); mutates nothing."""
@@ -263,7 +281,8 @@ class KFAC:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "factors": {name: list(f) for name, f in self.factors.items()},
+            # copies: the factors are updated in place, and a checkpoint may be written after this returns
+            "factors": {name: [t.clone() for t in f] for name, f in self.factors.items()},
             "eigen": {name: list(e) for name, e in self.eigen.items()},
             "steps": self.steps,
             "generator": self.generator.get_state(),
@@ -274,7 +293,7 @@ class KFAC:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         device = next(iter(self.layers.values())).weight.device if self.layers else torch.device("cpu")
-        self.factors = {name: [t.to(device) for t in f] for name, f in state["factors"].items()}
+        self.factors = {name: [t.to(device, copy=True) for t in f] for name, f in state["factors"].items()}
         self.eigen = {name: tuple(t.to(device) for t in e) for name, e in state["eigen"].items()}
         self.steps = int(state["steps"])
         self.generator.set_state(state["generator"])
