@@ -10,7 +10,10 @@ from torch.nn import functional as F
 
 from optimlab.config import load_config
 from optimlab.directions import Objective
-from optimlab.precond import KFAC
+from optimlab.directions.layers import split_matrix, weight_matrix
+from optimlab.precond import KFAC, kronecker_solve
+from optimlab.precond.capture import input_rows, output_rows
+from optimlab.precond.kfac import eigen_pairs
 from optimlab.train import train
 
 
@@ -211,3 +214,93 @@ def test_kfac_step_leaves_parameters_without_grad_alone_and_treats_a_missing_bia
     kfac.step(batch)
     torch.testing.assert_close(model[0].weight.grad, expected["0.weight"])
     assert model[0].bias.grad is None and model[3].weight.grad is None and model[3].bias.grad is None
+
+
+@pytest.mark.parametrize(
+    "module, shape",
+    [
+        (nn.Conv2d(2, 3, (2, 3), stride=(1, 2), padding=1), (4, 2, 5, 7)),
+        (nn.Conv2d(2, 3, 3, stride=(2, 3), padding=(2, 1), dilation=(2, 1), bias=False), (4, 2, 9, 11)),
+        (nn.Conv2d(2, 3, 2, padding="valid"), (4, 2, 5, 6)),
+        (nn.Conv1d(2, 3, 3, stride=2, padding=1, dilation=2), (4, 2, 9)),
+        (nn.Linear(4, 3), (4, 6, 4)),
+        (nn.Linear(4, 3, bias=False), (4, 4)),
+    ],
+)
+def test_feature_major_rows_are_the_brute_force_patches_and_output_gradients(module, shape):
+    torch.manual_seed(6)
+    module = module.double()
+    x = torch.randn(shape, dtype=torch.float64)
+    out = module(x)
+    grad = torch.randn_like(out)
+    if isinstance(module, nn.Linear):
+        a = x.reshape(-1, 4)
+        if module.bias is not None:
+            a = torch.cat([a, torch.ones(len(a), 1, dtype=x.dtype)], dim=1)
+        d = grad.reshape(-1, 3)
+    else:
+        same_without_string = nn.Conv2d(2, 3, 2) if module.padding == "valid" else module  # padding 0
+        patches = brute_patches(same_without_string, x)  # (B, T, features), positions row-major
+        a = patches.reshape(-1, patches.shape[-1])
+        d = grad.flatten(2).transpose(1, 2).reshape(-1, 3)
+    stale = torch.full((7, 7), float("nan"), dtype=x.dtype)  # a buffer of the wrong shape is not written
+    assert torch.equal(input_rows(module, x, stale), a.T)
+    assert torch.equal(output_rows(module, grad, stale), d.T)
+    # into a reused buffer of the right shape: every element written
+    buffer = torch.full_like(a.T, float("nan"))
+    assert input_rows(module, x, buffer) is buffer and torch.equal(buffer, a.T)
+    if not isinstance(module, nn.Linear):
+        buffer = torch.full_like(d.T, float("nan"))
+        assert output_rows(module, grad, buffer) is buffer and torch.equal(buffer, d.T)
+
+
+def test_factors_with_reused_buffers_follow_a_change_of_batch_size_and_checkpoints_are_copies():
+    torch.manual_seed(7)
+    model = conv_net_2d()
+    kfac = KFAC(model, decay=0.5, fisher="empirical", kl_clip=None)
+    fresh = KFAC(model, decay=0.0, fisher="empirical", kl_clip=None)
+    batches = [(torch.randn(n, 2, 4, 6, dtype=torch.float64), torch.randint(0, 4, (n,))) for n in (5, 3, 5)]
+    expected = {name: [f.clone() for f in factors] for name, factors in kfac.factors.items()}
+    saved = None
+    for batch in batches:
+        kfac.update_factors(batch)
+        fresh.update_factors(batch)  # decay 0: this batch's factors alone
+        expected = {name: [0.5 * old + 0.5 * new for old, new in zip(expected[name], fresh.factors[name])]
+                    for name in expected}  # fmt: skip
+        saved = saved or kfac.state_dict()
+        for name in expected:
+            for got, want in zip(kfac.factors[name], expected[name]):
+                torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    # the first state_dict still holds the factors of the first batch, though they are updated in place
+    first = KFAC(model, decay=0.5, fisher="empirical", kl_clip=None)
+    first.update_factors(batches[0])
+    for name in expected:
+        for got, want in zip(saved["factors"][name], first.factors[name]):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_the_prepared_solve_follows_new_eigenpairs_and_a_new_damping():
+    torch.manual_seed(8)
+    model = conv_net_2d()
+    kfac = KFAC(model, damping=0.1, fisher="empirical", kl_clip=None)
+    batch = (torch.randn(5, 2, 4, 6, dtype=torch.float64), torch.randint(0, 4, (5,)))
+    gradient = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+
+    def reference():  # kronecker_solve straight from the current eigenpairs and damping
+        out = {}
+        for layer, (weight, bias) in kfac.keys.items():
+            module = kfac.layers[layer]
+            matrix = weight_matrix(module, {"weight": gradient[weight], "bias": gradient[bias]})
+            solved = split_matrix(module, kronecker_solve(matrix, eigen_pairs(*kfac.factors[layer]), kfac.damping))
+            out[weight], out[bias] = solved["weight"], solved["bias"]
+        return out
+
+    for change in ("none", "factors", "damping"):
+        if change == "factors":
+            kfac.update_factors(batch)
+            kfac.update_inverse()
+        if change == "damping":
+            kfac.damping = 0.03
+        got = kfac.precondition(gradient)
+        for name, want in reference().items():
+            torch.testing.assert_close(got[name], want, rtol=1e-12, atol=1e-14)

@@ -31,17 +31,24 @@ def _pair(value: int | tuple[int, ...], two_d: bool, height: int) -> tuple[int, 
     return (values[0], values[1]) if two_d else (height, values[0])
 
 
-def input_rows(module: nn.Module, x: Tensor) -> Tensor:
+def _reused(out: Tensor | None, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """`out` when it has this shape, dtype and device, else a new uninitialised tensor."""
+    if out is not None and out.shape == shape and out.dtype == like.dtype and out.device == like.device:
+        return out
+    return like.new_empty(shape)
+
+
+def input_rows(module: nn.Module, x: Tensor, out: Tensor | None = None) -> Tensor:
     """(d_in [+1], examples x positions): the layer's input vectors as columns, a row of ones for the bias.
 
     Column `b * positions + t` is example b's vector at output position t (row-major over the output's
     height and width), and row `c * kh * kw + i * kw + j` is input channel c at kernel offset (i, j): the order
-    of `weight.flatten(1)`.
+    of `weight.flatten(1)`. Written into `out` when it has the right shape, dtype and device.
     """
     bias = module.bias is not None
     if isinstance(module, nn.Linear):
         flat = x.reshape(-1, x.shape[-1])
-        out = x.new_empty(flat.shape[1] + bias, flat.shape[0])
+        out = _reused(out, (flat.shape[1] + bias, flat.shape[0]), x)
         out[: flat.shape[1]].copy_(flat.T)
     else:
         two_d = isinstance(module, nn.Conv2d)
@@ -56,7 +63,7 @@ def input_rows(module: nn.Module, x: Tensor) -> Tensor:
         windows = windows[..., :: dilation[0], :: dilation[1]]
         batch, channels, out_h, out_w = windows.shape[:4]
         features = channels * kernel[0] * kernel[1]
-        out = x.new_empty(features + bias, batch * out_h * out_w)
+        out = _reused(out, (features + bias, batch * out_h * out_w), x)
         target = out[:features].view(channels, kernel[0], kernel[1], batch, out_h, out_w)
         target.copy_(windows.permute(1, 4, 5, 0, 2, 3))
     if bias:
@@ -64,13 +71,16 @@ def input_rows(module: nn.Module, x: Tensor) -> Tensor:
     return out
 
 
-def output_rows(module: nn.Module, grad: Tensor) -> Tensor:
+def output_rows(module: nn.Module, grad: Tensor, out: Tensor | None = None) -> Tensor:
     """(d_out, examples x positions): the gradients with respect to the layer's outputs, columns ordered as
     `input_rows`. A convolution's (B, channels, positions) gradient is copied channel-major, whole rows of
-    positions at a time."""
+    positions at a time (into `out` when it has the right shape, dtype and device); a Linear's is a view."""
     if isinstance(module, nn.Linear):
         return grad.reshape(-1, grad.shape[-1]).T
-    return grad.flatten(2).transpose(0, 1).reshape(grad.shape[1], -1)
+    channels_first = grad.flatten(2).transpose(0, 1)
+    out = _reused(out, (grad.shape[1], channels_first.shape[1] * channels_first.shape[2]), grad)
+    out.view(channels_first.shape).copy_(channels_first)
+    return out
 
 
 class FactorCapture:
@@ -78,6 +88,10 @@ class FactorCapture:
 
     `backward` differentiates the loss with respect to the layers' outputs only (no weight-gradient
     products). Hooks exist only inside the `with` block, so copies of the model never carry them.
+
+    The matrices are written into the same buffers at every capture of the same shapes (they are only valid
+    until the next one): allocating them afresh (18 MB for a small ConvNet's two convolutions at batch 128)
+    cost more than gathering them, about 10 ms per capture on a loaded CPU against 4 ms for the copies.
     """
 
     def __init__(self, layers: dict[str, nn.Module]):
@@ -86,6 +100,7 @@ class FactorCapture:
         self.outputs: dict[str, Tensor] = {}
         self.grads: dict[str, Tensor] = {}
         self.examples: dict[str, int] = {}  # the leading (example) dimension of each layer's input
+        self._buffers: dict[tuple[str, str], Tensor] = {}  # (layer, "a" or "d") -> the last matrix written
         self._handles: list = []
 
     def __enter__(self) -> Self:
@@ -104,7 +119,8 @@ class FactorCapture:
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            self.inputs[name] = input_rows(module, inputs[0].detach())
+            rows = input_rows(module, inputs[0].detach(), self._buffers.get((name, "a")))
+            self.inputs[name] = self._buffers[name, "a"] = rows
             self.examples[name] = inputs[0].shape[0]
             if output.requires_grad:
                 self.outputs[name] = output
@@ -117,7 +133,8 @@ class FactorCapture:
         grads = torch.autograd.grad(loss, [self.outputs[n] for n in names], allow_unused=True)
         for name, grad in zip(names, grads):
             if grad is not None:
-                self.grads[name] = output_rows(self.layers[name], grad.detach())
+                rows = output_rows(self.layers[name], grad.detach(), self._buffers.get((name, "d")))
+                self.grads[name] = self._buffers[name, "d"] = rows
         self.outputs.clear()
 
     def pairs(self) -> Iterator[tuple[str, Tensor, Tensor, int]]:

@@ -144,6 +144,7 @@ class KFAC:
         self.cov_schedule, self.inv_schedule = Schedule(t_cov), Schedule(t_inv)
         self.damping, self.decay, self.kl_clip, self.fisher = damping, decay, kl_clip, fisher
         self.layers = supported_layers(model)
+        self._capture = FactorCapture(self.layers)  # one recorder, so its buffers are reused across updates
         names = {p: name for name, p in model.named_parameters()}
         # per layer: (weight's name, bias's name or None), looked up once rather than on every step
         self.keys = {layer: (names[m.weight], names[m.bias] if m.bias is not None else None)
@@ -167,7 +168,7 @@ class KFAC:
     # -- statistics -----------------------------------------------------------------------------------
     def update_factors(self, batch: Batch) -> None:
         """One forward/backward on `batch` (labels sampled for the true Fisher); side-effect free."""
-        with side_effect_free(self.model), FactorCapture(self.layers) as recorder:
+        with side_effect_free(self.model), self._capture as recorder:
             outputs = self.objective.forward(self.model, batch)
             targets = batch[-1]
             if self.fisher == "true":
@@ -182,6 +183,7 @@ class KFAC:
 
     def update_inverse(self) -> None:
         self.eigen = {name: eigen_pairs(a, g) for name, (a, g) in self.factors.items()}
+        self._prepared()  # the rotations' row-major copies belong to the inversion, not to the next step
         self.inversions += 1
 
     # -- the preconditioned direction (pure) ------------------------------------------------------------
