@@ -10,10 +10,8 @@ from torch.nn import functional as F
 
 from optimlab.config import load_config
 from optimlab.directions import Objective
-from optimlab.directions.layers import split_matrix, weight_matrix
-from optimlab.precond import KFAC, kronecker_solve
+from optimlab.precond import KFAC
 from optimlab.precond.capture import input_rows, output_rows
-from optimlab.precond.kfac import eigen_pairs
 from optimlab.train import train
 
 
@@ -278,29 +276,3 @@ def test_factors_with_reused_buffers_follow_a_change_of_batch_size_and_checkpoin
         for got, want in zip(saved["factors"][name], first.factors[name]):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
 
-
-def test_the_prepared_solve_follows_new_eigenpairs_and_a_new_damping():
-    torch.manual_seed(8)
-    model = conv_net_2d()
-    kfac = KFAC(model, damping=0.1, fisher="empirical", kl_clip=None)
-    batch = (torch.randn(5, 2, 4, 6, dtype=torch.float64), torch.randint(0, 4, (5,)))
-    gradient = {n: torch.randn_like(p) for n, p in model.named_parameters()}
-
-    def reference():  # kronecker_solve straight from the current eigenpairs and damping
-        out = {}
-        for layer, (weight, bias) in kfac.keys.items():
-            module = kfac.layers[layer]
-            matrix = weight_matrix(module, {"weight": gradient[weight], "bias": gradient[bias]})
-            solved = split_matrix(module, kronecker_solve(matrix, eigen_pairs(*kfac.factors[layer]), kfac.damping))
-            out[weight], out[bias] = solved["weight"], solved["bias"]
-        return out
-
-    for change in ("none", "factors", "damping"):
-        if change == "factors":
-            kfac.update_factors(batch)
-            kfac.update_inverse()
-        if change == "damping":
-            kfac.damping = 0.03
-        got = kfac.precondition(gradient)
-        for name, want in reference().items():
-            torch.testing.assert_close(got[name], want, rtol=1e-12, atol=1e-14)

@@ -51,27 +51,16 @@ _EIGEN_FLOOR = 1e-10
 
 
 def kronecker_solve(gradient: Tensor, eigen: tuple[Tensor, Tensor, Tensor, Tensor], damping: float) -> Tensor:
-    """`(A (x) G + damping I)^-1 vec(gradient)` as a matrix, from the eigenpairs (Q_A, d_A, Q_G, d_G)."""
-    return solve_prepared(gradient, prepare_solve(eigen, damping))
+    """`(A (x) G + damping I)^-1 vec(gradient)` as a matrix, from the eigenpairs (Q_A, d_A, Q_G, d_G).
 
-
-def prepare_solve(eigen: tuple[Tensor, Tensor, Tensor, Tensor], damping: float) -> tuple[Tensor, ...]:
-    """What `solve_prepared` needs from the eigenpairs, computed once per inversion rather than every step:
-    each rotation as a row-major (contiguous) matrix and the damped eigenvalue products.
-
-    `torch.linalg.eigh` returns column-major eigenvectors; `g @ Q_A` with `Q_A` column-major is about 1.7x
-    slower than with a row-major copy (a (10 x 1569)(1569 x 1569) product: 2.0 against 1.2 ms on one core),
-    and `x @ Q_A^T` wants `Q_A^T` row-major, which is the column-major `Q_A` itself.
+    `Q_A` is used as `torch.linalg.eigh` returns it (column-major), so both products read the same memory,
+    `Q_A^T` row by row. With `Q_A` out of cache, as it is after a training forward/backward, this is the
+    fastest order measured for a ConvNet head's 1569 x 1569 `Q_A`: a row-major copy for the first product
+    (faster when `Q_A` is in cache) made the two products 1.4x slower, as they then read two matrices.
     """
     q_a, d_a, q_g, d_g = eigen
-    denominator = d_g[:, None] * d_a[None, :] + damping
-    return q_g.T.contiguous(), q_a.contiguous(), denominator, q_g.contiguous(), q_a.T.contiguous()
-
-
-def solve_prepared(gradient: Tensor, prepared: tuple[Tensor, ...]) -> Tensor:
-    """`Q_G [(Q_G^T gradient Q_A) / (d_G d_A^T + damping)] Q_A^T` from `prepare_solve`'s matrices."""
-    q_g_t, q_a, denominator, q_g, q_a_t = prepared
-    return q_g @ ((q_g_t @ gradient @ q_a) / denominator) @ q_a_t
+    rotated = q_g.T @ gradient @ q_a
+    return q_g @ (rotated / (d_g[:, None] * d_a[None, :] + damping)) @ q_a.T
 
 
 def eigen_pairs(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -157,8 +146,6 @@ class KFAC:
             self.factors[name] = [torch.eye(d_in, dtype=like.dtype, device=like.device),
                                   torch.eye(d_out, dtype=like.dtype, device=like.device)]  # fmt: skip
         self.eigen: dict[str, tuple[Tensor, ...]] = {}
-        # (the eigen dict it was prepared from, damping, prepare_solve per layer): rebuilt when either changes
-        self._prepared_cache: tuple[Any, float, dict[str, tuple[Tensor, ...]]] = (None, damping, {})
         self.steps = 0
         self.generator = torch.Generator().manual_seed(seed)
         self.costs = Costs()
@@ -183,7 +170,6 @@ class KFAC:
 
     def update_inverse(self) -> None:
         self.eigen = {name: eigen_pairs(a, g) for name, (a, g) in self.factors.items()}
-        self._prepared()  # the rotations' row-major copies belong to the inversion, not to the next step
         self.inversions += 1
 
     # -- the preconditioned direction (pure) ------------------------------------------------------------
@@ -196,7 +182,7 @@ class KFAC:
     def _solved(self, gradient: Gradient) -> Gradient:
         """The preconditioned gradients of the layers' parameters; a parameter absent from `gradient` counts
         as zero, and a layer with neither weight nor bias present is left out."""
-        prepared = self._prepared()
+        eigen = self.eigen or {name: eigen_pairs(a, g) for name, (a, g) in self.factors.items()}
         out = {}
         for layer, (weight, bias) in self.keys.items():
             g_w, g_b = gradient.get(weight), None if bias is None else gradient.get(bias)
@@ -206,20 +192,11 @@ class KFAC:
             tensors = {"weight": module.weight.new_zeros(module.weight.shape) if g_w is None else g_w}
             if bias is not None:
                 tensors["bias"] = module.bias.new_zeros(module.bias.shape) if g_b is None else g_b
-            solved = split_matrix(module, solve_prepared(weight_matrix(module, tensors), prepared[layer]))
+            solved = split_matrix(module, kronecker_solve(weight_matrix(module, tensors), eigen[layer], self.damping))
             out[weight] = solved["weight"]
             if bias is not None:
                 out[bias] = solved["bias"]
         return out
-
-    def _prepared(self) -> dict[str, tuple[Tensor, ...]]:
-        """`prepare_solve` of every layer's eigenpairs, kept until the eigenpairs or the damping change."""
-        eigen = self.eigen or {name: eigen_pairs(a, g) for name, (a, g) in self.factors.items()}
-        source, damping, prepared = self._prepared_cache
-        if source is not eigen or damping != self.damping:
-            prepared = {name: prepare_solve(e, self.damping) for name, e in eigen.items()}
-            self._prepared_cache = (eigen, self.damping, prepared)
-        return prepared
 
     def direction(self, model: nn.Module, objective: Objective, batch: Batch, indices: Tensor | None = None) -> Gradient:
         """The K-FAC direction on `batch` at the current parameters (no clipping); mutates nothing."""
