@@ -10,7 +10,8 @@ from torch.nn import functional as F
 
 from optimlab.config import load_config
 from optimlab.directions import Objective
-from optimlab.precond import KFAC
+from optimlab.precond import KFAC, kronecker_solve
+from optimlab.precond import kfac as kfac_module
 from optimlab.precond.capture import input_rows, output_rows
 from optimlab.train import train
 
@@ -276,3 +277,17 @@ def test_factors_with_reused_buffers_follow_a_change_of_batch_size_and_checkpoin
         for got, want in zip(saved["factors"][name], first.factors[name]):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
 
+
+
+def test_the_blocked_kronecker_solve_is_the_dense_solve_for_a_layer_wider_than_a_block():
+    # 151 inputs with the bias: two blocks of 128 eigenvectors and a partial one, against the dense solve
+    torch.manual_seed(8)
+    assert kfac_module._BLOCK < 151
+    a = torch.randn(151, 300, dtype=torch.float64)
+    a = a @ a.T / 300
+    g = torch.randn(3, 3, dtype=torch.float64)
+    g = g @ g.T / 3
+    gradient = torch.randn(3, 151, dtype=torch.float64)
+    expected = torch.linalg.solve(torch.kron(a, g) + 0.01 * torch.eye(453, dtype=torch.float64), gradient.T.reshape(-1))
+    got = kronecker_solve(gradient, kfac_module.eigen_pairs(a, g), 0.01)
+    torch.testing.assert_close(got.T.reshape(-1), expected, rtol=1e-9, atol=1e-11)

@@ -50,17 +50,29 @@ from optimlab.precond.capture import FactorCapture
 _EIGEN_FLOOR = 1e-10
 
 
-def kronecker_solve(gradient: Tensor, eigen: tuple[Tensor, Tensor, Tensor, Tensor], damping: float) -> Tensor:
-    """`(A (x) G + damping I)^-1 vec(gradient)` as a matrix, from the eigenpairs (Q_A, d_A, Q_G, d_G).
+_BLOCK = 128  # eigenvectors of A per block of `kronecker_solve`
 
-    `Q_A` is used as `torch.linalg.eigh` returns it (column-major), so both products read the same memory,
-    `Q_A^T` row by row. With `Q_A` out of cache, as it is after a training forward/backward, this is the
-    fastest order measured for a ConvNet head's 1569 x 1569 `Q_A`: a row-major copy for the first product
-    (faster when `Q_A` is in cache) made the two products 1.4x slower, as they then read two matrices.
+
+def kronecker_solve(gradient: Tensor, eigen: tuple[Tensor, Tensor, Tensor, Tensor], damping: float) -> Tensor:
+    """`(A (x) G + damping I)^-1 vec(gradient)` as a matrix, from the eigenpairs (Q_A, d_A, Q_G, d_G):
+    `Q_G [(Q_G^T gradient Q_A) / (d_G d_A^T + damping)] Q_A^T`.
+
+    The A side is summed over blocks of `_BLOCK` eigenvectors, `sum_blocks (R Q_b / D_b) Q_b^T` with
+    `R = Q_G^T gradient`, so each block of `Q_A` (128 columns of a 1569-wide head: 0.8 MB in float32) is
+    used by both products while it is in cache and `Q_A` is read from memory once rather than twice. `Q_A` is
+    used column-major, as `torch.linalg.eigh` returns it: a block is then contiguous. (For a ConvNet head's
+    1569 x 1569 `Q_A` after a training step, so out of cache: 10 % less time than the two full products; a
+    row-major copy of `Q_A` for the first product made them 1.4x slower.)
     """
     q_a, d_a, q_g, d_g = eigen
-    rotated = q_g.T @ gradient @ q_a
-    return q_g @ (rotated / (d_g[:, None] * d_a[None, :] + damping)) @ q_a.T
+    rotated = q_g.T @ gradient
+    denominator = d_g[:, None] * d_a[None, :] + damping
+    solved = None
+    for start in range(0, q_a.shape[1], _BLOCK):
+        block = q_a[:, start : start + _BLOCK]
+        scaled = (rotated @ block).div_(denominator[:, start : start + _BLOCK])
+        solved = scaled @ block.T if solved is None else solved.addmm_(scaled, block.T)
+    return q_g @ solved
 
 
 def eigen_pairs(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -223,8 +235,12 @@ class KFAC:
     def step(self, batch: Batch | None = None) -> None:
         """Factors and inverses when due, then `.grad` <- the clipped K-FAC direction. Call after backward."""
         self._scheduled(batch)
-        params = {name: p for name, p in self.model.named_parameters() if p.grad is not None}
-        gradient = {name: params[name].grad for name in self.layer_names if name in params}
+        gradient = {}  # read from the layers themselves rather than by walking `named_parameters()`
+        for layer, (weight, bias) in self.keys.items():
+            module = self.layers[layer]
+            for name, p in ((weight, module.weight), (bias, module.bias)):
+                if name is not None and p.grad is not None:
+                    gradient[name] = p.grad
         direction = self._solved(gradient)
         scale = self._kl_scale(direction, gradient)
         with torch.no_grad():
