@@ -22,7 +22,11 @@ over rounds of per-round ratios. The final line is
 `RESULT gc_assign_over_step=... kfac_amortised_over_step=... svrg_step_over_step=... ...` (the K-FAC
 amortisation is also given at T_cov=20).
 
-    python benchmarks/directions.py [--threads 2] [--repeats 7] [--block 10]
+`--clock cpu` times with the process's CPU time instead of the wall clock: with `--threads 1` on a shared
+machine it leaves out the time the process waits for a core, which otherwise adds noise of a few tenths to
+every ratio (with more threads the CPU time sums them and is not a duration).
+
+    python benchmarks/directions.py [--threads 2] [--repeats 7] [--block 10] [--clock wall]
 """
 
 from __future__ import annotations
@@ -57,8 +61,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--block", type=int, default=10)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     g = torch.Generator().manual_seed(0)
     split = Split((torch.randn(EXAMPLES, 1, 28, 28, generator=g), torch.randint(0, 10, (EXAMPLES,), generator=g)))
     objective = Objective()
@@ -138,20 +144,21 @@ def main() -> None:
     for round_ in range(args.repeats):
         times = {}
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            start = time.perf_counter()
+            start = clock()
             for _ in range(args.block):
                 steps[name]()
-            times[name] = (time.perf_counter() - start) / args.block
+            times[name] = (clock() - start) / args.block
         for name, fn in passes.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name] = time.perf_counter() - start
+            times[name] = clock() - start
         plain_times.append(times["plain"])
         for name, values in ratios.items():
             values.append(times[name] / times["plain"])
     median = {name: statistics.median(values) for name, values in ratios.items()}
     amortised = median["kfac_step"] + median["kfac_factors"] / T_COV + median["kfac_inverse"] / T_INV
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads")
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
+          f"{args.clock} clock")  # fmt: skip
     print(f"plain step: {statistics.median(plain_times) * 1e3:.2f} ms (batch {BATCH})")
     for name, value in median.items():
         print(f"{name:>14}: {value:6.2f} x a plain step")

@@ -48,8 +48,6 @@ from optimlab.directions.layers import split_matrix, supported_layers, weight_ma
 from optimlab.precond.capture import FactorCapture
 
 _EIGEN_FLOOR = 1e-10
-
-
 _BLOCK = 128  # eigenvectors of A per block of `kronecker_solve`
 
 
