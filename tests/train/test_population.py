@@ -29,6 +29,9 @@ CASES = {
     "sgd_momentum": (["optim=sgd", "optim.momentum=0.9"], [("optim.lr=0.1", 0), ("optim.lr=0.3", 1)]),
     "sgd_c": (["optim=sgd_c", "optim.topC=3", "optim.momentum=0.9"],
               [("optim.lr=0.1", 0), ("optim.lr=0.05 optim.decay=0.5", 1)]),
+    # Members with the same lr share the base Adam call; their memories stay their own.
+    "adam_c": (["optim=adam_c", "optim.topC=3"],
+               [("optim.lr=0.01", 0), ("optim.lr=0.01 optim.decay=0.5", 1), ("optim.lr=0.03", 2)]),
     "cosine_weight_decay": (["optim=adamw", "schedule=cosine", "optim.no_decay=[bias]"],
                             [("optim.lr=0.01 optim.weight_decay=0.1", 0), ("optim.lr=0.02 optim.betas=[0.8,0.99]", 1)]),
     # Equal settings: one merged param group (foreach kernels) for both members.
