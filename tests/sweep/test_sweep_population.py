@@ -79,6 +79,19 @@ def test_plan_groups_caps_and_spreads_populations_over_the_workers():
     assert "does not load" in plan([bad], 1, 32)[1][0][1]
 
 
+def test_plan_starts_the_costliest_population_first():
+    """The workers take populations in plan order: the longest (more members, more steps, a heavier
+    optimizer) go first, so that no worker is left alone with a long one at the end."""
+    launches = ([_launch(i, "optim=sgd", f"optim.lr={i}") for i in range(3)]
+                + [_launch(10 + i, "optim=adam", f"optim.lr={i}") for i in range(3)]
+                + [_launch(20 + i, "optim=adam_c", f"optim.lr={i}") for i in range(3)]
+                + [_launch(30 + i, "optim=sgd", "train.steps=5000", f"optim.lr={i}") for i in range(2)]
+                + [_launch(40 + i, "optim=sgd_c", f"optim.lr={i}") for i in range(5)])
+    populations, alone = plan(launches, workers=2, size=32)
+    assert not alone
+    assert [p[0].key for p in populations] == ["r30", "r40", "r20", "r10", "r0"]
+
+
 def test_population_size_flag(tmp_path, capsys):
     from optimlab.cli import main
 

@@ -73,33 +73,39 @@ class PopulationBackend:
 
 
 def plan(launches: list[Launch], workers: int, size: int) -> tuple[list[list[Launch]], list[tuple[Launch, str]]]:
-    """Populations (lists of launches, largest first) and the launches that train alone, with the reason."""
-    from optimlab.train.population_rules import config_ineligibility, population_key
+    """Populations (lists of launches, the costliest first: `population_rules.step_cost` times steps) and the
+    launches that train alone, with the reason."""
+    from optimlab.train.population_rules import config_ineligibility, population_key, step_cost
 
     groups: dict[str, list[Launch]] = defaultdict(list)
+    configs: dict[str, Config] = {}
     alone: list[tuple[Launch, str]] = []
     cache: dict[tuple[str, ...], Config] = {}
     for launch in launches:
         cfg, reason = _config(launch, cache)
         reason = reason or config_ineligibility(cfg)
         if reason is None:
-            groups[population_key(cfg)].append(launch)
+            key = population_key(cfg)
+            groups[key].append(launch)
+            configs.setdefault(key, cfg)
         else:
             alone.append((launch, reason))
-    populations: list[list[Launch]] = []
-    for members in groups.values():
+    populations: list[tuple[list[Launch], Config]] = []
+    for key, members in groups.items():
         if len(members) == 1:
             alone.append((members[0], "no other run shares its task and settings"))
             continue
         count = -(-len(members) // size)
-        populations += [members[i::count] for i in range(count)]
+        populations += [(members[i::count], configs[key]) for i in range(count)]
     # Fewer populations than workers: halve the largest, so that every worker trains.
-    while len(populations) < workers and populations and max(map(len, populations)) >= 4:
-        largest = max(populations, key=len)
+    while len(populations) < workers and populations and max(len(p) for p, _ in populations) >= 4:
+        largest = max(populations, key=lambda population: len(population[0]))
         populations.remove(largest)
-        populations += [largest[0::2], largest[1::2]]
-    populations.sort(key=len, reverse=True)
-    return populations, alone
+        populations += [(largest[0][0::2], largest[1]), (largest[0][1::2], largest[1])]
+    # Longest first: the workers take them in this order, so the last to start are the shortest.
+    populations.sort(key=lambda population: population[1].train.steps * step_cost(population[1], len(population[0])),
+                     reverse=True)
+    return [members for members, _ in populations], alone
 
 
 def population_launch(members: list[Launch]) -> Launch:
