@@ -22,7 +22,9 @@ import hashlib
 import json
 import sys
 import tempfile
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from optimlab.config import Config, load_config
@@ -38,12 +40,16 @@ DEFAULT_SIZE = 32
 class PopulationBackend:
     name = "population"
 
-    def __init__(self, workers: int = 1, size: int = DEFAULT_SIZE, grace: float = 60.0):
+    def __init__(self, workers: int = 1, size: int = DEFAULT_SIZE, grace: float = 60.0,
+                 on_idle: Callable[[], None] | None = None):
+        """`on_idle`: called once (on a thread of its own) as soon as a worker has nothing left to start,
+        so that a caller can use that core for what comes after the sweep (compare imports its report)."""
         if not isinstance(size, int) or isinstance(size, bool) or size < 2:
             raise ConfigError(f"population size must be an integer >= 2, got {size!r}")
         self.workers = workers
         self.size = size
         self.local = LocalBackend(workers, grace=grace)
+        self.on_idle = on_idle
 
     def run(self, launches: list[Launch], on_done: OnDone) -> None:
         populations, alone = plan(launches, self.workers, self.size)
@@ -52,8 +58,11 @@ class PopulationBackend:
         population_jobs = [population_launch(members) for members in populations]
         jobs = {job.key: members for job, members in zip(population_jobs, populations)}
         fallback: list[Launch] = []
+        # After this many jobs have ended, the pool has nothing left to start: a worker stays idle.
+        idle = _Countdown(len(population_jobs) + len(alone) - self.workers + 1, self.on_idle)
 
         def done(launch: Launch, code: int | None, error: str | None) -> None:
+            idle.tick()
             members = jobs.get(launch.key)
             if members is None:  # a run trained alone
                 on_done(launch, code, error)
@@ -70,6 +79,27 @@ class PopulationBackend:
         self.local.run(population_jobs + [launch for launch, _ in alone], done)
         if fallback:
             self.local.run(fallback, on_done)
+
+
+class _Countdown:
+    """Calls `action` on a thread once `tick` has been called `count` times (at once if count <= 0)."""
+
+    def __init__(self, count: int, action: Callable[[], None] | None):
+        self.count, self.action = count, action
+        self.lock = threading.Lock()
+        if count <= 0:
+            self._fire()
+
+    def tick(self) -> None:
+        with self.lock:
+            self.count -= 1
+            fire = self.count == 0
+        if fire:
+            self._fire()
+
+    def _fire(self) -> None:
+        if self.action is not None:
+            threading.Thread(target=self.action, name="optimlab-idle", daemon=True).start()
 
 
 def plan(launches: list[Launch], workers: int, size: int) -> tuple[list[list[Launch]], list[tuple[Launch, str]]]:
