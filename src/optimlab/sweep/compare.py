@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optimlab.config import Config
 from optimlab.errors import ConfigError, suggest
-from optimlab.sweep.execute import THREAD_VARS, cpu_count, thread_env, threads_per_run, train_command
+from optimlab.sweep.execute import cpu_count, threads_per_run, train_command
 from optimlab.sweep.expand import Run
 from optimlab.sweep.lr_extension import edges_from_runs, extend_grids
+from optimlab.sweep.population import start_fork_server
 from optimlab.sweep.runner import BACKENDS, SweepResult, run_sweep
 from optimlab.sweep.spec import SweepSpec, parse_spec
 
@@ -210,28 +210,6 @@ def compare(
     # notes only when there are some: a report writer without the keyword still works for a plain grid
     index = write(result.run_dirs, Path(args.out), baseline=args.optims[0], **({"notes": notes} if notes else {}))
     return CompareResult(result, Path(index))
-
-
-def start_fork_server(threads: int) -> None:
-    """Start the warm workers' fork server (`optimlab.sweep.warm`) now rather than at the first run, so that
-    its imports (torch, torch's compiler stack, optimlab: seconds) run on one core while this process
-    imports torch and validates every run's config on the other. The server is started with the runs' thread
-    variables, as a server started by the first run would be; later sweeps of this process reuse it."""
-    import multiprocessing.forkserver
-
-    from optimlab.sweep.warm import ForkServer
-
-    ForkServer()  # sets the server's preloaded modules
-    saved = {name: os.environ.get(name) for name in THREAD_VARS}
-    os.environ.update(thread_env(threads))
-    try:
-        multiprocessing.forkserver.ensure_running()  # spawns the server and returns; it imports on its own
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _import_report() -> None:
