@@ -212,6 +212,7 @@ class _Population:
         for member in self.members:
             self._route(member)
         self.clip = torch.tensor([cfg.train.clip_grad_norm or float("inf") for cfg in cfgs], device=self.device)
+        self.clipping = any(cfg.train.clip_grad_norm for cfg in cfgs)  # known here: no device read per step
         self.loss_fn = vmap(self._member_loss)
         self.batched = batched_loss(task, self.template)  # the written-out batched loss, where there is one
         self._check_vmap()
@@ -385,7 +386,7 @@ class _Population:
             grads, loss_sums, counts = self._gradients(index)
             log_now = [on and (len(m.window) + 1 == log_every or step + 1 == steps)
                        for m, on in zip(self.members, active)]
-            norms = self._clip_and_measure(grads) if any(log_now) or bool(torch.isfinite(self.clip).any()) else None
+            norms = self._clip_and_measure(grads) if any(log_now) or self.clipping else None
             per_name = [None if grads[name] is None else grads[name].unbind(0) for name in self.names]
             for member, on in zip(self.members, active):
                 for p, member_grads in zip(member.params, per_name):
@@ -428,7 +429,7 @@ class _Population:
                 return torch.zeros(members, device=self.device)
             per_tensor = torch.stack([torch.linalg.vector_norm(g.reshape(members, -1), dim=1) for g in used])
             norms = torch.linalg.vector_norm(per_tensor, dim=0)
-            if bool(torch.isfinite(self.clip).any()):
+            if self.clipping:
                 coef = torch.clamp(self.clip / (norms + 1e-6), max=1.0)
                 for g in used:
                     g.mul_(coef.view(members, *([1] * (g.dim() - 1))))
