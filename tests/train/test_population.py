@@ -152,6 +152,8 @@ def test_batched_loss_is_only_for_models_it_writes_out():
     mlp = build_task("toy_mlp", {})
     assert batched_loss(mlp, nn.Sequential(nn.Linear(6, 3), nn.Dropout(0.0))) is None
     assert batched_loss(mlp, nn.Sequential(nn.Flatten(), nn.Linear(6, 3), nn.Softmax(dim=-1))) is None
+    assert batched_loss(mlp, mlp.new_model(0).to(torch.bfloat16)) is None
+    assert batched_loss(mlp, mlp.new_model(0).double()) is not None
 
 
 def test_member_run_directory_has_the_stand_alone_layout(tmp_path):

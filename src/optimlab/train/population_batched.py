@@ -11,8 +11,8 @@ summed per member. The gradients are those of the vmapped loss bit for bit (test
 member's stand-alone gradients; the summed loss values may differ in the last bits (another summation
 order), which only the logged training loss sees.
 
-Anything else (another module, a task with its own forward, a buffer, a linear layer on inputs that are
-not one row per example) returns None or raises `Unsupported` on the first batch, and the population
+Anything else (another module, a task with its own forward, a buffer, half-precision parameters, a linear
+layer on inputs that are not one row per example) returns None or raises `Unsupported` on the first batch, and the population
 uses `vmap`.
 """
 
@@ -45,6 +45,8 @@ def batched_loss(task: Task, template: nn.Module) -> BatchedLoss | None:
     detached; each member's count)."""
     if task.forward is not default_forward or next(template.buffers(), None) is not None:
         return None
+    if any(p.dtype not in (torch.float32, torch.float64) for p in template.parameters()):
+        return None  # half precision: the batched and the stand-alone products may round differently
     names = {id(p): name for name, p in template.named_parameters()}
     try:
         layers = _layers(template, names)
