@@ -187,7 +187,10 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
     def _update(
         self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor], l2: float, decoupled: float
     ) -> None:
-        """Apply the base optimizer to `directions` (`l2`: L2 coefficient, `decoupled`: decoupled one)."""
+        """Apply the base optimizer to `directions` (`l2`: L2 coefficient, `decoupled`: decoupled one).
+
+        `params` may span several groups whose base settings are equal (`_update_many`); `group` is then a
+        copy of the first one's dict with ``foreach=True``, so it is read here, never written."""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
