@@ -246,6 +246,52 @@ def test_resume_is_bit_identical(name, kwargs, dtype) -> None:
             assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, key
 
 
+# Groups of one optimizer with different settings: the first two share every base setting (one batched
+# base call), the third differs from them in lr alone; others have no memory (kappa=0), another memory size
+# or decay, or other base settings.
+MANY_GROUPS = {
+    "sgd_c": [{"lr": 0.05, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.9, "decay": 0.5}, {"lr": 0.2, "momentum": 0.9},
+              {"lr": 0.1, "topC": 3, "weight_decay": 0.01}, {"lr": 0.05, "momentum": 0.9, "kappa": 0.0},
+              {"lr": 0.05, "momentum": 0.9, "aggr": "max", "synced": False}],
+    "adam_c": [{"lr": 0.01}, {"lr": 0.01, "decay": 0.5, "topC": 3}, {"lr": 0.03}, {"lr": 0.02, "weight_decay": 0.1},
+               {"lr": 0.01, "amsgrad": True}, {"lr": 0.01, "kappa": 0.0}, {"lr": 0.01, "offer": "before_aggregate"}],
+    "adamw_c": [{"lr": 0.01}, {"lr": 0.01, "decay": 0.9}, {"lr": 0.02}, {"lr": 0.03, "betas": (0.8, 0.99)}],
+    "rmsprop_c": [{"lr": 0.01}, {"lr": 0.01, "decay": 0.9, "topC": 4}, {"lr": 0.02}, {"lr": 0.02, "centered": True}],
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", list(MANY_GROUPS))
+def test_many_groups_step_as_one_optimizer_per_group(name, dtype, path) -> None:
+    """The groups of one optimizer step together (batched memory and base calls); each group's parameters
+    and state equal those of an optimizer holding that group alone, bit for bit."""
+    foreach, on_host = PATHS[path]
+    settings = MANY_GROUPS[name]
+    shared = [_params(dtype=dtype, seed=10 + k) for k in range(len(settings))]
+    alone = [[p.detach().clone().requires_grad_() for p in params] for params in shared]
+    together = build_optimizer(name, [{"params": params, **s} for params, s in zip(shared, settings)],
+                               foreach=foreach, refresh_every=5)
+    separate = [build_optimizer(name, params, foreach=foreach, refresh_every=5, **s) for params, s in zip(alone, settings)]
+    for optimizer in [together, *separate]:
+        optimizer.decisions_on_host = on_host
+    streams = [_stream(14, dtype=dtype, seed=k) for k in range(len(settings))]
+    for step in range(14):
+        for k in range(len(settings)):
+            _feed(shared[k], streams[k][step])
+            _feed(alone[k], streams[k][step])
+            separate[k].step()
+        together.step()
+        for k in range(len(settings)):
+            for a, b in zip(shared[k], alone[k]):
+                assert torch.equal(a, b), (step, k)
+    for k in range(len(settings)):
+        for a, b in zip(shared[k], alone[k]):
+            for key, value in together.state[a].items():
+                other = separate[k].state[b][key]
+                assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, key
+
+
 def test_random_policies_are_seeded_and_differ_by_seed() -> None:
     def run(seed):
         params = _params()

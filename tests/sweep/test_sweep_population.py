@@ -2,6 +2,7 @@
 on warm workers with the reason in the sweep's log; re-running skips finished runs; populations that find
 themselves not batchable fall back to warm workers."""
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from optimlab.rundir import read_json, read_summary
 from optimlab.sweep import parse_spec, run_sweep
 from optimlab.sweep.execute import PYTHON, Launch
-from optimlab.sweep.population import plan
+from optimlab.sweep.population import _Countdown, plan
 
 @pytest.fixture(autouse=True)
 def plugins(monkeypatch):
@@ -26,8 +27,11 @@ def test_sweep_trains_eligible_runs_in_populations_and_the_rest_alone(tmp_path, 
     spec = parse_spec({"name": "pop", "base": {"task": "logreg", "train.steps": 20},
                        "grid": [{"optim": "sgd", "optim.lr": [0.01, 0.1], "seed": [0, 1]},
                                 {"optim": "adam", "optim.lr": [0.01, 0.03]}, {"optim": "sgd_hd"}]})
-    result = run_sweep(spec, root=tmp_path, backend="population", workers=1, progress=False)
+    idle = threading.Event()
+    result = run_sweep(spec, root=tmp_path, backend="population", workers=1, progress=False,
+                       backend_options={"on_idle": idle.set})
     assert result.exit_code == 0 and result.counts == {"completed": 7}
+    assert idle.wait(10)  # told once the worker had nothing left to start
     err = capsys.readouterr().err
     assert "1 run train one by one on warm workers: optim=sgd_hd" in err
     populations = {}
@@ -77,6 +81,37 @@ def test_plan_groups_caps_and_spreads_populations_over_the_workers():
     assert {launch.key: reason.split(" ")[0] for launch, reason in alone} == {"r0": "no", "r1": "optim=sgd_hd"}
     bad = Launch(key="b", run_dir="/tmp/b", argv=(PYTHON, "-m", "optimlab", "train", "optim.lr=oops"))
     assert "does not load" in plan([bad], 1, 32)[1][0][1]
+
+
+def test_plan_starts_the_costliest_population_first():
+    """The workers take populations in plan order: the longest (more members, more steps, a heavier
+    optimizer) go first, so that no worker is left alone with a long one at the end."""
+    launches = ([_launch(i, "optim=sgd", f"optim.lr={i}") for i in range(3)]
+                + [_launch(10 + i, "optim=adam", f"optim.lr={i}") for i in range(3)]
+                + [_launch(20 + i, "optim=adam_c", f"optim.lr={i}") for i in range(3)]
+                + [_launch(30 + i, "optim=sgd", "train.steps=5000", f"optim.lr={i}") for i in range(2)]
+                + [_launch(40 + i, "optim=sgd_c", f"optim.lr={i}") for i in range(5)])
+    populations, alone = plan(launches, workers=2, size=32)
+    assert not alone
+    assert [p[0].key for p in populations] == ["r30", "r40", "r20", "r10", "r0"]
+
+
+def test_on_idle_fires_once_when_a_worker_has_nothing_left_to_start():
+    calls = []
+    countdown = _Countdown(2, lambda: calls.append(1))
+    countdown.tick()
+    assert calls == []
+    countdown.tick()
+    countdown.tick()
+    for thread in threading.enumerate():
+        if thread.name == "optimlab-idle":
+            thread.join(10)
+    assert calls == [1]
+    _Countdown(0, lambda: calls.append(2))  # more workers than jobs: idle from the start
+    for thread in threading.enumerate():
+        if thread.name == "optimlab-idle":
+            thread.join(10)
+    assert calls == [1, 2]
 
 
 def test_population_size_flag(tmp_path, capsys):

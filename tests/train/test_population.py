@@ -11,11 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from optimlab import rundir
 from optimlab.config import config_hash, from_tree, load_config, read_yaml_mapping
+from optimlab.tasks import Split, Task, build_task, register_task
+from optimlab.tasks.models.mlp import MLP
+from optimlab.tasks.registry import _TASKS
 from optimlab.train import load_run, train
+from optimlab.train import population
 from optimlab.train.population import MemberState, NotBatchable, train_population
+from optimlab.train.population_batched import batched_loss
 from optimlab.train.population_rules import config_ineligibility, member_settings, population_key
 
 BASE = [
@@ -29,6 +35,9 @@ CASES = {
     "sgd_momentum": (["optim=sgd", "optim.momentum=0.9"], [("optim.lr=0.1", 0), ("optim.lr=0.3", 1)]),
     "sgd_c": (["optim=sgd_c", "optim.topC=3", "optim.momentum=0.9"],
               [("optim.lr=0.1", 0), ("optim.lr=0.05 optim.decay=0.5", 1)]),
+    # Members with the same lr share the base Adam call; their memories stay their own.
+    "adam_c": (["optim=adam_c", "optim.topC=3"],
+               [("optim.lr=0.01", 0), ("optim.lr=0.01 optim.decay=0.5", 1), ("optim.lr=0.03", 2)]),
     "cosine_weight_decay": (["optim=adamw", "schedule=cosine", "optim.no_decay=[bias]"],
                             [("optim.lr=0.01 optim.weight_decay=0.1", 0), ("optim.lr=0.02 optim.betas=[0.8,0.99]", 1)]),
     # Equal settings: one merged param group (foreach kernels) for both members.
@@ -37,6 +46,28 @@ CASES = {
     "step_schedule_clipping": (["optim=sgd", "schedule=step", "schedule.milestones=[7,15]"],
                                [("optim.lr=0.5 train.clip_grad_norm=0.05", 0), ("optim.lr=0.2 schedule.gamma=0.5", 1)]),
 }
+
+
+@dataclasses.dataclass
+class ToyMLPOptions:
+    activation: str = "tanh"
+
+
+def build_toy_mlp(options: ToyMLPOptions, data_dir) -> Task:
+    """Two-dimensional inputs (flattened by the MLP), a classification loss: the written-out batched loss."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(192, 2, 3, generator=generator)
+    y = x.flatten(1)[:, :3].argmax(dim=1)
+    splits = [Split((x[lo:hi], y[lo:hi])) for lo, hi in ((0, 128), (128, 160), (160, 192))]
+
+    def factory():
+        return MLP(6, [16, 12], 3, options.activation)
+
+    return Task("toy_mlp", *splits, factory(), model_factory=factory)
+
+
+if "toy_mlp" not in _TASKS:
+    register_task("toy_mlp", options=ToyMLPOptions, description="MLP test task")(build_toy_mlp)
 
 
 def configs(tmp_path, case, folder="pop", extra=()):
@@ -70,6 +101,59 @@ def test_each_member_ends_where_its_stand_alone_run_does(tmp_path, case):
             for key in ("train/loss", "lr", "val/loss"):
                 if key in a:
                     assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-9), (key, a["step"])
+
+
+@pytest.mark.parametrize("optim", [["optim=adam_c", "optim.topC=3"], ["optim=sgd", "optim.momentum=0.9"]])
+def test_mlp_members_end_where_their_stand_alone_runs_do(tmp_path, optim, monkeypatch):
+    """An MLP takes the written-out batched loss (no vmap); each member still equals its stand-alone run."""
+    def vmapped(*args):
+        raise AssertionError("the MLP population used vmap")
+    monkeypatch.setattr(population._Population, "_member_loss", vmapped)
+    common = ["task=toy_mlp", "task.batch_size=16", "train.steps=20", "train.eval_every=10", "train.log_every=5",
+              "log.progress=never", *optim]
+    cfgs = [load_config([*common, f"optim.lr={lr}", f"seed={seed}", f"run_dir={tmp_path / 'pop' / str(seed)}"])
+            for seed, lr in enumerate((0.01, 0.03, 0.01))]
+    summaries = train_population(cfgs)
+    for i, (cfg, summary) in enumerate(zip(cfgs, summaries)):
+        alone = train(dataclasses.replace(cfg, run_dir=str(tmp_path / "alone" / str(i))))
+        assert summary["status"] == alone["status"] == "completed"
+        assert relative_error(params(cfg.run_dir), params(tmp_path / "alone" / str(i))) < 1e-5
+        assert summary["final"]["train/loss"] == pytest.approx(alone["final"]["train/loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_batched_loss_gradients_equal_the_vmapped_ones(activation):
+    task = build_task("toy_mlp", {"activation": activation})
+    models = [task.new_model(seed) for seed in range(4)]
+    for model in models:  # a linear layer without bias too
+        model.layers[-1].bias = None
+    stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
+               for name, _ in models[0].named_parameters()}
+    index = torch.stack([torch.randperm(128, generator=torch.Generator().manual_seed(i))[:16] for i in range(4)])
+    batch = tuple(t[index] for t in task.train.tensors)
+    batched = batched_loss(task, models[0])
+    assert batched is not None
+    losses, sums, counts = batched(stacked, batch)
+    ours = torch.autograd.grad(losses.sum(), list(stacked.values()))
+
+    def member(params, rows):
+        loss_sum, count = task.functional_loss(params, rows, models[0])
+        return loss_sum * (1.0 / torch.as_tensor(count)).to(loss_sum.dtype), loss_sum
+    vmapped, vmapped_sums = torch.func.vmap(member)(stacked, batch)
+    theirs = torch.autograd.grad(vmapped.sum(), list(stacked.values()))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    torch.testing.assert_close(sums, vmapped_sums.detach(), rtol=1e-6, atol=0)
+    assert counts.tolist() == [16] * 4
+
+
+def test_batched_loss_is_only_for_models_it_writes_out():
+    toy = build_task("toy", {"dropout": 0.0})
+    assert batched_loss(toy, toy.model) is None  # a module of its own (Slow)
+    mlp = build_task("toy_mlp", {})
+    assert batched_loss(mlp, nn.Sequential(nn.Linear(6, 3), nn.Dropout(0.0))) is None
+    assert batched_loss(mlp, nn.Sequential(nn.Flatten(), nn.Linear(6, 3), nn.Softmax(dim=-1))) is None
+    assert batched_loss(mlp, mlp.new_model(0).to(torch.bfloat16)) is None
+    assert batched_loss(mlp, mlp.new_model(0).double()) is not None
 
 
 def test_member_run_directory_has_the_stand_alone_layout(tmp_path):

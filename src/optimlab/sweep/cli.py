@@ -148,6 +148,11 @@ def sweep_main(argv: list[str]) -> int:
         raise ConfigError("--population-size applies to --backend population")
     if args.backend == "population" and args.population_size is not None:
         options = {"size": args.population_size}
+    if args.backend in ("local", "population"):
+        from optimlab.sweep.execute import threads_per_run
+        from optimlab.sweep.population import start_fork_server
+
+        start_fork_server(args.cpus_per_run or threads_per_run(args.workers))
     elif args.backend == "ray":
         options = {"address": args.ray_address}
     elif args.backend == "slurm":

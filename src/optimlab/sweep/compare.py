@@ -26,9 +26,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optimlab.config import Config
 from optimlab.errors import ConfigError, suggest
-from optimlab.sweep.execute import cpu_count, train_command
+from optimlab.sweep.execute import cpu_count, threads_per_run, train_command
 from optimlab.sweep.expand import Run
 from optimlab.sweep.lr_extension import edges_from_runs, extend_grids
+from optimlab.sweep.population import start_fork_server
 from optimlab.sweep.runner import BACKENDS, SweepResult, run_sweep
 from optimlab.sweep.spec import SweepSpec, parse_spec
 
@@ -178,10 +179,16 @@ def compare(
     _check(args)
     grids = {optim: lr_grid(optim, args.lrs) for optim in args.optims}
     workers = args.workers or cpu_count()
+    if args.backend in ("local", "population") and command is train_command:
+        start_fork_server(threads_per_run(workers))
+
+    options = backend_options
+    if args.backend == "population" and report is None:
+        options = {"on_idle": _import_report, **(backend_options or {})}
 
     def sweep(grids: dict[str, list[float]]) -> SweepResult:
         return run_sweep(compare_spec(args, grids), root=args.root, backend=args.backend, workers=workers,
-                         extra=args.overrides, backend_options=backend_options, command=command,
+                         extra=args.overrides, backend_options=options, command=command,
                          progress=args.progress)
 
     result = sweep(grids)
@@ -203,6 +210,16 @@ def compare(
     # notes only when there are some: a report writer without the keyword still works for a plain grid
     index = write(result.run_dirs, Path(args.out), baseline=args.optims[0], **({"notes": notes} if notes else {}))
     return CompareResult(result, Path(index))
+
+
+def _import_report() -> None:
+    """Import the report's modules (matplotlib among them: a second or more) while the sweep's last runs
+    train and a core is free, instead of after them."""
+    try:
+        for name in ("optimlab.report", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+            importlib.import_module(name)
+    except ImportError:  # the report says so itself when it is written
+        pass
 
 
 def _report_writer() -> Callable[..., Path] | None:

@@ -20,15 +20,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import sys
 import tempfile
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from optimlab.config import Config, load_config
 from optimlab.errors import ConfigError
 from optimlab.rundir import read_json
-from optimlab.sweep.execute import PYTHON, Launch
+from optimlab.sweep.execute import PYTHON, THREAD_VARS, Launch, thread_env
 from optimlab.sweep.local import LocalBackend, OnDone
 from optimlab.sweep.warm import is_train_command
 
@@ -38,12 +41,16 @@ DEFAULT_SIZE = 32
 class PopulationBackend:
     name = "population"
 
-    def __init__(self, workers: int = 1, size: int = DEFAULT_SIZE, grace: float = 60.0):
+    def __init__(self, workers: int = 1, size: int = DEFAULT_SIZE, grace: float = 60.0,
+                 on_idle: Callable[[], None] | None = None):
+        """`on_idle`: called once (on a thread of its own) as soon as a worker has nothing left to start,
+        so that a caller can use that core for what comes after the sweep (compare imports its report)."""
         if not isinstance(size, int) or isinstance(size, bool) or size < 2:
             raise ConfigError(f"population size must be an integer >= 2, got {size!r}")
         self.workers = workers
         self.size = size
         self.local = LocalBackend(workers, grace=grace)
+        self.on_idle = on_idle
 
     def run(self, launches: list[Launch], on_done: OnDone) -> None:
         populations, alone = plan(launches, self.workers, self.size)
@@ -52,8 +59,11 @@ class PopulationBackend:
         population_jobs = [population_launch(members) for members in populations]
         jobs = {job.key: members for job, members in zip(population_jobs, populations)}
         fallback: list[Launch] = []
+        # After this many jobs have ended, the pool has nothing left to start: a worker stays idle.
+        idle = _Countdown(len(population_jobs) + len(alone) - self.workers + 1, self.on_idle)
 
         def done(launch: Launch, code: int | None, error: str | None) -> None:
+            idle.tick()
             members = jobs.get(launch.key)
             if members is None:  # a run trained alone
                 on_done(launch, code, error)
@@ -72,34 +82,61 @@ class PopulationBackend:
             self.local.run(fallback, on_done)
 
 
+class _Countdown:
+    """Calls `action` on a thread once `tick` has been called `count` times (at once if count <= 0)."""
+
+    def __init__(self, count: int, action: Callable[[], None] | None):
+        self.count, self.action = count, action
+        self.lock = threading.Lock()
+        if count <= 0:
+            self._fire()
+
+    def tick(self) -> None:
+        with self.lock:
+            self.count -= 1
+            fire = self.count == 0
+        if fire:
+            self._fire()
+
+    def _fire(self) -> None:
+        if self.action is not None:
+            threading.Thread(target=self.action, name="optimlab-idle", daemon=True).start()
+
+
 def plan(launches: list[Launch], workers: int, size: int) -> tuple[list[list[Launch]], list[tuple[Launch, str]]]:
-    """Populations (lists of launches, largest first) and the launches that train alone, with the reason."""
-    from optimlab.train.population_rules import config_ineligibility, population_key
+    """Populations (lists of launches, the costliest first: `population_rules.step_cost` times steps) and the
+    launches that train alone, with the reason."""
+    from optimlab.train.population_rules import config_ineligibility, population_key, step_cost
 
     groups: dict[str, list[Launch]] = defaultdict(list)
+    configs: dict[str, Config] = {}
     alone: list[tuple[Launch, str]] = []
     cache: dict[tuple[str, ...], Config] = {}
     for launch in launches:
         cfg, reason = _config(launch, cache)
         reason = reason or config_ineligibility(cfg)
         if reason is None:
-            groups[population_key(cfg)].append(launch)
+            key = population_key(cfg)
+            groups[key].append(launch)
+            configs.setdefault(key, cfg)
         else:
             alone.append((launch, reason))
-    populations: list[list[Launch]] = []
-    for members in groups.values():
+    populations: list[tuple[list[Launch], Config]] = []
+    for key, members in groups.items():
         if len(members) == 1:
             alone.append((members[0], "no other run shares its task and settings"))
             continue
         count = -(-len(members) // size)
-        populations += [members[i::count] for i in range(count)]
+        populations += [(members[i::count], configs[key]) for i in range(count)]
     # Fewer populations than workers: halve the largest, so that every worker trains.
-    while len(populations) < workers and populations and max(map(len, populations)) >= 4:
-        largest = max(populations, key=len)
+    while len(populations) < workers and populations and max(len(p) for p, _ in populations) >= 4:
+        largest = max(populations, key=lambda population: len(population[0]))
         populations.remove(largest)
-        populations += [largest[0::2], largest[1::2]]
-    populations.sort(key=len, reverse=True)
-    return populations, alone
+        populations += [(largest[0][0::2], largest[1]), (largest[0][1::2], largest[1])]
+    # Longest first: the workers take them in this order, so the last to start are the shortest.
+    populations.sort(key=lambda population: population[1].train.steps * step_cost(population[1], len(population[0])),
+                     reverse=True)
+    return [members for members, _ in populations], alone
 
 
 def population_launch(members: list[Launch]) -> Launch:
@@ -119,6 +156,29 @@ def population_launch(members: list[Launch]) -> Launch:
     return Launch(key=f"population-{digest}", run_dir=str(result),
                   argv=(PYTHON, "-m", "optimlab", "train", "--population", str(spec)), env=dict(members[0].env),
                   log=str(folder / f"{spec.stem}.log") if members[0].log else "", cwd=members[0].cwd)
+
+
+def start_fork_server(threads: int) -> None:
+    """Start the warm workers' fork server (`optimlab.sweep.warm`) now rather than at the first run, so that
+    its imports (torch, torch's compiler stack, optimlab: seconds) run on one core while this process
+    imports torch and validates every run's config on the other (`optimlab compare` and `optimlab sweep` with
+    the local and population backends call it first). The server is started with the runs' thread
+    variables, as a server started by the first run would be; later sweeps of this process reuse it."""
+    import multiprocessing.forkserver
+
+    from optimlab.sweep.warm import ForkServer
+
+    ForkServer()  # sets the server's preloaded modules
+    saved = {name: os.environ.get(name) for name in THREAD_VARS}
+    os.environ.update(thread_env(threads))
+    try:
+        multiprocessing.forkserver.ensure_running()  # spawns the server and returns; it imports on its own
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _config(launch: Launch, cache: dict[tuple[str, ...], Config]) -> tuple[Config | None, str | None]:

@@ -59,6 +59,7 @@ from optimlab.train.evaluate import evaluate, is_better
 from optimlab.train.hooks import RunContext
 from optimlab.train.init_from import init_from
 from optimlab.train.loggers import build_loggers
+from optimlab.train.population_batched import batched_loss
 from optimlab.train.population_rules import config_ineligibility, member_settings, model_ineligibility, population_key
 from optimlab.train.run import HOOK_BUILDERS, Run, step_losses, upgrade_checkpoint, use_deterministic_algorithms
 from optimlab.train.run_record import RunRecord
@@ -211,7 +212,9 @@ class _Population:
         for member in self.members:
             self._route(member)
         self.clip = torch.tensor([cfg.train.clip_grad_norm or float("inf") for cfg in cfgs], device=self.device)
+        self.clipping = any(cfg.train.clip_grad_norm for cfg in cfgs)  # known here: no device read per step
         self.loss_fn = vmap(self._member_loss)
+        self.batched = batched_loss(task, self.template)  # the written-out batched loss, where there is one
         self._check_vmap()
 
     # ---------------------------------------------------------------------------------------------------
@@ -228,8 +231,14 @@ class _Population:
 
     def _check_vmap(self) -> None:
         """One batched gradient on a fixed batch, so that a task whose forward vmap cannot batch is caught
-        before anything is written."""
+        before anything is written (and a model the written-out batched loss does not cover uses vmap)."""
         index = torch.arange(self.cfgs[0].task.batch_size).expand(len(self.members), -1)
+        if self.batched is not None:
+            try:
+                self._gradients(index, [torch.Generator().manual_seed(0) for _ in self.members])
+                return
+            except Exception:  # noqa: BLE001 - Unsupported, or any other failure: vmap decides
+                self.batched = None
         try:
             self._gradients(index, [torch.Generator().manual_seed(0) for _ in self.members])
         except Exception as error:  # noqa: BLE001 - any failure means: not batchable
@@ -278,7 +287,10 @@ class _Population:
         # (faster than vmapping torch.func.grad, whose transform wraps every operation of the backward too).
         params = {name: tensor.detach().requires_grad_() for name, tensor in self.stacked.items()}
         with torch.enable_grad():
-            losses, (loss_sums, counts) = self.loss_fn(params, self.frozen, self.buffers, batch)
+            if self.batched is not None:
+                losses, loss_sums, counts = self.batched({**params, **self.frozen}, batch)
+            else:
+                losses, (loss_sums, counts) = self.loss_fn(params, self.frozen, self.buffers, batch)
             grads = torch.autograd.grad(losses.sum(), list(params.values()), allow_unused=True)
         # A parameter the loss does not use gets no gradient (None), as in a stand-alone backward.
         return dict(zip(params, grads)), loss_sums, counts
@@ -374,7 +386,7 @@ class _Population:
             grads, loss_sums, counts = self._gradients(index)
             log_now = [on and (len(m.window) + 1 == log_every or step + 1 == steps)
                        for m, on in zip(self.members, active)]
-            norms = self._clip_and_measure(grads) if any(log_now) or bool(torch.isfinite(self.clip).any()) else None
+            norms = self._clip_and_measure(grads) if any(log_now) or self.clipping else None
             per_name = [None if grads[name] is None else grads[name].unbind(0) for name in self.names]
             for member, on in zip(self.members, active):
                 for p, member_grads in zip(member.params, per_name):
@@ -417,7 +429,7 @@ class _Population:
                 return torch.zeros(members, device=self.device)
             per_tensor = torch.stack([torch.linalg.vector_norm(g.reshape(members, -1), dim=1) for g in used])
             norms = torch.linalg.vector_norm(per_tensor, dim=0)
-            if bool(torch.isfinite(self.clip).any()):
+            if self.clipping:
                 coef = torch.clamp(self.clip / (norms + 1e-6), max=1.0)
                 for g in used:
                     g.mul_(coef.view(members, *([1] * (g.dim() - 1))))

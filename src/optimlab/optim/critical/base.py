@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,10 +30,11 @@ from optimlab.optim.critical.aggregate import resolve_aggr
 from optimlab.optim.critical.buffer import ADMITTED, BIRTH, BUFFER, OFFERS, restore_exact_dtypes
 from optimlab.optim.critical.memory import (
     FusedWrite,
+    MemoryJob,
     MemoryStepOptions,
     fusable,
     fused_memory_step,
-    memory_directions,
+    memory_directions_many,
 )
 from optimlab.optim.critical.priority import PRIORITIES, resolve_synced
 from optimlab.optim.critical.sampling import resolve_sampling
@@ -186,7 +187,10 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
     def _update(
         self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor], l2: float, decoupled: float
     ) -> None:
-        """Apply the base optimizer to `directions` (`l2`: L2 coefficient, `decoupled`: decoupled one)."""
+        """Apply the base optimizer to `directions` (`l2`: L2 coefficient, `decoupled`: decoupled one).
+
+        `params` may span several groups whose base settings are equal (`_update_many`); `group` is then a
+        copy of the first one's dict with ``foreach=True``, so it is read here, never written."""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -202,11 +206,18 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step; `closure` re-evaluates the model and returns the loss."""
+        """Perform one optimization step; `closure` re-evaluates the model and returns the loss.
+
+        The groups' memories step together (`memory_directions_many`: each group computes what it would
+        alone, with one call per operation for all of them), and groups with equal base settings share one
+        call of the base optimizer (`_update_many`), so that an optimizer holding many groups (a population
+        of runs, one group per member) does not pay the per-operation cost once per group."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        updates: list[Update] = []
+        jobs: dict[tuple[bool, bool], list[tuple[MemoryJob, Update]]] = {}
         for group_index, group in enumerate(self.param_groups):
             positions = [k for k, p in enumerate(group["params"]) if p.grad is not None]
             if not positions:
@@ -220,7 +231,7 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
                     raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
             l2_before, l2_after, decoupled = split_weight_decay(group)
             if group["kappa"] == 0:  # no memory at all: exactly the base optimizer
-                self._update(group, params, grads, l2_before + l2_after, decoupled)
+                updates.append(Update(group, params, grads, l2_before + l2_after, decoupled))
                 continue
             vectorized = group["foreach"] is not False
             on_host = self.decisions_on_host
@@ -228,34 +239,50 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
                 on_host = all(p.device.type == "cpu" for p in params)
             options = MemoryStepOptions.from_group(group)
             states = [self.state[p] for p in params]
-            fused_write = None
             if group.get("fused") and on_host and vectorized and fusable(options) and _one_cpu_dtype(params + grads):
                 fused_write = self._fused_write(group, params, grads)
-            if fused_write is not None:
-                directions = fused_memory_step(
-                    states,
-                    positions,
-                    grads,
-                    lambda: _offered(grads, params, l2_before, vectorized),
-                    options,
-                    group_index=group_index,
-                    fused_write=fused_write,
-                )
-                if directions is None:  # the fused pass has updated the parameters
+                if fused_write is not None:
+                    directions = fused_memory_step(
+                        states,
+                        positions,
+                        grads,
+                        lambda: _offered(grads, params, l2_before, vectorized),
+                        options,
+                        group_index=group_index,
+                        fused_write=fused_write,
+                    )
+                    if directions is not None:  # else the fused pass has updated the parameters
+                        updates.append(Update(group, params, directions, l2_after, decoupled))
                     continue
-            else:
-                directions = memory_directions(
-                    states,
-                    positions,
-                    grads,
-                    _offered(grads, params, l2_before, vectorized),
-                    options,
-                    group_index=group_index,
-                    vectorized=vectorized,
-                    on_host=on_host,
-                )
-            self._update(group, params, directions, l2_after, decoupled)
+            job = MemoryJob(states, positions, grads, _offered(grads, params, l2_before, vectorized), options,
+                            group_index)
+            jobs.setdefault((vectorized, on_host), []).append((job, Update(group, params, [], l2_after, decoupled)))
+        for (vectorized, on_host), pairs in jobs.items():
+            found = memory_directions_many([job for job, _ in pairs], vectorized=vectorized, on_host=on_host)
+            for (_, update), directions in zip(pairs, found):
+                updates.append(update._replace(directions=directions))
+        self._update_many(updates)
         return loss
+
+    def _update_many(self, updates: list[Update]) -> None:
+        """Apply the base optimizer for every group of this step. Groups whose base settings are equal (every
+        setting but the memory's; the members of a population that share a learning rate) form one call with
+        torch's multi-tensor kernels, which on the CPU run the very per-tensor kernels of torch's single-tensor
+        path: the same arithmetic, without a Python loop per tensor."""
+        batches: dict[Any, list[Update]] = {}
+        for update in updates:
+            key = _base_key(update)
+            batches.setdefault(key if key is not None else id(update), []).append(update)
+        for batch in batches.values():
+            first = batch[0]
+            if len(batch) == 1 or first.group["foreach"] is False or first.group.get("fused"):
+                for update in batch:
+                    self._update(update.group, update.params, update.directions, update.l2, update.decoupled)
+                continue
+            group = {**first.group, "foreach": True}
+            params = [p for update in batch for p in update.params]
+            directions = [d for update in batch for d in update.directions]
+            self._update(group, params, directions, first.l2, first.decoupled)
 
     def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
         """A one-pass update for a step in which every tensor or none is admitted (see `FusedWrite`), or
@@ -298,6 +325,35 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
             stats["mean_buffer_age"] = float(all_ages.mean())
             stats["max_buffer_age"] = float(all_ages.max())
         return stats
+
+
+class Update(NamedTuple):
+    """The base optimizer's work for one group in one step (`CriticalOptimizer._update`'s arguments)."""
+
+    group: dict[str, Any]
+    params: list[Tensor]
+    directions: list[Tensor]
+    l2: Any
+    decoupled: Any
+
+
+def _base_key(update: Update) -> tuple | None:
+    """What `_update` reads of a group, as a hashable key (None when a setting is not hashable): equal keys
+    give equal base arithmetic. The memory's settings, which `_update` does not read, are left out."""
+    items = [(key, value) for key, value in update.group.items() if key not in _MEMORY_KEYS]
+    try:
+        key = (tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in items)), update.l2, update.decoupled)
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+#: Param group keys the base update does not read (the memory's, and the parameters themselves).
+_MEMORY_KEYS = frozenset(
+    ("params", "kappa", "decay", "topC", "aggr", "sampling", "critical_test", "synced", "priority", "update", "offer",
+     "refresh_every", "diagnostics", "seed", "weight_decay", "weight_decay_mode")
+)  # fmt: skip
 
 
 def split_weight_decay(group: dict[str, Any]) -> tuple[Any, Any, Any]:

@@ -43,7 +43,7 @@ from optimlab.optim.critical.aggregate import (
     selection,
 )
 from optimlab.optim.critical.buffer import CriticalBuffer
-from optimlab.optim.critical.priority import priority_keys, resolve_synced
+from optimlab.optim.critical.priority import priority_keys, resolve_synced, tensor_norms
 from optimlab.optim.critical.sampling import decide, resolve_sampling
 
 
@@ -85,6 +85,18 @@ class MemoryStepOptions:
         )
 
 
+@dataclass(frozen=True)
+class MemoryJob:
+    """One param group's share of a memory step (see `memory_directions` for the fields)."""
+
+    states: list[dict[str, Any]]
+    positions: list[int]
+    grads: list[Tensor]
+    offered: list[Tensor]
+    options: MemoryStepOptions
+    group_index: int
+
+
 def memory_directions(
     states: list[dict[str, Any]],
     positions: list[int],
@@ -107,25 +119,123 @@ def memory_directions(
         vectorized: use `torch._foreach_*` and batched decisions instead of a loop over tensors.
         on_host: read the admission decisions on the host (CPU) or keep them on the device.
     """
+    job = MemoryJob(states, positions, grads, offered, options, group_index)
+    return memory_directions_many([job], vectorized=vectorized, on_host=on_host)[0]
+
+
+def memory_directions_many(jobs: list[MemoryJob], *, vectorized: bool, on_host: bool) -> list[list[Tensor]]:
+    """`memory_directions` for several param groups at once: the directions of each job, in order.
+
+    Every job computes exactly what it computes alone (its own keys, decisions and running sums: the
+    groups share no arithmetic), but the element-wise work of all jobs runs as one `torch._foreach_*` call
+    per operation, the default policy's decisions of all groups are one batched comparison and one host
+    read, and the priorities decay in one call per distinct ``decay``. A population of runs, whose shared
+    optimizer holds one param group per member, so pays the per-operation overhead once per step instead
+    of once per member.
+    """
+    flat = _Flat(jobs)
     buffers = [
-        CriticalBuffer.initialise(state, d, options.capacity, options.diagnostics)
-        for state, d in zip(states, offered)
+        CriticalBuffer.initialise(state, d, job.options.capacity, job.options.diagnostics)
+        for job in jobs
+        for state, d in zip(job.states, job.offered)
     ]
-    offers = [b.offers for b in buffers]
-    was_empty = [n == 0 for n in offers]
-
-    def keys() -> list[Tensor]:
-        return priority_keys(grads, offers, priority=options.priority, synced=options.synced, vectorized=vectorized)
-
-    if options.offer == "after_aggregate":
-        directions = _directions(buffers, grads, offered, was_empty, options, vectorized, on_host)
-        # The norms are taken after the aggregate, which has just read the gradients into the cache.
-        _offer(buffers, offered, keys(), positions, options, group_index, vectorized, on_host)
-    else:
-        _offer(buffers, offered, keys(), positions, options, group_index, vectorized, on_host)
-        directions = _directions(buffers, grads, offered, was_empty, options, vectorized, on_host)
-    _finish(buffers, options, vectorized)
+    was_empty = [b.offers == 0 for b in buffers]
+    after = [k for k, job in enumerate(jobs) if job.options.offer == "after_aggregate"]
+    before = [k for k, job in enumerate(jobs) if job.options.offer != "after_aggregate"]
+    directions: list[list[Tensor]] = [[] for _ in jobs]
+    for k, out in zip(after, _directions(jobs, after, flat, buffers, was_empty, vectorized, on_host)):
+        directions[k] = out
+    # The norms are taken after the aggregate, which has just read the gradients into the cache.
+    keys = _keys(jobs, flat, buffers, vectorized)
+    _offer(jobs, flat, buffers, keys, vectorized, on_host)
+    for k, out in zip(before, _directions(jobs, before, flat, buffers, was_empty, vectorized, on_host)):
+        directions[k] = out
+    _finish(jobs, buffers, vectorized)
     return directions
+
+
+class _Flat:
+    """The jobs' tensors as one list: job k holds positions ``start[k] : start[k + 1]``."""
+
+    def __init__(self, jobs: list[MemoryJob]) -> None:
+        self.start = [0]
+        for job in jobs:
+            self.start.append(self.start[-1] + len(job.grads))
+        self.grads = [g for job in jobs for g in job.grads]
+        self.offered = [d for job in jobs for d in job.offered]
+
+    def range(self, k: int) -> range:
+        return range(self.start[k], self.start[k + 1])
+
+
+def _keys(jobs: list[MemoryJob], flat: _Flat, buffers: list[CriticalBuffer], vectorized: bool) -> list[Tensor]:
+    """Each tensor's priority key, per group as `priority_keys` computes it; the norms of all groups come
+    from one `_foreach_norm` call (per tensor, the same kernel as a call per group)."""
+    norms = None
+    if vectorized and any(job.options.priority != "recency" for job in jobs):
+        norms = tensor_norms(flat.grads, vectorized=True)
+    keys: list[Tensor] = []
+    for k, job in enumerate(jobs):
+        span = flat.range(k)
+        keys += priority_keys(
+            job.grads,
+            [buffers[i].offers for i in span],
+            priority=job.options.priority,
+            synced=job.options.synced,
+            vectorized=vectorized,
+            norms=None if norms is None else norms[span.start : span.stop],
+        )
+    return keys
+
+
+def _directions(
+    jobs: list[MemoryJob],
+    which_jobs: list[int],
+    flat: _Flat,
+    buffers: list[CriticalBuffer],
+    was_empty: list[bool],
+    vectorized: bool,
+    on_host: bool,
+) -> list[list[Tensor]]:
+    """The directions of the jobs `which_jobs`: the aggregates of their memories as they are now."""
+    out: dict[int, Tensor] = {}
+    # Tensors aggregated together: same aggregator, kappa and update (aggregate_foreach buckets the fill
+    # counts itself).
+    batches: dict[tuple[str, float, bool], list[int]] = {}
+    selected: dict[int, Tensor] = {}
+    for k in which_jobs:
+        options = jobs[k].options
+        which = selection(options.aggr)
+        for i in flat.range(k):
+            d, g = flat.offered[i], flat.grads[i]
+            if was_empty[i]:  # a first step uses the plain gradient (copied: the base optimizer may write into it)
+                out[i] = d.clone() if d is g else d
+                continue
+            if which is not None:
+                selected[i] = _selected_item(buffers[i], which, on_host)
+            batches.setdefault((options.aggr, options.kappa, options.update == "aggregate"), []).append(i)
+    for (aggr, kappa, with_current), index in batches.items():
+        chosen = [selected[i] for i in index] if selection(aggr) is not None else None
+        d = [flat.offered[i] for i in index]
+        totals = [buffers[i].total for i in index]
+        filled = [buffers[i].filled for i in index]
+        if vectorized:
+            results = aggregate_foreach(d, totals, filled, chosen, aggr=aggr, kappa=kappa, with_current=with_current)
+        else:
+            results = [
+                aggregate(
+                    d[j],
+                    totals[j],
+                    filled[j],
+                    None if chosen is None else chosen[j],
+                    aggr=aggr,
+                    kappa=kappa,
+                    with_current=with_current,
+                )
+                for j in range(len(index))
+            ]
+        out.update(zip(index, results))
+    return [[out[i] for i in flat.range(k)] for k in which_jobs]
 
 
 #: Called by `fused_memory_step` when every tensor or none is admitted, with each tensor's running sum,
@@ -182,57 +292,13 @@ def fused_memory_step(
         )
         _record_admissions(buffers, writes, keys)
     else:
-        stored = offered()
+        job = MemoryJob(states, positions, grads, offered(), options, group_index)
         was_empty = [n == 0 for n in filled]
-        directions = _directions(buffers, grads, stored, was_empty, options, vectorized=True, on_host=True)
-        _write_slots_foreach(buffers, writes, stored, keys)
+        directions = _directions([job], [0], _Flat([job]), buffers, was_empty, vectorized=True, on_host=True)[0]
+        _write_slots_foreach(buffers, writes, job.offered, keys)
     for buffer in buffers:
         buffer.count_offer()
-    _finish(buffers, options, vectorized=True)
-    return directions
-
-
-def _directions(
-    buffers: list[CriticalBuffer],
-    grads: list[Tensor],
-    offered: list[Tensor],
-    was_empty: list[bool],
-    options: MemoryStepOptions,
-    vectorized: bool,
-    on_host: bool,
-) -> list[Tensor]:
-    # A first step uses the plain gradient (copied: the base optimizer may write into it).
-    directions = [(d.clone() if d is g else d) if empty else d for d, g, empty in zip(offered, grads, was_empty)]
-    index = [i for i, empty in enumerate(was_empty) if not empty]
-    if not index:
-        return directions
-    which = selection(options.aggr)
-    selected = None
-    if which is not None:
-        selected = [_selected_item(buffers[i], which, on_host) for i in index]
-    with_current = options.update == "aggregate"
-    d = [offered[i] for i in index]
-    totals = [buffers[i].total for i in index]
-    filled = [buffers[i].filled for i in index]
-    if vectorized:
-        out = aggregate_foreach(
-            d, totals, filled, selected, aggr=options.aggr, kappa=options.kappa, with_current=with_current
-        )
-    else:
-        out = [
-            aggregate(
-                d[j],
-                totals[j],
-                filled[j],
-                None if selected is None else selected[j],
-                aggr=options.aggr,
-                kappa=options.kappa,
-                with_current=with_current,
-            )
-            for j in range(len(index))
-        ]
-    for i, direction in zip(index, out):
-        directions[i] = direction
+    _finish([MemoryJob(states, positions, grads, grads, options, group_index)], buffers, vectorized=True)
     return directions
 
 
@@ -290,25 +356,80 @@ def _decisions(
 
 
 def _offer(
+    jobs: list[MemoryJob],
+    flat: _Flat,
     buffers: list[CriticalBuffer],
-    offered: list[Tensor],
     keys: list[Tensor],
-    positions: list[int],
-    options: MemoryStepOptions,
-    group_index: int,
     vectorized: bool,
     on_host: bool,
 ) -> None:
-    writes, on_device = _decisions(buffers, offered, keys, positions, options, group_index, vectorized, on_host)
+    """Offer every job's tensors to their memories: decide, then write the admitted ones."""
+    writes: list[tuple[int, int]] = []  # (flat index, slot)
+    on_device: list[Decision] = []
+    koth = [k for k, job in enumerate(jobs) if job.options.sampling == "KotH"] if vectorized and on_host else []
+    if koth:
+        writes += _koth_decisions(koth, flat, buffers, keys)
+    for k, job in enumerate(jobs):
+        if k in koth:
+            continue
+        span = flat.range(k)
+        own, device = _decisions(
+            buffers[span.start : span.stop],
+            job.offered,
+            keys[span.start : span.stop],
+            job.positions,
+            job.options,
+            job.group_index,
+            vectorized,
+            on_host,
+        )
+        writes += [(span.start + i, s) for i, s in own]
+        on_device += [(span.start + i, slot, admit) for i, slot, admit in device]
     for i, slot, admit in on_device:
-        buffers[i].write_slot_masked(slot, admit, offered[i], keys[i])
+        buffers[i].write_slot_masked(slot, admit, flat.offered[i], keys[i])
     if vectorized:
-        _write_slots_foreach(buffers, writes, offered, keys)
+        _write_slots_foreach(buffers, writes, flat.offered, keys)
     else:
         for i, s in writes:
-            buffers[i].write_slot(s, offered[i], keys[i])
+            buffers[i].write_slot(s, flat.offered[i], keys[i])
     for buffer in buffers:
         buffer.count_offer()
+
+
+def _koth_decisions(
+    koth: list[int], flat: _Flat, buffers: list[CriticalBuffer], keys: list[Tensor]
+) -> list[tuple[int, int]]:
+    """The default policy ('KotH': replace the lowest priority if the key is larger) for the jobs `koth`, on
+    the host: free slots first, then one comparison per kind of memory (device, dtype, capacity) over the
+    full memories of every job, read once. The same minima and comparisons as `sampling.decide`."""
+    writes = []
+    full: dict[tuple[torch.device, torch.dtype, int], list[int]] = {}
+    for k in koth:
+        for i in flat.range(k):
+            buffer = buffers[i]
+            if buffer.is_full:
+                full.setdefault((buffer.priority.device, buffer.priority.dtype, buffer.capacity), []).append(i)
+            else:
+                writes.append((i, buffer.filled))
+    for index in full.values():
+        admit, slot = decide(
+            "KotH",
+            keys=[keys[i] for i in index],
+            priorities=[buffers[i].priority for i in index],
+            offered=[],
+            totals=[],
+            critical_test=True,
+            synced=True,
+            generator_for=_no_draws,
+            vectorized=True,
+        )
+        flags, slots = torch.stack((admit.to(slot.dtype), slot)).tolist()
+        writes.extend((i, s) for i, a, s in zip(index, flags, slots) if a)
+    return writes
+
+
+def _no_draws(_: int) -> torch.Generator:
+    raise AssertionError("the KotH policy draws nothing")
 
 
 def _write_slots_foreach(
@@ -336,13 +457,22 @@ def _record_admissions(buffers: list[CriticalBuffer], writes: list[tuple[int, in
             buffer.state["critical_birth"][s] = buffer.offers
 
 
-def _finish(buffers: list[CriticalBuffer], options: MemoryStepOptions, vectorized: bool) -> None:
-    decay = None if options.priority == "recency" else options.decay
-    if vectorized and decay is not None and decay != 1.0:
-        torch._foreach_mul_([b.priority for b in buffers], decay)
-        decay = None
-    for buffer in buffers:
-        buffer.finish_step(decay, options.refresh_every)
+def _finish(jobs: list[MemoryJob], buffers: list[CriticalBuffer], vectorized: bool) -> None:
+    """Decay every priority (one call per distinct ``decay`` when vectorized); refresh the sums when due."""
+    start = 0
+    by_decay: dict[float, list[Tensor]] = {}
+    for job in jobs:
+        options = job.options
+        mine = buffers[start : start + len(job.grads)]
+        start += len(job.grads)
+        decay = None if options.priority == "recency" else options.decay
+        if vectorized and decay is not None and decay != 1.0:
+            by_decay.setdefault(decay, []).extend(b.priority for b in mine)
+            decay = None
+        for buffer in mine:
+            buffer.finish_step(decay, options.refresh_every)
+    for decay, priorities in by_decay.items():
+        torch._foreach_mul_(priorities, decay)
 
 
 _MASK = (1 << 64) - 1

@@ -44,12 +44,21 @@ def tensor_norms(grads: list[Tensor], vectorized: bool) -> list[Tensor]:
 
 
 def priority_keys(
-    grads: list[Tensor], offers: list[int], *, priority: str, synced: str, vectorized: bool
+    grads: list[Tensor],
+    offers: list[int],
+    *,
+    priority: str,
+    synced: str,
+    vectorized: bool,
+    norms: list[Tensor] | None = None,
 ) -> list[Tensor]:
-    """One 0-dim key per gradient (shared by the whole group when `synced` is not 'per_tensor')."""
+    """One 0-dim key per gradient (shared by the whole group when `synced` is not 'per_tensor').
+
+    `norms`: the gradients' `tensor_norms`, when the caller has computed them already."""
     if priority == "recency":
         return [torch.tensor(float(n + 1), dtype=torch.float64, device=g.device) for g, n in zip(grads, offers)]
-    norms = tensor_norms(grads, vectorized)
+    if norms is None:
+        norms = tensor_norms(grads, vectorized)
     if synced == "per_tensor":
         keys = norms
     else:

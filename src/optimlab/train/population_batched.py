@@ -1,0 +1,112 @@
+"""A population's loss without `torch.func.vmap`, for models made of linear layers and element-wise activations.
+
+`vmap` batches any model over the members' stacked parameters, but it wraps every operation and
+decomposes some (cross-entropy goes through its reference decomposition), which for a small MLP costs as
+much as the matrix products themselves. For a model built only of `nn.Sequential`, `nn.Flatten`,
+`nn.Linear` and element-wise activations (the MLPs of `optimlab.tasks.models.mlp`), the batched forward is
+written out instead: each linear layer is one `torch.baddbmm` of the members' stacked inputs and weights
+(each member's slice is the matrix product and bias of its stand-alone `nn.functional.linear`, the same
+kernel on the same operands), and a classification loss is one cross-entropy over all members' examples,
+summed per member. The gradients are those of the vmapped loss bit for bit (tested), and so each
+member's stand-alone gradients; the summed loss values may differ in the last bits (another summation
+order), which only the logged training loss sees.
+
+Anything else (another module, a task with its own forward, a buffer, half-precision parameters, a linear
+layer on inputs that are not one row per example) returns None or raises `Unsupported` on the first batch, and the population
+uses `vmap`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from optimlab.tasks.base import Task, classification_loss, default_forward
+from optimlab.tasks.models.mlp import MLP
+
+# Modules applied to each element on its own: the member dimension in front changes nothing.
+_ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus, nn.Identity)
+
+Layer = Callable[[dict[str, Tensor], Tensor], Tensor]
+BatchedLoss = Callable[[dict[str, Tensor], tuple[Tensor, ...]], tuple[Tensor, Tensor, Tensor]]
+
+
+class Unsupported(Exception):
+    """This model or batch has no written-out batched forward: use vmap."""
+
+
+def batched_loss(task: Task, template: nn.Module) -> BatchedLoss | None:
+    """The members' losses without vmap, or None when the task or model is not of the supported kind.
+
+    The function takes the stacked tensors by name (trainable and frozen) and the stacked batch, and returns
+    (each member's loss times 1/count, as the stand-alone backward is seeded; each member's loss sum,
+    detached; each member's count)."""
+    if task.forward is not default_forward or next(template.buffers(), None) is not None:
+        return None
+    if any(p.dtype not in (torch.float32, torch.float64) for p in template.parameters()):
+        return None  # half precision: the batched and the stand-alone products may round differently
+    names = {id(p): name for name, p in template.named_parameters()}
+    try:
+        layers = _layers(template, names)
+    except Unsupported:
+        return None
+
+    def loss(tensors: dict[str, Tensor], batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
+        if len(batch) != 2:
+            raise Unsupported("the model takes one input")
+        outputs = batch[0]
+        for layer in layers:
+            outputs = layer(tensors, outputs)
+        loss_sums, counts = _member_losses(task, outputs, batch)
+        if loss_sums.dtype in (torch.float16, torch.bfloat16):
+            loss_sums = loss_sums.float()
+        # Times 1/count as the vmapped loss computes it (the same operations on the same count).
+        scale = (1.0 / counts).to(loss_sums.dtype)
+        return loss_sums * scale, loss_sums.detach(), counts
+
+    return loss
+
+
+def _member_losses(task: Task, outputs: Tensor, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    members = outputs.shape[0]
+    if task.loss is classification_loss and outputs.dim() == 3 and batch[-1].dim() == 2:
+        targets = batch[-1]
+        per_example = nn.functional.cross_entropy(outputs.flatten(0, 1), targets.flatten(), reduction="none")
+        count = torch.as_tensor(targets[0].numel(), device=outputs.device)
+        return per_example.view(members, -1).sum(dim=1), count.expand(members)
+    def member(out: Tensor, rows: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        loss_sum, count = task.loss(out, rows)
+        return loss_sum, torch.as_tensor(count, device=loss_sum.device)
+
+    return torch.func.vmap(member)(outputs, batch)
+
+
+def _layers(module: nn.Module, names: dict[int, str]) -> list[Layer]:
+    """The module's forward as a list of batched layers; `Unsupported` for anything not written out here."""
+    if type(module).forward is nn.Sequential.forward:
+        return [layer for child in module for layer in _layers(child, names)]
+    if isinstance(module, MLP) and type(module).forward is MLP.forward:
+        return _layers(module.layers, names)
+    if type(module) is nn.Flatten:
+        start, end = (d + 1 if d >= 0 else d for d in (module.start_dim, module.end_dim))  # after the member dim
+        return [lambda tensors, x: x.flatten(start, end)]
+    if type(module) is nn.Linear:
+        weight = names.get(id(module.weight))
+        bias = None if module.bias is None else names.get(id(module.bias))
+        if weight is None or (module.bias is not None and bias is None):
+            raise Unsupported("a linear layer whose parameters are not the model's own")
+        return [lambda tensors, x: _linear(x, tensors[weight], None if bias is None else tensors[bias])]
+    if type(module) in _ELEMENTWISE and not list(module.parameters()):
+        return [lambda tensors, x: module(x)]
+    raise Unsupported(type(module).__name__)
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Each member's `nn.functional.linear` on its rows: (members, rows, in) -> (members, rows, out)."""
+    if x.dim() != 3:  # a stand-alone linear on more than one dimension of rows folds them another way
+        raise Unsupported("a linear layer on inputs with more than one dimension of rows")
+    if bias is None:
+        return torch.bmm(x, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
