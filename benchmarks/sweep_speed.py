@@ -2,7 +2,7 @@
 and population training (backend `population`).
 
     python benchmarks/sweep_speed.py [--tasks mnist1d_mlp digits_cnn] [--steps 1500] [--rounds 3] [--workers N]
-                                     [--variants fresh warm population]
+                                     [--variants fresh warm population] [--per-run N]
 
 The grid of each task: Adam at 4 learning rates (1e-3, 3e-3, 1e-2, 3e-2) x 4 seeds = 16 runs of `--steps`
 steps, on `--workers` workers (default: one per core, as `optimlab compare` runs). Each variant runs in a
@@ -12,8 +12,14 @@ generated and cached before timing. Variants alternate within each round (in a r
 ratio fresh / variant is taken per round; the figures are the medians over rounds, so load from other
 processes on a shared machine hits every variant alike.
 
+`--per-run N` first times single runs of each task, one after another on an otherwise idle pool: N runs of
+1 step and N of `--steps` steps forked from one warm server (fork to exit), and N runs of 1 step as fresh
+processes. A 1-step run is the per-run cost outside training (start-up, set-up, evaluations, run records);
+the difference between the two warm figures is the training itself.
+
 Last line: RESULT <task>_fresh_s=<median> <task>_warm_s=<median> <task>_warm_speedup=<median ratio>
-<task>_population_s=<median> <task>_population_speedup=<median ratio> ...
+<task>_population_s=<median> <task>_population_speedup=<median ratio> ... and, with --per-run,
+<task>_warm_run_1step_s=<median> <task>_warm_run_s=<median> <task>_fresh_run_1step_s=<median>
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from optimlab.sweep.execute import cpu_count
+from optimlab.sweep.execute import PYTHON, Launch, cpu_count, thread_env
 
 VARIANTS = {"fresh": "fresh", "warm": "local", "population": "population"}
 LRS = [1e-3, 3e-3, 1e-2, 3e-2]
@@ -62,6 +68,35 @@ def run_variant(spec: Path, backend: str, workers: int, root: Path) -> float:
     return wall
 
 
+def train_argv(task: str, steps: int, seed: int, run_dir: Path) -> tuple[str, ...]:
+    return (PYTHON, "-m", "optimlab", "train", f"task={task}", "optim=adam", f"train.steps={steps}", f"seed={seed}",
+            f"run_dir={run_dir}", "log.progress=never")
+
+
+def per_run_costs(task: str, steps: int, runs: int, folder: Path) -> dict[str, float]:
+    """Median wall seconds of single runs, one after another: warm (1 step, `steps` steps) and fresh (1 step)."""
+    from optimlab.sweep.warm import ForkServer, execute_warm
+
+    env = thread_env(1)
+    server = ForkServer()
+    times: dict[str, list[float]] = {"warm_run_1step_s": [], "warm_run_s": [], "fresh_run_1step_s": []}
+    execute_warm(server, Launch("start", "", train_argv(task, 1, 0, folder / "start"), env), lambda _: None)
+    for i in range(runs):
+        for name, n in (("warm_run_1step_s", 1), ("warm_run_s", steps)):
+            run_dir = folder / f"{name}-{i}"
+            start = time.perf_counter()
+            code, _ = execute_warm(server, Launch(name, str(run_dir), train_argv(task, n, i, run_dir), env),
+                                   lambda _: None)
+            times[name].append(time.perf_counter() - start)
+            if code != 0:
+                raise SystemExit(f"warm run of {task} failed ({code})")
+        argv = [sys.executable if a == PYTHON else a for a in train_argv(task, 1, i, folder / f"fresh-{i}")]
+        start = time.perf_counter()
+        subprocess.run(argv, env={**os.environ, **env}, capture_output=True, check=True)
+        times["fresh_run_1step_s"].append(time.perf_counter() - start)
+    return {f"{task}_{name}": statistics.median(values) for name, values in times.items()}
+
+
 def warm_data(task: str) -> None:
     """Generate and cache the task's data before any timing."""
     from optimlab.tasks import build_task
@@ -74,10 +109,14 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["mnist1d_mlp", "digits_cnn"])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="0: only the single runs of --per-run")
     parser.add_argument("--workers", type=int, default=cpu_count())
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--per-run", type=int, default=0, metavar="N",
+                        help="first time N single runs of each task, warm and fresh (see above)")
     args = parser.parse_args()
+    if args.rounds == 0 and not args.per_run:
+        parser.error("--rounds 0 measures nothing without --per-run")
     if "fresh" not in args.variants:
         parser.error("--variants must include fresh (the ratios are against it)")
     variants = {name: VARIANTS[name] for name in args.variants}
@@ -90,6 +129,13 @@ def main() -> None:
         folder = Path(tmp)
         for task in args.tasks:
             warm_data(task)
+            if args.per_run:
+                costs = per_run_costs(task, args.steps, args.per_run, folder / f"{task}-per-run")
+                results.update(costs)
+                print(f"{task} single runs (load {os.getloadavg()[0]:.1f}): "
+                      + " ".join(f"{k.removeprefix(task + '_')}={v:.3f}" for k, v in costs.items()), flush=True)
+            if args.rounds == 0:  # --per-run alone
+                continue
             spec = write_spec(folder, task, args.steps, args.seeds)
             walls: dict[str, list[float]] = {name: [] for name in variants}
             names = list(variants)

@@ -87,3 +87,27 @@ def test_resume_false_starts_over(tmp_path, toy_overrides):
 def test_hyper_conflicts_are_config_errors(toy_overrides):
     with pytest.raises(ConfigError, match="microbatch"):
         train(load_config([*toy_overrides, "hyper=marthe", "train.microbatch_size=4"]))
+
+
+def test_step_losses_and_the_first_nonfinite_step_against_one_division_per_step():
+    import math
+
+    import torch
+
+    from optimlab.train.run import first_nonfinite, step_losses
+
+    def reference(window):
+        return torch.stack([loss_sum.double() / count for loss_sum, count in window])
+
+    sums = torch.rand(7, dtype=torch.float32) * 300
+    ints = [(s, 128 + i) for i, s in enumerate(sums)]
+    mixed = [(torch.tensor(2.5, dtype=torch.float64), 1), *ints]  # a window restored from a checkpoint
+    tensors = [(s, torch.tensor(31 + i)) for i, s in enumerate(sums)]  # token counts
+    for window in (ints, mixed, tensors):
+        assert torch.equal(step_losses(window), reference(window))
+    losses = step_losses(ints)
+    assert first_nonfinite(losses) is None and math.isfinite(float(losses.mean()))
+    for value in (float("nan"), float("inf"), -float("inf")):
+        bad = losses.clone()
+        bad[4], bad[6] = value, float("nan")
+        assert first_nonfinite(bad) == 4 and not math.isfinite(float(bad.mean()))

@@ -47,3 +47,22 @@ def test_rank_slices_partition_the_global_batch_unevenly():
     parts = [rank_slice(batch, r, 2) for r in range(2)]
     assert [len(p) for p in parts] == [8, 7]
     assert torch.equal(torch.cat(parts), batch)
+
+
+def test_a_batch_holds_the_same_rows_as_advanced_indexing_for_every_kind_of_index():
+    from optimlab.tasks.base import Split, take_rows
+
+    x, y = torch.randn(40, 3, 5, dtype=torch.float64), torch.arange(40)
+    lengths = torch.randint(1, 6, (40,))
+    split = Split((x, y), lengths=lengths, padded=(0,))
+    for index in (torch.randperm(40)[:7], torch.randperm(40)[:7].int(), torch.tensor([-1, 0, -40, 3]),
+                  torch.zeros(0, dtype=torch.long), torch.arange(40) % 3 == 0, torch.tensor(5)):
+        for t in (x, y):
+            assert torch.equal(take_rows(t, index), t[index])
+        longest = int(lengths[index].max()) if lengths[index].numel() else 0
+        if lengths[index].numel():
+            expected = (x[index][:, :longest], y[index])
+            assert all(torch.equal(a, b) for a, b in zip(split.batch(index), expected))
+    before = x.clone()
+    take_rows(x, torch.tensor([2, 0])).add_(1)  # a copy: the split is untouched
+    assert torch.equal(x, before)

