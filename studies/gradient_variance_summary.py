@@ -164,9 +164,9 @@ def records_of(runs: list[Run]) -> tuple[list[dict], list[dict], dict]:
     for key, by_name in sorted(trajectories.items()):
         checks["trajectories"] += 1
         observed = [by_name[n] for n in ("svrg", "gc", "kfac") if n in by_name]
-        if not observed:
-            continue
-        checks["complete"] += set(by_name) == {"sg_2b", "svrg", "gc", "kfac"}
+        if set(by_name) != {"sg_2b", "svrg", "gc", "kfac"}:
+            continue  # a trajectory enters the statistics once all four of its runs have ended
+        checks["complete"] += 1
         checks["same_params"] += len({r.summary.get("params_sha256") for r in by_name.values()}) == 1
         measured = {name: measurements(run) for name, run in by_name.items()}
         first = measurements(observed[0])
@@ -296,6 +296,15 @@ def claim_svrg(by_group: dict, training: list[dict]) -> dict:
     return out
 
 
+def kfac_nvar(by_group: dict) -> dict:
+    """The K-FAC direction's nvar minus SG-B's, averaged over the measured steps, per group."""
+    out = {}
+    for (task, dup, lr), seeds in by_group.items():
+        diff = [np.mean([x["kfac"]["nvar"] - x["sg_b"]["nvar"] for x in s.values()]) for s in seeds.values()]
+        out[f"{task} dup={dup} lr={lr}"] = {"kfac_nvar_minus_sgb": t_interval(diff)}
+    return out
+
+
 def training_table(training: list[dict]) -> dict:
     """Per (task, duplicates, direction): final metrics' means with t intervals over seeds, CPU seconds."""
     cells: dict = defaultdict(list)
@@ -338,6 +347,7 @@ def summarise(records: list[dict], training: list[dict], late: int) -> dict:
         "3_nvar_tracks_convergence": claim_nvar(by_run),
         "4_gc_below_sg2b_with_duplicates": claim_gc(by_group),
         "5_svrg_on_deep_models": claim_svrg(by_group, training),
+        "kfac_nvar": kfac_nvar(by_group),
         "training": training_table(training),
         "training_vs_sgd": {name: paired_training(training, name) for name in ("svrg", "gc", "gc_sampled", "kfac")},
     }
@@ -461,6 +471,118 @@ def _save(fig, directory: str, name: str) -> str:
     return path
 
 
+# -- the page's tables -----------------------------------------------------------------------------------------
+def _p(entry: dict) -> str:
+    p = entry.get("p", math.nan)
+    if not math.isfinite(p):
+        return "n/a"
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.0e}".replace("e-0", "e-") if p >= 1e-4 else "< 1e-4"
+
+
+def _ratio(entry: dict) -> str:
+    """A log10 ratio's geometric mean with its interval: `6.8× [5.1, 9.3]`."""
+    if not entry or not entry.get("n"):
+        return "no data"
+    digits = lambda v: f"{10**v:.3g}"  # noqa: E731
+    if "low" not in entry:
+        return f"{digits(entry['mean'])}× (n={entry['n']})"
+    return f"{digits(entry['mean'])}× [{digits(entry['low'])}, {digits(entry['high'])}]"
+
+
+def _diff(entry: dict, places: int = 3) -> str:
+    if not entry or not entry.get("n"):
+        return "no data"
+    if "low" not in entry:
+        return f"{entry['mean']:+.{places}f} (n={entry['n']})"
+    return f"{entry['mean']:+.{places}f} [{entry['low']:+.{places}f}, {entry['high']:+.{places}f}]"
+
+
+def _pm(entry: dict, places: int) -> str:
+    """Mean ± half-width of the 95 % interval."""
+    if "low" not in entry:
+        return f"{entry['mean']:.{places}g}"
+    return f"{entry['mean']:.{places}g} ± {(entry['high'] - entry['low']) / 2:.2g}"
+
+
+def _group(key: str) -> tuple[str, str, str]:
+    task, dup, lr = key.split(" ")
+    return task, "duplicates" if dup != "dup=0" else "own", lr.removeprefix("lr=")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+DIRECTION_LABELS = {"sgd": "sgd", "svrg": "svrg", "gc": "gc", "gc_sampled": "gc, stratified sampler", "kfac": "sgd + K-FAC"}
+
+
+def tables(summary: dict) -> dict[str, str]:
+    """The page's tables, by block name (the `<!-- gv:NAME -->` blocks of docs/results/gradient_variance.md)."""
+    out = {}
+    rows = []
+    for key, e in summary["1_variance_rises"].items():
+        rows.append([*_group(key), _ratio(e["log10_last_over_first"]), _p(e["log10_last_over_first"]),
+                     _ratio(e["log10_peak_over_first"]), _p(e["log10_peak_over_first"]),
+                     _diff(e["nvar_last_minus_first"], 2), _p(e["nvar_last_minus_first"])])  # fmt: skip
+    out["rise"] = _table(["task", "data", "lr", "var last / first", "p", "var peak / first", "p", "nvar last − first", "p"], rows)
+    rows = []
+    for key, e in summary["2_smaller_lr_higher_variance"].items():
+        task, dup = key.split(" ")[:2]
+        steps, loss = e["log10_var_small_over_large_equal_steps"], e["log10_var_small_over_large_equal_loss"]
+        rows.append([task, "duplicates" if dup != "dup=0" else "own", _ratio(steps), _p(steps), _ratio(loss), _p(loss)])
+    out["lr"] = _table(["task", "data", "(a) equal steps", "p", "(b) equal training loss", "p"], rows)
+    rows = []
+    for name, e in summary["3_nvar_tracks_convergence"].items():
+        band = lambda v: f"[{v[0]:+.2f}, {v[1]:+.2f}]"  # noqa: E731
+        rows.append([name.replace("pooled", "both tasks"), str(e["n"]), f"{e['rho_nvar']:+.2f} {band(e['rho_nvar_ci'])}",
+                     f"{e['rho_var']:+.2f} {band(e['rho_var_ci'])}", f"{e['diff']:+.2f} {band(e['diff_ci'])}",
+                     f"{e['p_diff']:.3f}"])  # fmt: skip
+    out["nvar"] = _table(["runs", "n", "ρ(loss, mean nvar)", "ρ(loss, mean var)", "difference", "bootstrap p (difference ≤ 0)"], rows)
+    rows = []
+    for key, e in summary["4_gc_below_sg2b_with_duplicates"].items():
+        dup = e.get("log10_gc_over_sg2b_dup_minus_nodup")
+        rows.append([*_group(key), _ratio(e["log10_gc_over_sg2b"]), _p(e["log10_gc_over_sg2b"]), _ratio(e["log10_gc_over_sgb"]),
+                     _p(e["log10_gc_over_sgb"]), _ratio(dup) if dup else "", _p(dup) if dup else ""])  # fmt: skip
+    out["gc"] = _table(["task", "data", "lr", "GC / SG-2B", "p", "GC / SG-B", "p", "duplicates' effect on GC / SG-2B", "p"], rows)
+    rows = []
+    for key, e in summary["5_svrg_on_deep_models"]["variance"].items():
+        k = summary["kfac_nvar"][key]["kfac_nvar_minus_sgb"]
+        rows.append([*_group(key), _ratio(e["log10_svrg_over_sgb"]), _p(e["log10_svrg_over_sgb"]), _diff(k, 3), _p(k)])
+    out["svrg"] = _table(["task", "data", "lr", "SVRG var / SG-B var", "p", "K-FAC nvar − SG-B nvar", "p"], rows)
+    rows = []
+    order = list(DIRECTION_LABELS)
+    for key, e in sorted(summary["training"].items(), key=lambda item: (*item[0].split(" ")[:2], order.index(item[0].split(" ")[2]))):
+        task, dup, direction = key.split(" ")
+        rows.append([task, "duplicates" if dup != "dup=0" else "own", DIRECTION_LABELS[direction], _pm(e["train/loss"], 3),
+                     _pm(e["val/loss"], 3), _pm(e["val/accuracy"], 3), _pm(e["test/accuracy"], 3),
+                     f"{e['grad_evals']['mean']:.0f}", _pm(e["wall_s"], 3)])  # fmt: skip
+    out["training"] = _table(["task", "data", "direction", "train loss", "val loss", "val accuracy", "test accuracy",
+                              "gradients", "wall s"], rows)  # fmt: skip
+    rows = []
+    for direction, entries in summary["training_vs_sgd"].items():
+        for key, e in entries.items():
+            task, dup = key.split(" ")[:2]
+            rows.append([task, "duplicates" if dup != "dup=0" else "own", DIRECTION_LABELS[direction],
+                         f"{_diff(e['val/loss'])}, p = {_p(e['val/loss'])}",
+                         f"{_diff(e['test/accuracy'])}, p = {_p(e['test/accuracy'])}",
+                         f"{e['grad_evals_ratio']:.2f}×", _ratio(e["log10_wall_ratio"])])  # fmt: skip
+    rows.sort(key=lambda r: (r[0], r[1]))  # stable: directions stay in their order within a task and data
+    out["paired"] = _table(["task", "data", "direction", "Δ val loss", "Δ test accuracy", "gradients", "wall time"], rows)
+    return out
+
+
+def write_blocks(page: Path, blocks: dict[str, str]) -> None:
+    """Replace the text between `<!-- gv:NAME -->` and `<!-- /gv:NAME -->` in `page` by `blocks[NAME]`."""
+    text = page.read_text()
+    for name, body in blocks.items():
+        start, end = f"<!-- gv:{name} -->", f"<!-- /gv:{name} -->"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            text = head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+    page.write_text(text)
+
+
 # -- printing -----------------------------------------------------------------------------------------------------
 def fmt(entry: dict) -> str:
     if not entry or not entry.get("n"):
@@ -486,6 +608,7 @@ def options(parser) -> None:
     parser.add_argument("--json", help="write the summary here")
     parser.add_argument("--figures", help="write the plots into this directory")
     parser.add_argument("--csv", help="write the records (and training records) as CSV files with this prefix")
+    parser.add_argument("--page", type=Path, help="rewrite the tables of this page (its <!-- gv:NAME --> blocks)")
 
 
 def main() -> None:
@@ -499,6 +622,12 @@ def main() -> None:
     print_summary(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    blocks = tables(summary)
+    blocks["compute"] = f"{summary['compute']}; trajectories: {checks}"
+    if args.page:
+        write_blocks(args.page, blocks)
+    else:
+        print("\n\n".join(blocks.values()))
     if args.figures and records:
         for path in figures(records, training, args.figures):
             print(f"wrote {path}")
