@@ -261,7 +261,7 @@ def claim_lr(by_group: dict, late: int) -> dict:
     return out
 
 
-def claim_nvar(by_run: dict) -> dict:
+def claim_nvar(by_run: dict, draws: int = 5000) -> dict:
     out = {}
     tasks = sorted({key[0] for key in by_run})
     for name, keys in [*((t, [k for k in by_run if k[0] == t]) for t in tasks), ("pooled", list(by_run))]:
@@ -269,7 +269,7 @@ def claim_nvar(by_run: dict) -> dict:
         nvar = [np.mean([s["sg_b"]["nvar"] for s in by_run[k].values()]) for k in keys]
         var = [np.mean([s["sg_b"]["var"] for s in by_run[k].values()]) for k in keys]
         if len(keys) >= 4:
-            out[name] = bootstrap_spearman(loss, nvar, var)
+            out[name] = bootstrap_spearman(loss, nvar, var, draws)
     return out
 
 
@@ -339,7 +339,7 @@ def paired_training(training: list[dict], direction: str) -> dict:
     return out
 
 
-def summarise(records: list[dict], training: list[dict], late: int) -> dict:
+def summarise(records: list[dict], training: list[dict], late: int, draws: int = 5000) -> dict:
     by_run = runs(records)
     by_group = groups(by_run)
     return {
@@ -348,7 +348,7 @@ def summarise(records: list[dict], training: list[dict], late: int) -> dict:
         "steps": sorted({s for steps in by_run.values() for s in steps}),
         "1_variance_rises": claim_rise(by_group),
         "2_smaller_lr_higher_variance": claim_lr(by_group, late),
-        "3_nvar_tracks_convergence": claim_nvar(by_run),
+        "3_nvar_tracks_convergence": claim_nvar(by_run, draws),
         "4_gc_below_sg2b_with_duplicates": claim_gc(by_group),
         "5_svrg_on_deep_models": claim_svrg(by_group, training),
         "kfac_nvar": kfac_nvar(by_group),

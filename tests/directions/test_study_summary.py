@@ -43,7 +43,7 @@ def records(seed: int, lr: float, growth: float) -> list[dict]:
 
 def test_each_claims_ratio_on_records_with_a_known_answer():
     data = [r for seed in range(3) for lr, growth in ((0.1, 4.0), (0.5, 4.0)) for r in records(seed, lr, growth)]
-    result = summary.summarise(data, [], late=5)
+    result = summary.summarise(data, [], late=5, draws=200)
     rise = result["1_variance_rises"]["t dup=0 lr=0.1"]["log10_last_over_first"]
     assert rise["mean"] == pytest.approx(math.log10(4.0))
     gc = result["4_gc_below_sg2b_with_duplicates"]["t dup=0 lr=0.1"]["log10_gc_over_sg2b"]
@@ -86,3 +86,15 @@ def test_records_of_a_miniature_sweep_measure_every_estimator_on_one_trajectory(
     assert svrg["direction"] == "svrg" and svrg["steps"] == 12
     # one extra gradient per step and two passes over the training split (snapshots at steps 0 and 6)
     assert svrg["grad_evals"] > 2 * 12
+
+
+def test_the_page_tables_replace_only_their_blocks(tmp_path):
+    data = [r for seed in range(3) for lr, growth in ((0.1, 4.0), (0.5, 4.0)) for r in records(seed, lr, growth)]
+    blocks = summary.tables(summary.summarise(data, [], late=5, draws=200))
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- gv:gc -->\nold table\n<!-- /gv:gc -->\nprose\n<!-- gv:unknown -->\n")
+    summary.write_blocks(page, {"gc": blocks["gc"]})
+    text = page.read_text()
+    assert "old table" not in text and text.startswith("intro\n<!-- gv:gc -->\n| task |")
+    assert "| t | own | 0.1 | 0.75× [0.75, 0.75] |" in text  # GC / SG-2B as a geometric-mean ratio
+    assert text.endswith("<!-- /gv:gc -->\nprose\n<!-- gv:unknown -->\n")
