@@ -484,6 +484,11 @@ def _p(entry: dict) -> str:
     return f"{p:.2g}" if p >= 1e-3 else f"{p:.0e}".replace("e-0", "e-") if p >= 1e-4 else "< 1e-4"
 
 
+def _p_is(entry: dict) -> str:
+    p = _p(entry)
+    return f"p {p}" if p.startswith("<") else f"p = {p}"
+
+
 def _ratio(entry: dict) -> str:
     """A log10 ratio's geometric mean with its interval: `6.8× [5.1, 9.3]`."""
     if not entry or not entry.get("n"):
@@ -561,7 +566,7 @@ def tables(summary: dict) -> dict[str, str]:
         task, dup, direction = key.split(" ")
         rows.append([task, "duplicates" if dup != "dup=0" else "own", DIRECTION_LABELS[direction], _pm(e["train/loss"], 3),
                      _pm(e["val/loss"], 3), _pm(e["val/accuracy"], 3), _pm(e["test/accuracy"], 3),
-                     f"{e['grad_evals']['mean']:.0f}", _pm(e["wall_s"], 3)])  # fmt: skip
+                     f"{e['grad_evals']['mean']:.0f}", f"{e['wall_s']['mean']:.0f}"])  # fmt: skip
     out["training"] = _table(["task", "data", "direction", "train loss", "val loss", "val accuracy", "test accuracy",
                               "gradients", "wall s"], rows)  # fmt: skip
     rows = []
@@ -569,8 +574,8 @@ def tables(summary: dict) -> dict[str, str]:
         for key, e in entries.items():
             task, dup = key.split(" ")[:2]
             rows.append([task, "duplicates" if dup != "dup=0" else "own", DIRECTION_LABELS[direction],
-                         f"{_diff(e['val/loss'])}, p = {_p(e['val/loss'])}",
-                         f"{_diff(e['test/accuracy'])}, p = {_p(e['test/accuracy'])}",
+                         f"{_diff(e['val/loss'])}, {_p_is(e['val/loss'])}",
+                         f"{_diff(e['test/accuracy'])}, {_p_is(e['test/accuracy'])}",
                          f"{e['grad_evals_ratio']:.2f}×"])  # fmt: skip
     rows.sort(key=lambda r: (r[0], r[1] == "duplicates"))  # stable: directions stay in their order
     out["paired"] = _table(["task", "data", "direction", "Δ val loss", "Δ test accuracy", "gradients"], rows)
