@@ -1,11 +1,13 @@
-"""Helpers shared by the study summaries (critical_gradients_summary.py, hypergradient_summary.py): their
-command line, a run's final value, a mean with its 95 % t interval, and the compute a set of runs spent."""
+"""Helpers shared by the study summaries (critical_gradients_summary.py, hypergradient_summary.py,
+gradient_variance_summary.py, ...): their command line, a run's final value, a mean with its 95 % t
+interval, and the compute a set of runs spent."""
 
 from __future__ import annotations
 
 import argparse
 import math
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from optimlab.report.load import Run, load_runs
@@ -33,11 +35,16 @@ def compute_spent(runs: list[Run]) -> str:
             f"{seconds / 60:.1f} CPU-minutes of training (sum of wall times, one thread per run)")
 
 
-def read_sweeps(description: str) -> tuple[argparse.Namespace, list[Run], list[Run]]:
-    """The command line `FOLDER... [--figure PNG]`: (arguments, every run, the runs with a result)."""
+def read_sweeps(
+    description: str, options: Callable[[argparse.ArgumentParser], None] | None = None
+) -> tuple[argparse.Namespace, list[Run], list[Run]]:
+    """The command line `FOLDER... [--figure PNG]`, plus what `options` adds to the parser: (arguments, every
+    run, the runs with a result)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("folders", nargs="+")
     parser.add_argument("--figure", type=Path)
+    if options is not None:
+        options(parser)
     args = parser.parse_args()
     runs = load_runs(args.folders)
     return args, runs, [r for r in runs if r.status in ("completed", "diverged")]
