@@ -38,6 +38,32 @@ def test_train_help_lists_every_key_with_default_and_meaning(capsys):
     assert all(rows.values()), [k for k, m in rows.items() if not m]  # every key has a one-line meaning
 
 
+def test_train_help_ends_with_the_config_keys_built_only_when_help_is_printed(capsys):
+    # The epilog is computed on demand: parsing a run's arguments never reads the dataclasses' source,
+    # and the printed help is the one argparse prints with the epilog given up front.
+    import argparse
+    import subprocess
+    import sys
+
+    from optimlab.config_help import config_help
+    from optimlab.train.cli import DESCRIPTION, build_parser
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    eager = build_parser()
+    eager.epilog = config_help()
+    assert out == argparse.ArgumentParser.format_help(eager) and out.endswith(config_help() + "\n")
+    assert DESCRIPTION.splitlines()[0] in out
+    probe = (
+        "import sys; from optimlab.train.cli import build_parser; "
+        "build_parser().parse_intermixed_args(['task=toy', '--print-config']); "
+        "print('optimlab.config_help' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["False"], done.stderr
+
+
 def test_help_anywhere_on_the_line(capsys):
     with pytest.raises(SystemExit):
         main(["train", "optim=sgd", "--help"])

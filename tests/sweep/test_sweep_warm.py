@@ -67,18 +67,17 @@ def test_only_optimlab_train_commands_run_warm():
 
 def test_the_server_primes_what_every_run_needs_and_freezes_its_objects_out_of_the_gc():
     # In a process of its own, as the fork server imports it: runs forked from it find the task modules
-    # imported and the help text's comments parsed, and their garbage collections skip the server's objects.
+    # imported, and their garbage collections skip the server's objects.
     probe = (
-        "import gc, sys; import optimlab.sweep.warm_server; "
-        "from optimlab.config_help import field_comments; from optimlab.tasks import registry; "
-        "print(gc.get_freeze_count(), field_comments.cache_info().currsize, registry._builtins_loaded, "
+        "import gc, sys; import optimlab.sweep.warm_server; from optimlab.tasks import registry; "
+        "print(gc.get_freeze_count(), registry._builtins_loaded, "
         "'optimlab.tasks.mnist1d' in sys.modules, len(gc.get_objects()))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    frozen, comments, builtins, mnist1d, unfrozen = done.stdout.split()
+    frozen, builtins, mnist1d, unfrozen = done.stdout.split()
     assert int(frozen) > 100_000 and int(unfrozen) < 1_000
-    assert int(comments) > 1 and builtins == mnist1d == "True"
+    assert builtins == mnist1d == "True"
 
 
 def test_warm_runs_are_bit_identical_to_fresh_processes_and_nothing_leaks(tmp_path):

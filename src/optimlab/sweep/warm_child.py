@@ -25,9 +25,8 @@ def prime() -> None:
     """In the server, once: the set-up that every run would otherwise repeat after its fork.
 
     Imports the built-in task modules (read the first time a task is looked up) and the modules a run
-    imports lazily (the optimizer lookup's, torch.save's), and fills the cache of the config keys' meanings
-    that `optimlab train`'s argument parser reads from the config dataclasses' source (its help text); none
-    of it computes with torch.
+    imports lazily (the optimizer lookup's, torch.save's); none of it computes with torch. (`optimlab
+    train`'s help text, parsed from the config dataclasses' source, is built only when help is printed.)
     """
     import encodings.cp437  # noqa: F401  (numpy reads .npz member names with it: cached task data)
 
@@ -35,10 +34,8 @@ def prime() -> None:
 
     import optimlab.optim.zoo  # noqa: F401  (every optimizer lookup)
     from optimlab.tasks.registry import available_tasks
-    from optimlab.train.cli import build_parser
 
     available_tasks()
-    build_parser()
 
 
 def run_launch(launch: Launch, environ: dict[str, str]) -> None:

@@ -20,12 +20,19 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # bad arguments are bad input: one line and exit code 2 through ConfigError
         raise ConfigError(message)
 
+    def format_help(self) -> str:
+        # The epilog lists every config key, parsed from the config dataclasses' source (a quarter to half a
+        # second): built only when help is printed, so that a run never pays for it.
+        if self.epilog is None:
+            from optimlab.config_help import config_help
+
+            self.epilog = config_help()
+        return super().format_help()
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from optimlab.config_help import config_help
-
     parser = _Parser(
-        prog="optimlab train", description=DESCRIPTION, epilog=config_help(),
+        prog="optimlab train", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument(
