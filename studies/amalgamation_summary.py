@@ -302,6 +302,25 @@ def markdown(root: Path, data: dict, tests: list[Test]) -> str:
       + (f", and {probe_cpu:.0f} CPU s ({probe_wall:.0f} wall s) for the single runs that costed it" if probes else "")
       + f". The study in all: {(meta_cpu + eval_cpu + probe_cpu) / 60:.0f} CPU minutes.\n")  # fmt: skip
 
+    w("## Coverage\n")
+    w("Per problem of the suite: replicates x evaluation seeds of each learned configuration, and seeds per "
+      "learning rate of each baseline (its grid has 5 rates).\n")  # fmt: skip
+    w(f"| problem | {' | '.join(CONFIGS)} | {' | '.join(BASELINES)} |")
+    w("|---|" + "---|" * (len(CONFIGS) + len(BASELINES)))
+    for problem in PROBLEMS:
+        cells = []
+        for c in CONFIGS:
+            counts = data["seeds"].get(problem, {}).get(c)
+            reps = len(data["by_seed"].get(problem, {}).get(c, {}))
+            shown = "-" if not counts else (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}")
+            cells.append("not run" if not reps else f"{reps} x {shown}")  # an unfinished command counts as not run
+        cells += [
+            str(len(data["base"][problem][o])) if o in data["base"].get(problem, {}) else "not run" for o in BASELINES
+        ]
+        w(f"| {problem} | {' | '.join(cells)} |")
+    w("")
+
+    w("## Results\n")
     for problem in data["problems"]:
         w(f"### {problem}\n")
         for optim, g in data["grid"].get(problem, {}).items():
