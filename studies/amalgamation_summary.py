@@ -267,7 +267,7 @@ def claim_rows(tests: list[Test]) -> list[tuple[str, str, str]]:
                 else f"differences {min(effects):+.2f} to {max(effects):+.2f}")  # fmt: skip
         where = sorted({t.problem for t in mine} - {ALL})
         pooled = ", and all problems together" if any(t.problem == ALL for t in mine) else ""
-        evidence = (f"{len(mine)} comparisons ({len(where)} problems{pooled}); {good} go the paper's way; "
+        evidence = (f"{len(mine)} comparisons ({len(where)} problems{pooled}); {good} in the paper's direction; "
                     f"raw p < {ALPHA}: {raw_good} for, {raw_bad} against; Holm p < {ALPHA}: {sig_good} for, "
                     f"{sig_bad} against; {span}")  # fmt: skip
         rows.append((text, verdict(mine), evidence))
