@@ -205,3 +205,39 @@ def test_tensorboard_logging(tmp_path):
     ]
     assert meta_train(load_meta_config(overrides))["status"] == "completed"
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_refuses_a_changed_choice_teacher(tmp_path, monkeypatch):
+    """The teacher is named by its directory only: a resumed run compares the weights' sha256 it started with."""
+    from optimlab.learned import metatrain
+    from optimlab.learned.metatrain import MetaTrainer
+
+    teacher = tmp_path / "teacher"
+    torch.manual_seed(0)
+    lo.save(lo.build_policy("choice", pool="small"), teacher)
+    first = _sha(teacher / "weights.safetensors")
+    original = MetaTrainer.meta_iteration
+
+    def stopping(self):
+        metatrain.request_stop()
+        return original(self)
+
+    cfg = load_meta_config([*TINY, "distill=choice", f"distill.teacher={teacher}", f"run_dir={tmp_path / 'run'}"])
+    monkeypatch.setattr(MetaTrainer, "meta_iteration", stopping)
+    interrupted = meta_train(cfg)
+    assert interrupted["status"] == "interrupted" and interrupted["teacher_sha256"] == first
+    monkeypatch.setattr(MetaTrainer, "meta_iteration", original)
+
+    torch.manual_seed(1)  # another optimizer in the same directory
+    lo.save(lo.build_policy("choice", pool="small"), teacher)
+    with pytest.raises(ConfigError, match=rf"^config key 'distill.teacher': .* started with {first[:12]}") as error:
+        meta_train(cfg)
+    assert "\n" not in str(error.value)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
+
+    torch.manual_seed(0)  # the original teacher back: the run continues (one more meta-iteration)
+    lo.save(lo.build_policy("choice", pool="small"), teacher)
+    assert _sha(teacher / "weights.safetensors") == first
+    monkeypatch.setattr(MetaTrainer, "meta_iteration", stopping)
+    resumed = meta_train(cfg)
+    assert resumed["status"] == "interrupted" and resumed["iterations"] == interrupted["iterations"] + 1

@@ -91,12 +91,13 @@ class RuleTeacher:
 class PolicyTeacher:
     """A trained learned optimizer as a teacher (the original: a trained choice policy), with fixed weights."""
 
-    def __init__(self, policy: Policy, name: str = "learned"):
+    def __init__(self, policy: Policy, name: str = "learned", sha256: str | None = None):
         if policy.init_global_state(torch.zeros(1)):
             raise ConfigError(
                 f"distill.teacher: policy {policy.name!r} keeps a global state; use a coordinate-wise one"
             )
         self.policy, self.name = policy.eval().requires_grad_(False), name
+        self.sha256 = sha256  # the weights file's sha256: a resumed meta-training run checks it is unchanged
         self.recurrent_keys = policy.recurrent_keys
         self._copies: dict[torch.dtype, Policy] = {}
 
@@ -193,7 +194,15 @@ def build_teachers(cfg) -> list:
         spec = load(cfg.teacher)
     except ConfigError as error:  # name the key the user set, not the deployment's
         raise ConfigError(f"config key 'distill.teacher': {str(error).removeprefix('optim.path: ')}") from None
-    return [PolicyTeacher(spec.policy, name=f"{spec.policy.name}:{spec.sha256[:12]}")]
+    return [PolicyTeacher(spec.policy, name=f"{spec.policy.name}:{spec.sha256[:12]}", sha256=spec.sha256)]
+
+
+def teacher_sha256(distill: Distillation | None) -> str | None:
+    """The sha256 of the weights of a learned teacher (distill=choice); None for analytical teachers or none.
+    The teacher directory is named by path only, so its identity has to be recorded to notice a change."""
+    if distill is None:
+        return None
+    return next((t.sha256 for t in distill.teachers if getattr(t, "sha256", None)), None)
 
 
 def build_distillation(cfg) -> Distillation | None:

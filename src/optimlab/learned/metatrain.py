@@ -32,7 +32,7 @@ from optimlab.atomic import atomic_write_bytes
 from optimlab.config import read_yaml_mapping
 from optimlab.errors import ConfigError
 from optimlab.learned import strategies
-from optimlab.learned.distill import build_distillation, stage_weight
+from optimlab.learned.distill import build_distillation, stage_weight, teacher_sha256
 from optimlab.learned.estimators import build_estimator
 from optimlab.learned.metaconfig import MetaTrainConfig, from_tree, to_tree, to_yaml
 from optimlab.learned.metaopt import MetaOptimizer
@@ -138,6 +138,7 @@ class MetaTrainer:
             self.policy = build_policy(cfg.policy.name, **cfg.policy.options)
         s, e = cfg.strategy, cfg.estimator
         self.distill = build_distillation(cfg.distill)  # None unless distill= names teachers
+        self.teacher_sha256 = teacher_sha256(self.distill)  # a learned teacher's identity (its path is not)
         self.systems = [
             LearnedOptimizerSystem(
                 self.policy,
@@ -184,6 +185,7 @@ class MetaTrainer:
             "est_state": _pack(self.est_state),
             "last_good": self.last_good,
             "metrics_offset": self.metrics.offset(),
+            "teacher_sha256": self.teacher_sha256,
         }
 
         def write(file):
@@ -196,6 +198,7 @@ class MetaTrainer:
         if not path.is_file():
             return None
         state = torch.load(path, weights_only=True)
+        self._check_teacher(state.get("teacher_sha256"))
         self.policy.load_state_dict(state["policy"])
         self.meta_opt.load_state_dict(state["meta_opt"])
         self.generator.set_state(state["generator"])
@@ -203,6 +206,18 @@ class MetaTrainer:
         self.est_state = _unpack(state["est_state"])
         self.last_good = state["last_good"]
         return int(state["metrics_offset"])
+
+    def _check_teacher(self, started_with: str | None) -> None:
+        """Refuse to continue with a learned teacher whose weights changed since the run started: the config
+        names the teacher by directory only, so the same path can hold another optimizer. (Checkpoints written
+        before the sha256 was recorded hold None and are not checked.)"""
+        if started_with is None or started_with == self.teacher_sha256:
+            return
+        now = f"{self.teacher_sha256[:12]}..." if self.teacher_sha256 else "none"
+        raise ConfigError(
+            f"config key 'distill.teacher': {self.cfg.distill.teacher} holds weights with sha256 {now}, but run_dir "
+            f"{self.run_dir} started with {started_with[:12]}...; restore that teacher or use another run_dir"
+        )
 
     # ---- the loop -----------------------------------------------------------------------------------
 
@@ -425,6 +440,7 @@ class MetaTrainer:
             "final": p["final"],
             "wall_time": round(p["time"] + (time.perf_counter() - started if status == rundir.RUNNING else 0.0), 3),
             "policy_sha256": _policy_sha256(self.policy),
+            "teacher_sha256": self.teacher_sha256,
             "versions": versions(),
             "git_commit": git_commit(),
             "error": None,
