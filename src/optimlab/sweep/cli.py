@@ -150,7 +150,7 @@ def sweep_main(argv: list[str]) -> int:
         options = {"size": args.population_size}
     if args.backend in ("local", "population"):
         from optimlab.sweep.execute import threads_per_run
-        from optimlab.sweep.population import start_fork_server
+        from optimlab.sweep.warm import start_fork_server
 
         start_fork_server(args.cpus_per_run or threads_per_run(args.workers))
     elif args.backend == "ray":

@@ -29,7 +29,7 @@ from optimlab.errors import ConfigError, suggest
 from optimlab.sweep.execute import cpu_count, threads_per_run, train_command
 from optimlab.sweep.expand import Run
 from optimlab.sweep.lr_extension import edges_from_runs, extend_grids
-from optimlab.sweep.population import start_fork_server
+from optimlab.sweep.warm import start_fork_server
 from optimlab.sweep.runner import BACKENDS, SweepResult, run_sweep
 from optimlab.sweep.spec import SweepSpec, parse_spec
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -31,7 +30,7 @@ from pathlib import Path
 from optimlab.config import Config, load_config
 from optimlab.errors import ConfigError
 from optimlab.rundir import read_json
-from optimlab.sweep.execute import PYTHON, THREAD_VARS, Launch, thread_env
+from optimlab.sweep.execute import PYTHON, Launch
 from optimlab.sweep.local import LocalBackend, OnDone
 from optimlab.sweep.warm import is_train_command
 
@@ -156,29 +155,6 @@ def population_launch(members: list[Launch]) -> Launch:
     return Launch(key=f"population-{digest}", run_dir=str(result),
                   argv=(PYTHON, "-m", "optimlab", "train", "--population", str(spec)), env=dict(members[0].env),
                   log=str(folder / f"{spec.stem}.log") if members[0].log else "", cwd=members[0].cwd)
-
-
-def start_fork_server(threads: int) -> None:
-    """Start the warm workers' fork server (`optimlab.sweep.warm`) now rather than at the first run, so that
-    its imports (torch, torch's compiler stack, optimlab: seconds) run on one core while this process
-    imports torch and validates every run's config on the other (`optimlab compare` and `optimlab sweep` with
-    the local and population backends call it first). The server is started with the runs' thread
-    variables, as a server started by the first run would be; later sweeps of this process reuse it."""
-    import multiprocessing.forkserver
-
-    from optimlab.sweep.warm import ForkServer
-
-    ForkServer()  # sets the server's preloaded modules
-    saved = {name: os.environ.get(name) for name in THREAD_VARS}
-    os.environ.update(thread_env(threads))
-    try:
-        multiprocessing.forkserver.ensure_running()  # spawns the server and returns; it imports on its own
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _config(launch: Launch, cache: dict[tuple[str, ...], Config]) -> tuple[Config | None, str | None]:

@@ -24,6 +24,7 @@ summary still says how they ended); the next run starts a new server
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import sys
@@ -32,7 +33,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from optimlab.sweep.execute import PYTHON, THREAD_VARS, Launch
+from optimlab.sweep.execute import PYTHON, THREAD_VARS, Launch, thread_env
 
 # Imported once by the fork server: everything a training run imports before its first step.
 PRELOAD = ["optimlab.sweep.warm_server"]
@@ -136,6 +137,17 @@ def _server_environment(env: dict[str, str]):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def start_fork_server(threads: int) -> None:
+    """Start the warm workers' fork server now rather than at the first run, so that
+    its imports (torch, torch's compiler stack, optimlab: seconds) run on one core while this process
+    imports torch and validates every run's config on the other (`optimlab compare` and `optimlab sweep` with
+    the local and population backends call it first). The server is started with the runs' thread
+    variables, as a server started by the first run would be; later sweeps of this process reuse it."""
+    ForkServer()  # sets the server's preloaded modules
+    with _server_environment(thread_env(threads)):
+        multiprocessing.forkserver.ensure_running()  # spawns the server and returns; it imports on its own
 
 
 def log_header(launch: Launch) -> str:
