@@ -113,11 +113,19 @@ class LayerCapture:
 
     def _forward_hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            self.inputs[name] = input_patches(module, inputs[0].detach())
+            self.inputs[name] = self._layer_input(name, module, inputs[0].detach())
             if output.requires_grad:
                 self.outputs[name] = output
 
         return hook
+
+    def _layer_input(self, name: str, module: nn.Module, x: Tensor) -> Tensor:
+        """What is recorded of a layer's input `x` (here `a`)."""
+        return input_patches(module, x)
+
+    def _output_grad(self, name: str, module: nn.Module, grad: Tensor) -> Tensor:
+        """What is recorded of the gradient of the loss with respect to a layer's output (here `d`)."""
+        return output_grads(module, grad)
 
     def backward(self, loss: Tensor) -> None:
         """Differentiate `loss` with respect to the recorded layer outputs only (no weight gradients)."""
@@ -125,7 +133,7 @@ class LayerCapture:
         grads = torch.autograd.grad(loss, [self.outputs[n] for n in names], allow_unused=True)
         for name, grad in zip(names, grads):
             if grad is not None:
-                self.grads[name] = output_grads(self.layers[name], grad.detach())
+                self.grads[name] = self._output_grad(name, self.layers[name], grad.detach())
         self.outputs.clear()
 
     def pairs(self) -> Iterator[tuple[str, Tensor, Tensor]]:

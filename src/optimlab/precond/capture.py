@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from typing_extensions import Self
+
+from optimlab.directions.layers import LayerCapture
 
 
 def _pair(value: int | tuple[int, ...], two_d: bool, height: int) -> tuple[int, int]:
@@ -83,11 +84,11 @@ def output_rows(module: nn.Module, grad: Tensor, out: Tensor | None = None) -> T
     return out
 
 
-class FactorCapture:
+class FactorCapture(LayerCapture):
     """Records each layer's `(input_rows, output_rows)` for a forward run inside `with` and `backward(loss)`.
 
-    `backward` differentiates the loss with respect to the layers' outputs only (no weight-gradient
-    products). Hooks exist only inside the `with` block, so copies of the model never carry them.
+    The hooks and `backward` are those of `optimlab.directions.layers.LayerCapture`; this recorder writes
+    the factor products' row layouts instead of its patches and gradients.
 
     The matrices are written into the same buffers at every capture of the same shapes (they are only valid
     until the next one): allocating them afresh (18 MB for a small ConvNet's two convolutions at batch 128)
@@ -95,47 +96,22 @@ class FactorCapture:
     """
 
     def __init__(self, layers: dict[str, nn.Module]):
-        self.layers = layers
-        self.inputs: dict[str, Tensor] = {}
-        self.outputs: dict[str, Tensor] = {}
-        self.grads: dict[str, Tensor] = {}
+        super().__init__(layers)
         self.examples: dict[str, int] = {}  # the leading (example) dimension of each layer's input
         self._buffers: dict[tuple[str, str], Tensor] = {}  # (layer, "a" or "d") -> the last matrix written
-        self._handles: list = []
 
     def __enter__(self) -> Self:
-        self.inputs.clear()
-        self.outputs.clear()
-        self.grads.clear()
         self.examples.clear()
-        for name, module in self.layers.items():
-            self._handles.append(module.register_forward_hook(self._hook(name)))
-        return self
+        return super().__enter__()
 
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def _layer_input(self, name: str, module: nn.Module, x: Tensor) -> Tensor:
+        rows = self._buffers[name, "a"] = input_rows(module, x, self._buffers.get((name, "a")))
+        self.examples[name] = x.shape[0]
+        return rows
 
-    def _hook(self, name: str):
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            rows = input_rows(module, inputs[0].detach(), self._buffers.get((name, "a")))
-            self.inputs[name] = self._buffers[name, "a"] = rows
-            self.examples[name] = inputs[0].shape[0]
-            if output.requires_grad:
-                self.outputs[name] = output
-
-        return hook
-
-    def backward(self, loss: Tensor) -> None:
-        """Differentiate `loss` with respect to the recorded layer outputs only."""
-        names = list(self.outputs)
-        grads = torch.autograd.grad(loss, [self.outputs[n] for n in names], allow_unused=True)
-        for name, grad in zip(names, grads):
-            if grad is not None:
-                rows = output_rows(self.layers[name], grad.detach(), self._buffers.get((name, "d")))
-                self.grads[name] = self._buffers[name, "d"] = rows
-        self.outputs.clear()
+    def _output_grad(self, name: str, module: nn.Module, grad: Tensor) -> Tensor:
+        rows = self._buffers[name, "d"] = output_rows(module, grad, self._buffers.get((name, "d")))
+        return rows
 
     def pairs(self) -> Iterator[tuple[str, Tensor, Tensor, int]]:
         """(name, input rows, output-gradient rows, examples) of every layer that saw both a forward and a
