@@ -438,6 +438,12 @@ def main(argv: list[str] | None = None) -> None:
         plot_trajectories(args.root, data["problems"], args.trajectories)
 
 
+def _save(plt, fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def _grid(n: int, width: float, height: float):
     import matplotlib
 
@@ -492,9 +498,7 @@ def plot_trajectories(root: Path, problems: list[str], path: Path) -> None:
     fig.suptitle("validation loss: mean and min-max band over all runs (learned: replicates x seeds; "
                  "baselines: seeds at the best lr)", fontsize=9)  # fmt: skip
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot(groups: dict[str, dict[str, list[float]]], path: Path) -> None:
@@ -516,9 +520,7 @@ def plot(groups: dict[str, dict[str, list[float]]], path: Path) -> None:
     fig.suptitle("log(best validation loss); dots: per-replicate means (learned, blue) / per-seed scores "
                  "(baselines, orange); black: mean ± 2 SE", fontsize=9)  # fmt: skip
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 if __name__ == "__main__":
