@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from optimlab.errors import ConfigError
 from optimlab.learned.cells import LSTMCell, LSTMScratch, deployed_weight, lstm_step_
+from optimlab.learned.kernels.rnnprop import fused_step
 from optimlab.learned.policies.base import Policy, State
 
 BIAS_CORRECTIONS = ("l2o_constant", "standard")
@@ -106,6 +107,7 @@ class RNNProp(Policy):
         lr: float,
         warmup_lr: float | None = None,
         chunk_size: int = 4096,
+        fused: bool = True,
     ) -> None:
         """`param -= lr * delta` with `state` updated in place, on flat contiguous tensors: what `forward`
         computes, up to float rounding, without autograd.
@@ -113,7 +115,12 @@ class RNNProp(Policy):
         Coordinates go through in chunks of `chunk_size`, each chunk through every layer before the next,
         so that the per-chunk activations ([chunk, 4H] gates and their [4, chunk, H] regrouping) stay in the
         core's L2 cache, and every result is written straight into the state. With `warmup_lr` the step is
-        SGD at that rate and only the moments advance (as `LearnedOptimizer` warms up)."""
+        SGD at that rate and only the moments advance (as `LearnedOptimizer` warms up).
+
+        With `fused` (the default) the step runs in the native kernel of `optimlab.learned.kernels` where it
+        applies (float32 contiguous CPU tensors, 20-wide LSTM layers, no input layer; `OPTIMLAB_FUSED=0`
+        turns it off): one pass over the coordinates, the same update up to float32 rounding and the
+        kernel's activation error (docs/performance.md); `chunk_size` then does not matter."""
         hp = self.hparams
         b1, b2 = hp["beta_1"], hp["beta_2"]
         if warmup_lr is not None:
@@ -126,6 +133,8 @@ class RNNProp(Policy):
             c1, c2 = 1 - b1**t, 1 - b2**t
         else:
             c1, c2 = 1 - b1, 1 - b2
+        if fused and fused_step(self, param, grad, state, float(c1), float(c2), lr):
+            return
         weights = self._deployed_weights()
         w_out, b_out, alpha = self.delta.weight[0], self.delta.bias, hp["alpha"]
         chunk = min(chunk_size, param.numel())
