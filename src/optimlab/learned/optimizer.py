@@ -17,6 +17,8 @@ warm-up `l2o` evaluates its optimizers with: 100 steps at 0.05).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Optional
 
 import torch
@@ -46,7 +48,9 @@ def apply_policy(
 
 class LearnedOptimizer(torch.optim.Optimizer):
     """`chunk_size`: coordinates per pass of a coordinate-wise policy (None: the policy's own default, sized
-    for the CPU's L2 cache). `deployed=False` always runs the functional `forward` (for comparisons)."""
+    for the CPU's L2 cache). `deployed=False` always runs the functional `forward` (for comparisons);
+    `fused=False` keeps a policy's deployed step off its native kernel (RNNProp's, `optimlab.learned.kernels`;
+    the environment variable `OPTIMLAB_FUSED=0` does the same for every optimizer)."""
 
     def __init__(
         self,
@@ -57,6 +61,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         warmup_lr: float = 0.05,
         chunk_size: int | None = None,
         deployed: bool = True,
+        fused: bool = True,
     ):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate (step multiplier): {lr}")
@@ -68,6 +73,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         self.policy = policy.eval().requires_grad_(False)
         self.chunk_size = chunk_size
         self.deployed = deployed
+        self.fused = fused
         self._copies: dict[tuple, Policy] = {}
 
     def _policy(self, like: Tensor) -> Policy:
@@ -106,8 +112,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 deployed = getattr(policy, "deployed_step", None) if self.deployed else None
                 if deployed is not None:
                     step = state["step"].to(flat.dtype)
-                    chunk = {} if self.chunk_size is None else {"chunk_size": self.chunk_size}
-                    deployed(flat, p.grad.reshape(-1), state, step, group["lr"], warm, **chunk)
+                    options = {} if self.chunk_size is None else {"chunk_size": self.chunk_size}
+                    if not self.fused and _accepts(type(policy).deployed_step, "fused"):
+                        options["fused"] = False
+                    deployed(flat, p.grad.reshape(-1), state, step, group["lr"], warm, **options)
                     if flat.data_ptr() != p.data_ptr():  # a non-contiguous parameter was stepped as a copy
                         p.copy_(flat.view_as(p))
                 else:
@@ -146,6 +154,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
             for k in keys:
                 state[k][sl] = new[k]
         return delta
+
+
+@functools.cache
+def _accepts(function, name: str) -> bool:
+    return name in inspect.signature(function).parameters
 
 
 def _policy_state(state: dict) -> State:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -50,7 +51,7 @@ def packed_weights(policy) -> tuple[list[Tensor], ctypes.Array, Tensor, float]:
     used = [t for cell in policy.recurrent for t in (cell.weight_ih, cell.weight_hh, cell.bias)]
     used += [policy.delta.weight, policy.delta.bias]
     key = tuple((t.data_ptr(), t._version) for t in used)
-    cached = policy.__dict__.get("_packed_cache")
+    cached = _packed.get(policy)
     if cached is None or cached[0] != key:
         with torch.no_grad():
             packed = [pack_weights(cell) for cell in policy.recurrent]
@@ -58,8 +59,12 @@ def packed_weights(policy) -> tuple[list[Tensor], ctypes.Array, Tensor, float]:
             b_out = float(policy.delta.bias[0])
         pointers = (ctypes.c_void_p * len(packed))(*(w.data_ptr() for w in packed))
         cached = (key, (packed, pointers, w_out, b_out))
-        policy.__dict__["_packed_cache"] = cached
+        _packed[policy] = cached
     return cached[1]
+
+
+# Kept outside the policy, so that copying or pickling a policy never meets the ctypes pointers.
+_packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fused_step(policy, param: Tensor, grad: Tensor, state: dict[str, Tensor], c1: float, c2: float, lr: float) -> bool:
