@@ -8,14 +8,15 @@ this machine's matmul GFLOP/s, and meta-training throughput.
    the functional `forward` (`deployed=False`), and `*_speedup` is forward time / deployed time.
 2. Achieved GFLOP/s: the policy's dense-layer FLOPs per coordinate (RNNProp: 9,960) times the parameters,
    divided by the RNNProp step time, against the GFLOP/s of a large square float32 matmul at the same thread
-   count (the machine's matmul rate). Target: >= 0.5.
+   count (the machine's matmul rate). Target: >= 0.5. `eager_gflops_ratio`: the same for the eager step.
 3. Meta-training: inner steps per second of a TBPTT meta-iteration (second order, RNNProp, MNIST-1D MLP
    width 32, 20-step truncation) and of a PES one (forward only, one antithetic pair).
 
     python benchmarks/learned.py --threads 1 [--clock cpu]
 
 Last line: RESULT rnnprop_over_adam=... fc_lopt_over_adam=... rnnprop_speedup=... fc_lopt_speedup=...
-gflops_ratio=... policy_gflops=... matmul_gflops=... tbptt_steps_per_s=... pes_steps_per_s=...
+rnnprop_fused_speedup=... gflops_ratio=... eager_gflops_ratio=... policy_gflops=... matmul_gflops=...
+tbptt_steps_per_s=... pes_steps_per_s=...
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 import torch
 
 import optimlab.learned as lo
+from optimlab.learned import kernels
 from optimlab.learned.estimators import PES, TBPTT
 from optimlab.learned.problems import build_problem
 from optimlab.learned.unroll import LearnedOptimizerSystem
@@ -58,7 +60,7 @@ def time_steps(optimizer: torch.optim.Optimizer, steps: int) -> float:
     return (CLOCK() - start) / steps
 
 
-NAMES = ("adam", "rnnprop", "rnnprop (forward)", "small_fc_lopt", "small_fc_lopt (forward)")
+NAMES = ("adam", "rnnprop", "rnnprop (eager)", "rnnprop (forward)", "small_fc_lopt", "small_fc_lopt (forward)")
 
 
 def step_ratios(repeats: int, block: int) -> dict[str, float]:
@@ -67,12 +69,13 @@ def step_ratios(repeats: int, block: int) -> dict[str, float]:
         set_gradients(model)
 
     def learned(name: str, policy: lo.Policy) -> lo.LearnedOptimizer:
-        deployed = not name.endswith("(forward)")
-        return lo.LearnedOptimizer(models[name].parameters(), policy, warmup_steps=0, deployed=deployed)
+        deployed, fused = not name.endswith("(forward)"), not name.endswith("(eager)")
+        return lo.LearnedOptimizer(models[name].parameters(), policy, warmup_steps=0, deployed=deployed, fused=fused)
 
     optimizers = {
         "adam": torch.optim.Adam(models["adam"].parameters(), lr=1e-4, foreach=True),
         "rnnprop": learned("rnnprop", lo.RNNProp()),
+        "rnnprop (eager)": learned("rnnprop (eager)", lo.RNNProp()),
         "rnnprop (forward)": learned("rnnprop (forward)", lo.RNNProp()),
         "small_fc_lopt": learned("small_fc_lopt", lo.SmallFCLOpt()),
         "small_fc_lopt (forward)": learned("small_fc_lopt (forward)", lo.SmallFCLOpt()),
@@ -135,7 +138,8 @@ def main() -> None:
     flops = lo.RNNProp().matmul_flops_per_coordinate() * n
     policy_gflops = flops / med["rnnprop"] / 1e9
     machine = matmul_gflops()
-    print(f"parameters: {n:,}  threads: {args.threads}  clock: {args.clock}")
+    fused = kernels.rnnprop_kernel() is not None
+    print(f"parameters: {n:,}  threads: {args.threads}  clock: {args.clock}  fused RNNProp kernel: {fused}")
     for name, t in med.items():
         print(f"  {name:24s} step {t * 1e3:8.2f} ms   {t / n * 1e9:7.2f} ns/parameter   x{t / med['adam']:.1f} Adam")
     print(
@@ -148,7 +152,9 @@ def main() -> None:
         f"RESULT rnnprop_over_adam={med['rnnprop'] / med['adam']:.2f} fc_lopt_over_adam={med['small_fc_lopt'] / med['adam']:.2f} "
         f"rnnprop_speedup={med['rnnprop (forward)'] / med['rnnprop']:.2f} "
         f"fc_lopt_speedup={med['small_fc_lopt (forward)'] / med['small_fc_lopt']:.2f} "
-        f"gflops_ratio={policy_gflops / machine:.3f} policy_gflops={policy_gflops:.2f} matmul_gflops={machine:.2f} "
+        f"rnnprop_fused_speedup={med['rnnprop (eager)'] / med['rnnprop']:.2f} "
+        f"gflops_ratio={policy_gflops / machine:.3f} eager_gflops_ratio={flops / med['rnnprop (eager)'] / 1e9 / machine:.3f} "
+        f"policy_gflops={policy_gflops:.2f} matmul_gflops={machine:.2f} "
         f"tbptt_steps_per_s={tbptt:.1f} pes_steps_per_s={pes:.1f}"
     )
 
