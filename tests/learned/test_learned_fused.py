@@ -68,6 +68,7 @@ def test_fused_step_matches_eager_float32(hparams, n):
     param, grad, state = random_inputs(policy, n)
     (p_eager, s_eager), (p_fused, s_fused) = both_steps(policy, param, grad, state, torch.tensor(3.0), 0.7)
     assert not torch.equal(p_fused, param)
+    assert p_fused._version > 0 and s_fused["c1"]._version > 0  # modified in place, as autograd must know
     torch.testing.assert_close(p_fused, p_eager, rtol=1e-5, atol=1e-6)
     for key in s_eager:
         torch.testing.assert_close(s_fused[key], s_eager[key], rtol=1e-5, atol=2e-6, msg=key)

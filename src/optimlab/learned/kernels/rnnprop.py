@@ -91,6 +91,9 @@ def fused_step(policy, param: Tensor, grad: Tensor, state: dict[str, Tensor], c1
         codes = [kernel(0, n, *args)]
     if any(codes):
         raise RuntimeError(f"optimlab_rnnprop_step returned {max(codes)}")
+    # The kernel wrote through raw pointers: mark the tensors modified in place, as the eager ops would, so
+    # that autograd still detects a backward through a stepped tensor.
+    torch.autograd.graph.increment_version([param, state["m"], state["v"], *(state[k] for k in policy.recurrent_keys)])
     return True
 
 
