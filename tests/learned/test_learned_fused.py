@@ -2,7 +2,10 @@
 
 import copy
 import io
+import os
+import signal
 import subprocess
+import time
 import warnings
 
 import pytest
@@ -141,6 +144,35 @@ def test_threads_split_the_coordinates_with_the_same_result():
     assert torch.equal(results[0][0], results[1][0])
     assert all(torch.equal(results[0][1][k], results[1][1][k]) for k in state)
     assert fused.split(100, 3) == [0, 32, 64, 100] and fused.split(16, 2) == [0, 0, 16]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_threads_work_in_a_forked_child():
+    """A child forked after the parent used the thread pool (a sweep's fork server) gets its own pool."""
+    require_kernel()
+    policy = perturbed(lo.RNNProp())
+    param, grad, state = random_inputs(policy, 2 * fused.PARALLEL_MIN)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        policy.deployed_step(param, grad, state, torch.tensor(0.0), 1.0)
+        pid = os.fork()
+        if pid == 0:  # the child: step again, through a pool of its own
+            try:
+                policy.deployed_step(param, grad, state, torch.tensor(1.0), 1.0)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's step hung")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_optimizer_through_warmup_and_state_dict_round_trip():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
@@ -107,10 +108,12 @@ def split(n: int, parts: int) -> list[int]:
     return [min(n, 16 * (blocks * k // parts)) for k in range(parts + 1)]
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    if threads not in _pools:
-        _pools[threads] = ThreadPoolExecutor(threads - 1, thread_name_prefix="optimlab-rnnprop")
-    return _pools[threads]
+    # Per process: a forked child (the sweeps' fork server) has none of its parent's pool threads.
+    key = (os.getpid(), threads)
+    if key not in _pools:
+        _pools[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="optimlab-rnnprop")
+    return _pools[key]
