@@ -9,7 +9,9 @@ call of `rnnprop_kernel()` in a process compiles (under a second) or finds the c
 
 Where it cannot be used (no compiler, a compile error, a CPU without AVX-512F/DQ, `OPTIMLAB_FUSED=0`),
 `rnnprop_kernel()` returns None, with the reason in one warning per process, and callers take the eager
-step. Why no `-ffast-math`: GCC before 13 links `crtfastmath.o` into shared libraries built with it, which
+step (the environment is read once per process, at the first call). The kernel is single-threaded; the
+caller splits large tensors across a thread pool rather than linking OpenMP, which would put a second
+OpenMP runtime beside torch's in the process. Why no `-ffast-math`: GCC before 13 links `crtfastmath.o` into shared libraries built with it, which
 sets the flush-to-zero and denormals-are-zero modes for the whole process on load; and the kernel relies on
 IEEE NaN propagation (a NaN gradient gives a NaN update, as in the eager step).
 """
@@ -85,7 +87,11 @@ def build(source: Path = SOURCE) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([*cc, *FLAGS, "-o", tmp, str(source)], capture_output=True, text=True, timeout=300)
+        try:
+            command = [*cc, *FLAGS, "-o", tmp, str(source)]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as error:
+            raise KernelUnavailable(f"{shlex.join(cc)} failed: {error}") from None
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()
             raise KernelUnavailable(f"{shlex.join(cc)} failed: {lines[0] if lines else result.returncode}")
