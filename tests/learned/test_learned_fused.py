@@ -79,6 +79,19 @@ def test_fused_step_matches_eager_float32(hparams, n):
     assert torch.equal(s_fused["m"], s_eager["m"]) and torch.equal(s_fused["v"], s_eager["v"])
 
 
+@pytest.mark.parametrize("name", ["rnnprop-mnist1d", "rnnprop-minmax"])
+def test_fused_step_matches_eager_with_the_shipped_weights(name):
+    require_kernel()
+    policy = lo.load(name).policy.eval()
+    param, grad, state = random_inputs(policy, 999, seed=4)
+    for step in (0.0, 50.0):
+        (p_eager, s_eager), (p_fused, s_fused) = both_steps(policy, param, grad, state, torch.tensor(step), 1.0)
+        torch.testing.assert_close(p_fused, p_eager, rtol=1e-5, atol=1e-6)
+        for key in s_eager:
+            torch.testing.assert_close(s_fused[key], s_eager[key], rtol=1e-5, atol=2e-6, msg=key)
+        state = s_eager
+
+
 def test_fused_step_as_close_to_float64_as_eager():
     """The kernel's activations and summation order cost no more accuracy than float32 eager arithmetic."""
     require_kernel()
