@@ -71,8 +71,10 @@ _packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def fused_step(policy, param: Tensor, grad: Tensor, state: dict[str, Tensor], c1: float, c2: float, lr: float) -> bool:
     """`param -= lr * delta` and the state updated in place by the kernel; False (nothing done) where the
     kernel is unavailable or does not apply."""
+    if not supported(policy, param, grad, state):  # first: no build, and no warning, where it would not apply
+        return False
     kernel = rnnprop_kernel()
-    if kernel is None or not supported(policy, param, grad, state):
+    if kernel is None:
         return False
     hp = policy.hparams
     packed, w_ptrs, w_out, b_out = packed_weights(policy)

@@ -14,7 +14,7 @@ Dense(2 -> 20) + ELU before the LSTMs.
 
 `forward` is the functional step that meta-training differentiates through; `deployed_step` computes the
 same update (up to float rounding) without autograd, in place and in cache-sized chunks, for
-`LearnedOptimizer`.
+`LearnedOptimizer`, or in one pass in the native kernel of `optimlab.learned.kernels` where that applies.
 """
 
 from __future__ import annotations
