@@ -89,11 +89,13 @@ def meta_cost(root: Path) -> list[dict]:
 
 
 def eval_cost(root: Path) -> dict[str, dict]:
-    """problem -> {cpu, wall, runs}: every evaluation command's time file, and the finished training runs."""
+    """problem -> {cpu, wall, runs}: every evaluation command's time file, and the finished training runs.
+    A linked run directory (baselines shared with another study root) is another study's cost: not counted."""
     out = {}
     for folder in sorted(p for p in (root / "eval").glob("*") if p.is_dir()):
         times = [t for t in (read_time(p) for p in folder.glob("*.time")) if t]
-        runs = sum(1 for _ in folder.glob("*/runs/**/summary.json"))
+        own = [d for d in folder.iterdir() if d.is_dir() and not d.is_symlink()]
+        runs = sum(1 for d in own for _ in d.glob("runs/**/summary.json"))
         out[folder.name] = {"cpu": sum(t[0] for t in times), "wall": sum(t[1] for t in times), "runs": runs}
     return out
 
@@ -189,10 +191,12 @@ def collect(root: Path) -> dict:
     seeds_per_replicate = {
         p: {c: sorted({len(v) for v in learned[p][c].values()}) for c in learned[p]} for p in learned
     }
-    # "all problems": each replicate's mean over the problems that every configuration covers, all replicates there
-    common = [p for p in problems if p in by_seed and set(by_seed[p]) == set(CONFIGS)]
+    # "all problems": each replicate's mean over the problems that every configuration of ROOT covers, all
+    # replicates there (a root may hold only some of the configurations)
+    configs = [c for c in CONFIGS if any(c in by_seed[p] for p in by_seed)]
+    common = [p for p in problems if p in by_seed and set(by_seed[p]) == set(configs)]
     overall = {}
-    for c in CONFIGS:
+    for c in configs:
         seeds = set.intersection(*(set(by_seed[p][c]) for p in common)) if common else set()
         overall[c] = {s: float(np.mean([by_seed[p][c][s] for p in common])) for s in sorted(seeds)}
     return {"problems": problems, "by_seed": by_seed, "base": base, "grid": grid, "seeds": seeds_per_replicate,

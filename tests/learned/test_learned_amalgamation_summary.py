@@ -118,3 +118,25 @@ def test_page_block_and_compute(study, tmp_path):
     assert "| conv_train | 0 | 11 | 30 |" in text and "| mlp_train | 0 | 4 | 8 |" in text
     rows = (tmp_path / "scores.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 5 * 5 * 2 + 3 + 3  # header, learned runs, adam and rmsprop seeds
+
+
+def test_a_root_with_some_configurations_and_linked_baselines(study, tmp_path):
+    """A second study root (say, another curriculum) with plain and minmax only, its baselines linked from the
+    first: "all problems" over those two, and the linked runs are not its cost."""
+    other = tmp_path / "other"
+    for problem in ("conv_train", "mlp_train"):
+        for config in ("plain", "minmax"):
+            evaluation(other, problem, config, [0, 1, 2], lambda s, c=config, p=problem: score(c, s, p))
+        summary_json = study / "eval" / problem / "adam" / "runs" / "r" / "summary.json"
+        if problem == "conv_train":
+            summary_json.parent.mkdir(parents=True)
+            summary_json.write_text("{}")
+            (other / "eval" / problem / "adam").symlink_to(study / "eval" / problem / "adam")
+    data = summary.collect(other)
+    assert data["common"] == ["conv_train", "mlp_train"]
+    assert sorted(data["overall"]) == ["minmax", "plain"]
+    assert data["base"]["conv_train"]["adam"] == [-3.0, -2.9, -3.1]  # read through the link
+    assert summary.eval_cost(study)["conv_train"]["runs"] == 1
+    assert summary.eval_cost(other)["conv_train"]["runs"] == 0
+    names = {t.name for t in summary.comparisons(data)}
+    assert names == {"minmax vs plain", "minmax vs adam"}
