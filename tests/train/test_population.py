@@ -19,7 +19,7 @@ from optimlab.tasks import Split, Task, build_task, register_task
 from optimlab.tasks.models.mlp import MLP
 from optimlab.tasks.registry import _TASKS
 from optimlab.train import load_run, train
-from optimlab.train import population
+from optimlab.train import population, population_batched
 from optimlab.train.population import MemberState, NotBatchable, train_population
 from optimlab.train.population_batched import batched_loss
 from optimlab.train.population_rules import config_ineligibility, member_settings, population_key
@@ -144,6 +144,26 @@ def test_batched_loss_gradients_equal_the_vmapped_ones(activation):
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
     torch.testing.assert_close(sums, vmapped_sums.detach(), rtol=1e-6, atol=0)
     assert counts.tolist() == [16] * 4
+
+
+@pytest.mark.parametrize("classes", [3, 10, 17, 40])
+def test_batched_cross_entropy_equals_each_members_own_bit_for_bit(classes):
+    """The members' losses come from one cross-entropy (over (members, classes, rows) where the probe allows
+    it); each member's loss values and logit gradients are those of its own `cross_entropy`."""
+    generator = torch.Generator().manual_seed(classes)
+    task = build_task("toy_mlp", {})
+    for scale in (0.1, 3.0, 30.0):
+        logits = (torch.randn(4, 128, classes, generator=generator) * scale).requires_grad_()
+        targets = torch.randint(0, classes, (4, 128), generator=generator)
+        weights = torch.rand(4, generator=generator)
+        ours, counts = population_batched._member_losses(task, logits, (targets, targets))
+        theirs = torch.stack([nn.functional.cross_entropy(logits[m], targets[m], reduction="none") for m in range(4)])
+        torch.testing.assert_close(ours, theirs.sum(dim=1), rtol=1e-6, atol=0)
+        assert counts.tolist() == [128] * 4
+        ours_grad, = torch.autograd.grad((ours * weights).sum(), logits)
+        alone = [nn.functional.cross_entropy(logits[m], targets[m], reduction="sum") * weights[m] for m in range(4)]
+        theirs_grad, = torch.autograd.grad(sum(alone), logits)
+        assert torch.equal(ours_grad, theirs_grad)
 
 
 def test_batched_loss_is_only_for_models_it_writes_out():
