@@ -45,6 +45,8 @@ CASES = {
                           [("optim.lr=0.01", 0), ("optim.lr=0.01", 1)]),
     "step_schedule_clipping": (["optim=sgd", "schedule=step", "schedule.milestones=[7,15]"],
                                [("optim.lr=0.5 train.clip_grad_norm=0.05", 0), ("optim.lr=0.2 schedule.gamma=0.5", 1)]),
+    # foreach given: the members still share merged groups, stepped as blocks of the stacked parameters.
+    "adam_foreach": (["optim=adam", "optim.foreach=true"], [("optim.lr=0.01", 1), ("optim.lr=0.02", 0), ("optim.lr=0.01", 0)]),
 }
 
 
@@ -230,6 +232,85 @@ def test_members_resume_from_their_own_checkpoints_even_at_different_steps(tmp_p
     assert member["status"] == "completed" and member["step"] == 30
     assert standalone["status"] == "completed"
     assert relative_error(params(longer[1].run_dir), params(tmp_path / "alone30")) < 1e-5
+
+
+def _stacks_seen(monkeypatch) -> list[list[list[int]]]:
+    """Records the rows of each stacked group of every population trained from now on."""
+    seen = []
+    original = population._Population._stack_groups
+
+    def spy(self):
+        original(self)
+        seen.append([stack.rows for stack in self.stacks])
+    monkeypatch.setattr(population._Population, "_stack_groups", spy)
+    return seen
+
+
+def test_stacking_and_unstacking_change_no_bit(tmp_path, monkeypatch):
+    """Members with equal settings step as blocks of the stacked parameters (two param groups: no_decay);
+    the same population never stacked, or unstacked halfway, ends with bit-identical parameters."""
+    common = ["task=toy_mlp", "task.batch_size=16", "train.steps=12", "train.eval_every=6", "train.log_every=3",
+              "log.progress=never", "optim=adamw", "optim.no_decay=[bias]", "schedule=cosine"]
+    members = [("optim.lr=0.01", 0), ("optim.lr=0.02", 0), ("optim.lr=0.01", 1), ("optim.lr=0.01", 2)]
+
+    def run(folder):
+        cfgs = [load_config([*common, lr, f"seed={seed}", f"run_dir={tmp_path / folder / str(i)}"])
+                for i, (lr, seed) in enumerate(members)]
+        return [s["params_sha256"] for s in train_population(cfgs)]
+
+    seen = _stacks_seen(monkeypatch)
+    stacked = run("stacked")
+    # Rows are sorted by settings: the three members of lr 0.01 are adjacent, in two groups (decay, no decay).
+    assert sorted(seen[0]) == [[0, 1, 2], [0, 1, 2], [3], [3]]
+    set_gradients = population._Population._set_gradients
+    calls = []
+
+    def unstack_halfway(self, grads, active):
+        calls.append(1)
+        if len(calls) == 6:
+            self._unstack(set(range(len(self.members))))
+            assert not self.stacks and not self.located
+        set_gradients(self, grads, active)
+    monkeypatch.setattr(population._Population, "_set_gradients", unstack_halfway)
+    assert run("unstacked") == stacked
+    monkeypatch.setattr(population._Population, "_stack_groups", lambda self: None)
+    assert run("never") == stacked
+
+
+def test_a_member_of_a_stacked_group_diverges_alone(tmp_path, monkeypatch):
+    """Three members with equal settings (one block): two diverge at different steps, as their stand-alone
+    runs do, and the third ends where its stand-alone run does."""
+    common = ["task=toy_mlp", "task.activation=relu", "task.batch_size=16", "train.steps=20", "train.log_every=1",
+              "train.eval_every=10", "log.progress=never", "optim=sgd", "optim.lr=1000"]
+    cfgs = [load_config([*common, f"seed={seed}", f"run_dir={tmp_path / 'pop' / str(seed)}"]) for seed in range(3)]
+    seen = _stacks_seen(monkeypatch)
+    summaries = train_population(cfgs)
+    assert seen == [[[0, 1, 2]]]
+    assert [s["status"] for s in summaries] == ["completed", "diverged", "diverged"]
+    for cfg, summary in zip(cfgs, summaries):
+        alone = train(dataclasses.replace(cfg, run_dir=str(tmp_path / "alone" / str(cfg.seed))))
+        assert (alone["status"], alone["diverged_step"], alone["step"]) == (
+            summary["status"], summary["diverged_step"], summary["step"])
+    assert summaries[1]["diverged_step"] != summaries[2]["diverged_step"]
+    assert relative_error(params(cfgs[0].run_dir), params(tmp_path / "alone" / "0")) < 1e-5
+
+
+def test_a_stacked_group_resumes_from_its_members_checkpoints_bit_identically(tmp_path, monkeypatch):
+    """Two members with equal settings trained 10 steps, then continued to 20 (their Adam states rebuilt
+    into one block from their checkpoints), equal an uninterrupted population of 20 steps."""
+    common = ["task=toy_mlp", "task.batch_size=16", "train.eval_every=5", "train.log_every=5", "log.progress=never",
+              "optim=adam", "optim.lr=0.01"]
+
+    def cfgs(folder, steps):
+        return [load_config([*common, f"train.steps={steps}", f"seed={seed}", f"run_dir={tmp_path / folder / str(seed)}"])
+                for seed in range(2)]
+    seen = _stacks_seen(monkeypatch)
+    train_population(cfgs("resumed", 10))
+    resumed = train_population(cfgs("resumed", 20))
+    reference = train_population(cfgs("reference", 20))
+    assert seen == [[[0, 1]]] * 3
+    assert [s["params_sha256"] for s in resumed] == [s["params_sha256"] for s in reference]
+    assert [s["step"] for s in resumed] == [20, 20]
 
 
 def _start_population(spec: Path, env: dict) -> subprocess.Popen:
