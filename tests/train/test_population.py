@@ -15,6 +15,7 @@ from torch import nn
 
 from optimlab import rundir
 from optimlab.config import config_hash, from_tree, load_config, read_yaml_mapping
+from optimlab.errors import ConfigError
 from optimlab.tasks import Split, Task, build_task, register_task
 from optimlab.tasks.models.mlp import MLP
 from optimlab.tasks.registry import _TASKS
@@ -408,6 +409,28 @@ def test_member_state_is_the_shared_state_restricted_to_the_member():
     assert dict(view) == {a: {"step": 1}} and len(view) == 1 and b not in view and view.get(b) is None
     view[a] = {"step": 5}
     assert shared[a] == {"step": 5}
+
+
+def test_members_differing_in_seed_and_run_dir_are_validated_once_with_the_same_result():
+    from optimlab.config import normalize, to_tree
+    from optimlab.train.population_cli import load_members
+
+    dirs = ["/tmp/a+b/c-d.e_f", "./runs/x", "/1", "a/b", "x y/z", "${oc.env:HOME}/r", "true", "null"]
+    runs = [{"overrides": [*BASE, "optim=adam", f"optim.lr={lr}", f"seed={seed}", f"run_dir={d}"]}
+            for lr in (0.1, 0.2) for seed in ("0", "007", "4294967295") for d in dirs]
+    fast = load_members(runs)
+    assert [to_tree(cfg) for cfg in fast] == [to_tree(load_config(run["overrides"])) for run in runs]
+    cfgs = [dataclasses.replace(fast[0], seed=seed, run_dir=d) for seed in (1, 2) for d in ("a", None)]
+    assert [to_tree(c) for c in population._normalized(cfgs)] == [to_tree(normalize(c)) for c in cfgs]
+    for odd in (2**32, -1, "3", True):  # normalised in full, as train() normalises them
+        cfg = dataclasses.replace(fast[0], seed=odd)
+        try:
+            expected = to_tree(normalize(cfg))
+        except ConfigError:
+            with pytest.raises(ConfigError, match="seed"):
+                population._normalized([fast[0], cfg])
+        else:
+            assert to_tree(population._normalized([fast[0], cfg])[1]) == expected
 
 
 def test_population_command_reports_bad_input_and_asks_for_fallback(tmp_path, capsys):

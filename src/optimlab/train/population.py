@@ -33,6 +33,7 @@ Which runs qualify: `optimlab.train.population_rules`.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import json
 import signal
@@ -46,7 +47,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from optimlab import rundir
-from optimlab.config import Config, default_run_dir, normalize
+from optimlab.config import MAX_SEED, Config, default_run_dir, normalize, to_tree
 from optimlab.errors import ConfigError, RunFailed
 from optimlab.optim import build_optimizer
 from optimlab.optim.param_groups import build_param_groups
@@ -81,7 +82,7 @@ def train_population(cfgs: Sequence[Config], *, handle_signals: bool = False) ->
     trained again (their summary is returned); interrupted ones resume from their own newest checkpoint.
     Raises `NotBatchable` before anything is written when the runs cannot share a population.
     """
-    cfgs = [normalize(cfg) for cfg in cfgs]
+    cfgs = _normalized(cfgs)
     cfgs = [dataclasses.replace(cfg, run_dir=str(cfg.run_dir or default_run_dir(cfg))) for cfg in cfgs]
     if not cfgs:
         return []
@@ -103,6 +104,27 @@ def train_population(cfgs: Sequence[Config], *, handle_signals: bool = False) ->
         for i, summary in zip(todo, population.train(handle_signals)):
             done[i] = summary
     return [done[i] for i in range(len(cfgs))]
+
+
+def _normalized(cfgs: Sequence[Config]) -> list[Config]:
+    """Each config normalised as `optimlab.train.train` normalises it. A config that differs from an earlier
+    one only in its seed (an int in range) and run_dir (a str or None) is that one's normalised config with
+    its own seed and run_dir: the validation (~60 ms a config) checks each of those two on its own."""
+    done: dict[str, Config] = {}
+    normalized = []
+    for cfg in cfgs:
+        tree = to_tree(cfg)
+        key = json.dumps({k: v for k, v in tree.items() if k not in ("seed", "run_dir")}, sort_keys=True, default=str)
+        seed, run_dir = cfg.seed, cfg.run_dir
+        if (key in done and type(seed) is int and 0 <= seed <= MAX_SEED
+                and (run_dir is None or type(run_dir) is str)):
+            cfg = copy.deepcopy(done[key])
+            cfg.seed, cfg.run_dir = seed, run_dir
+        else:
+            cfg = normalize(cfg)
+            done.setdefault(key, cfg)
+        normalized.append(cfg)
+    return normalized
 
 
 def _check_configs(cfgs: list[Config]) -> None:
