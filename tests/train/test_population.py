@@ -124,7 +124,7 @@ def test_mlp_members_end_where_their_stand_alone_runs_do(tmp_path, optim, monkey
         assert summary["final"]["train/loss"] == pytest.approx(alone["final"]["train/loss"], rel=1e-5)
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
 def test_batched_loss_gradients_equal_the_vmapped_ones(activation):
     task = build_task("toy_mlp", {"activation": activation})
     models = [task.new_model(seed) for seed in range(4)]

@@ -50,9 +50,10 @@ def batched_loss(task: Task, template: nn.Module) -> BatchedLoss | None:
         return None  # half precision: the batched and the stand-alone products may round differently
     names = {id(p): name for name, p in template.named_parameters()}
     try:
-        layers = _layers(template, names)
+        layers = _in_place(_layers(template, names))
     except Unsupported:
         return None
+    scales: dict[tuple, Tensor] = {}
 
     def loss(tensors: dict[str, Tensor], batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
         if len(batch) != 2:
@@ -63,8 +64,14 @@ def batched_loss(task: Task, template: nn.Module) -> BatchedLoss | None:
         loss_sums, counts = _member_losses(task, outputs, batch)
         if loss_sums.dtype in (torch.float16, torch.bfloat16):
             loss_sums = loss_sums.float()
-        # Times 1/count as the vmapped loss computes it (the same operations on the same count).
-        scale = (1.0 / counts).to(loss_sums.dtype)
+        # Times 1/count as the vmapped loss computes it (the same operations on the same count), computed
+        # once per distinct count.
+        key = (tuple(counts.tolist()), loss_sums.dtype, loss_sums.device) if counts.is_cpu else None
+        scale = scales.get(key) if key is not None else None
+        if scale is None:
+            scale = (1.0 / counts).to(loss_sums.dtype)
+            if key is not None:
+                scales[key] = scale
         return loss_sums * scale, loss_sums.detach(), counts
 
     return loss
@@ -114,24 +121,43 @@ def _classes_last_is_slow(classes: int, dtype: torch.dtype, device: str) -> bool
     return True
 
 
-def _layers(module: nn.Module, names: dict[int, str]) -> list[Layer]:
-    """The module's forward as a list of batched layers; `Unsupported` for anything not written out here."""
+def _layers(module: nn.Module, names: dict[int, str]) -> list[tuple[Layer, nn.Module]]:
+    """The module's forward as a list of batched layers, each with the module it stands for; `Unsupported`
+    for anything not written out here."""
     if type(module).forward is nn.Sequential.forward:
         return [layer for child in module for layer in _layers(child, names)]
     if isinstance(module, MLP) and type(module).forward is MLP.forward:
         return _layers(module.layers, names)
     if type(module) is nn.Flatten:
         start, end = (d + 1 if d >= 0 else d for d in (module.start_dim, module.end_dim))  # after the member dim
-        return [lambda tensors, x: x.flatten(start, end)]
+        return [(lambda tensors, x: x.flatten(start, end), module)]
     if type(module) is nn.Linear:
         weight = names.get(id(module.weight))
         bias = None if module.bias is None else names.get(id(module.bias))
         if weight is None or (module.bias is not None and bias is None):
             raise Unsupported("a linear layer whose parameters are not the model's own")
-        return [lambda tensors, x: _linear(x, tensors[weight], None if bias is None else tensors[bias])]
+        return [(lambda tensors, x: _linear(x, tensors[weight], None if bias is None else tensors[bias]), module)]
     if type(module) in _ELEMENTWISE and not list(module.parameters()):
-        return [lambda tensors, x: module(x)]
+        return [(lambda tensors, x: module(x), module)]
     raise Unsupported(type(module).__name__)
+
+
+# Activations applied in place to a linear layer's output, a fresh tensor that its backward does not need
+# (baddbmm's gradients read its inputs): no second (members, rows, features) tensor per layer. The values
+# are those of the out-of-place function (the same kernel), and so are the gradients (from the result).
+_IN_PLACE: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
+    nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.Sigmoid: torch.sigmoid_,
+}
+
+
+def _in_place(layers: list[tuple[Layer, nn.Module]]) -> list[Layer]:
+    return [_applied(_IN_PLACE[type(module)])
+            if type(module) in _IN_PLACE and i > 0 and type(layers[i - 1][1]) is nn.Linear else layer
+            for i, (layer, module) in enumerate(layers)]
+
+
+def _applied(activation: Callable[[Tensor], Tensor]) -> Layer:
+    return lambda tensors, x: activation(x)
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
