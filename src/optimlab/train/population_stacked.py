@@ -70,16 +70,18 @@ class FlatParameters:
         self.buffers = {dtype: torch.empty(self.members, width, dtype=dtype, device=device)
                         for dtype, width in widths.items()}
         self.grads = {dtype: torch.zeros_like(buffer) for dtype, buffer in self.buffers.items()}
+        self._views = {name: self._view(self.buffers, name) for name in names}
+        self._grad_views = {name: self._view(self.grads, name) for name in names}
         with torch.no_grad():
             for name in names:
                 self.view(name).copy_(torch.stack([n[name].detach() for n in named]))
 
     def view(self, name: str) -> Tensor:
         """The members' `name` as one (members, *shape) view of the buffer."""
-        return self._view(self.buffers, name)
+        return self._views[name]
 
     def grad_view(self, name: str) -> Tensor:
-        return self._view(self.grads, name)
+        return self._grad_views[name]
 
     def _view(self, buffers: dict[torch.dtype, Tensor], name: str) -> Tensor:
         columns = self.columns[name]
