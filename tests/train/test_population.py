@@ -124,16 +124,17 @@ def test_mlp_members_end_where_their_stand_alone_runs_do(tmp_path, optim, monkey
         assert summary["final"]["train/loss"] == pytest.approx(alone["final"]["train/loss"], rel=1e-5)
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
-def test_batched_loss_gradients_equal_the_vmapped_ones(activation):
+@pytest.mark.parametrize(("activation", "dtype"), [("tanh", torch.float32), ("relu", torch.float32),
+                                                   ("sigmoid", torch.float32), ("relu", torch.float64)])
+def test_batched_loss_gradients_equal_the_vmapped_ones(activation, dtype):
     task = build_task("toy_mlp", {"activation": activation})
-    models = [task.new_model(seed) for seed in range(4)]
+    models = [task.new_model(seed).to(dtype) for seed in range(4)]
     for model in models:  # a linear layer without bias too
         model.layers[-1].bias = None
     stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
                for name, _ in models[0].named_parameters()}
     index = torch.stack([torch.randperm(128, generator=torch.Generator().manual_seed(i))[:16] for i in range(4)])
-    batch = tuple(t[index] for t in task.train.tensors)
+    batch = tuple(t[index].to(dtype) if t.is_floating_point() else t[index] for t in task.train.tensors)
     batched = batched_loss(task, models[0])
     assert batched is not None
     losses, sums, counts = batched(stacked, batch)
