@@ -5,20 +5,26 @@ process, each writing its own ordinary run directory.
 
 What is batched, and what stays per member:
 
-- **Parameters** are stacked: one tensor of shape (members, ...) per parameter name. Each member's model holds
-  leaf `nn.Parameter`s that are views of its row of the stacked tensors, so an optimizer updating a member's
-  parameters in place updates the stacked tensors, with no copy in either direction.
+- **Parameters** are stacked: each member's trainable parameters are one row of a (members, columns)
+  buffer per dtype (`population_stacked.FlatParameters`), and the forward reads one (members, ...) view
+  per parameter name. Each member's model holds leaf `nn.Parameter`s that are views of its row, so an
+  optimizer updating a member's parameters in place updates the buffer, with no copy in either direction.
+  Members are sorted by their settings, so that members with equal settings have adjacent rows.
 - **Gradients** of all members come from one forward and one backward: `torch.func.vmap` over members of the
   task's `functional_loss` on a stacked batch (each member's own batch, drawn from its own sampler, seeded
-  by its own seed exactly as its stand-alone run draws it), then autograd of the sum of the members' losses,
-  in which each member's row receives exactly its own gradient. Each member's `.grad` is a view of its row.
+  by its own seed exactly as its stand-alone run draws it), or for an MLP the same loss written out with
+  batched matrix products (`population_batched`); then autograd of the sum of the members' losses, in
+  which each member's row receives exactly its own gradient. The gradients are copied into a gradient
+  buffer of the parameters' layout: each member's `.grad` is a contiguous view of its row.
 - **One optimizer** holds every member's param groups (each member's own split, `optim.param_groups`) and
   steps them all. Each member also has its own optimizer object over its own group dicts, whose `state`
   routes to the shared one: its checkpoint, its scheduler and its statistics are exactly those of the
   stand-alone run's optimizer. For torch.optim's optimizers (every computation per parameter) the shared
   optimizer merges the groups of members with equal settings and steps them with torch's multi-tensor
-  (foreach) kernels; optimlab's critical-gradient optimizers, which compute across a group, keep one
-  group per member group.
+  (foreach) kernels; for those whose every computation is per element (Adam, SGD, ...:
+  `population_stacked.ELEMENTWISE`) a merged group steps one block of the buffer (its members' rows x
+  its parameters' columns) as one tensor, each member's state being views of the block's. optimlab's
+  critical-gradient optimizers, which compute across a group, keep one group per member group.
 - Per member: schedule, sampler, evaluation, metrics, checkpoints, summary (the run directory of a
   stand-alone run, plus `"population": {"size": M, "index": i}` in summary.json, which is not part of the
   run's identity).
