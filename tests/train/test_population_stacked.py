@@ -87,3 +87,5 @@ def test_states_that_cannot_share_a_block_stay_apart():
     del state[params[1][0]]
     assert not stack_state(state, blocks)  # one member has no state for a parameter
     assert flat.block(range(2), [names[0], names[2]]) is None  # columns that are not adjacent
+    empty = {p: {} for p in params[0]}  # a state dict created but not filled yet counts as no state
+    assert stack_state(empty, blocks) and not empty

@@ -135,7 +135,7 @@ def stack_state(state: dict, blocks: list[Block]) -> bool:
     others without, different keys or scalar values, a tensor of another shape."""
     built = []
     for block in blocks:
-        values = [state.get(param) for param, _, _ in block.members]
+        values = [state.get(param) or None for param, _, _ in block.members]  # {}: no state yet, as absent
         if all(value is None for value in values):
             built.append(None)
             continue
