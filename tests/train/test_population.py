@@ -170,6 +170,26 @@ def test_batched_cross_entropy_equals_each_members_own_bit_for_bit(classes):
         assert torch.equal(ours_grad, theirs_grad)
 
 
+def test_batched_mlp_gradients_equal_each_members_own_backward_bit_for_bit():
+    """At mnist1d_mlp's sizes (40 inputs, two hidden layers of 100, 10 classes, batches of 128), where the
+    matrix products take MKL's blocked kernels, each member's batched gradient is its stand-alone gradient
+    (nn.Linear layers, the summed cross-entropy seeded with 1/count) bit for bit."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(512, 40, generator=generator), torch.randint(0, 10, (512,), generator=generator)
+    task = Task("mlp40", *[Split((x, y))] * 3, MLP(40, [100, 100], 10), model_factory=lambda: MLP(40, [100, 100], 10))
+    models = [task.new_model(seed) for seed in range(4)]
+    stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
+               for name, _ in models[0].named_parameters()}
+    index = torch.stack([torch.randperm(512, generator=generator)[:128] for _ in range(4)])
+    batch = tuple(t[index] for t in task.train.tensors)
+    losses, _, _ = batched_loss(task, models[0])(stacked, batch)
+    ours = torch.autograd.grad(losses.sum(), list(stacked.values()))
+    for m, model in enumerate(models):
+        loss_sum = nn.functional.cross_entropy(model(batch[0][m]), batch[1][m], reduction="sum")
+        theirs = torch.autograd.grad(loss_sum, list(model.parameters()), torch.tensor(1 / 128))
+        assert all(torch.equal(a[m], b) for a, b in zip(ours, theirs)), m
+
+
 def test_batched_loss_is_only_for_models_it_writes_out():
     toy = build_task("toy", {"dropout": 0.0})
     assert batched_loss(toy, toy.model) is None  # a module of its own (Slow)

@@ -83,6 +83,8 @@ def _member_losses(task: Task, outputs: Tensor, batch: tuple[Tensor, ...]) -> tu
         targets = batch[-1]
         count = torch.as_tensor(targets[0].numel(), device=outputs.device)
         if _classes_last_is_slow(outputs.shape[-1], outputs.dtype, outputs.device.type):
+            if outputs.requires_grad:  # the logits' gradient in their own layout, as the products before expect
+                outputs.register_hook(torch.Tensor.contiguous)
             per_example = nn.functional.cross_entropy(outputs.transpose(1, 2), targets, reduction="none")
             return per_example.sum(dim=1), count.expand(members)
         per_example = nn.functional.cross_entropy(outputs.flatten(0, 1), targets.flatten(), reduction="none")
