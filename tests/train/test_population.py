@@ -15,11 +15,12 @@ from torch import nn
 
 from optimlab import rundir
 from optimlab.config import config_hash, from_tree, load_config, read_yaml_mapping
+from optimlab.errors import ConfigError
 from optimlab.tasks import Split, Task, build_task, register_task
 from optimlab.tasks.models.mlp import MLP
 from optimlab.tasks.registry import _TASKS
 from optimlab.train import load_run, train
-from optimlab.train import population
+from optimlab.train import population, population_batched
 from optimlab.train.population import MemberState, NotBatchable, train_population
 from optimlab.train.population_batched import batched_loss
 from optimlab.train.population_rules import config_ineligibility, member_settings, population_key
@@ -45,6 +46,8 @@ CASES = {
                           [("optim.lr=0.01", 0), ("optim.lr=0.01", 1)]),
     "step_schedule_clipping": (["optim=sgd", "schedule=step", "schedule.milestones=[7,15]"],
                                [("optim.lr=0.5 train.clip_grad_norm=0.05", 0), ("optim.lr=0.2 schedule.gamma=0.5", 1)]),
+    # foreach given: the members still share merged groups, stepped as blocks of the stacked parameters.
+    "adam_foreach": (["optim=adam", "optim.foreach=true"], [("optim.lr=0.01", 1), ("optim.lr=0.02", 0), ("optim.lr=0.01", 0)]),
 }
 
 
@@ -121,16 +124,17 @@ def test_mlp_members_end_where_their_stand_alone_runs_do(tmp_path, optim, monkey
         assert summary["final"]["train/loss"] == pytest.approx(alone["final"]["train/loss"], rel=1e-5)
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_batched_loss_gradients_equal_the_vmapped_ones(activation):
+@pytest.mark.parametrize(("activation", "dtype"), [("tanh", torch.float32), ("relu", torch.float32),
+                                                   ("sigmoid", torch.float32), ("relu", torch.float64)])
+def test_batched_loss_gradients_equal_the_vmapped_ones(activation, dtype):
     task = build_task("toy_mlp", {"activation": activation})
-    models = [task.new_model(seed) for seed in range(4)]
+    models = [task.new_model(seed).to(dtype) for seed in range(4)]
     for model in models:  # a linear layer without bias too
         model.layers[-1].bias = None
     stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
                for name, _ in models[0].named_parameters()}
     index = torch.stack([torch.randperm(128, generator=torch.Generator().manual_seed(i))[:16] for i in range(4)])
-    batch = tuple(t[index] for t in task.train.tensors)
+    batch = tuple(t[index].to(dtype) if t.is_floating_point() else t[index] for t in task.train.tensors)
     batched = batched_loss(task, models[0])
     assert batched is not None
     losses, sums, counts = batched(stacked, batch)
@@ -144,6 +148,46 @@ def test_batched_loss_gradients_equal_the_vmapped_ones(activation):
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
     torch.testing.assert_close(sums, vmapped_sums.detach(), rtol=1e-6, atol=0)
     assert counts.tolist() == [16] * 4
+
+
+@pytest.mark.parametrize("classes", [3, 10, 17, 40])
+def test_batched_cross_entropy_equals_each_members_own_bit_for_bit(classes):
+    """The members' losses come from one cross-entropy (over (members, classes, rows) where the probe allows
+    it); each member's loss values and logit gradients are those of its own `cross_entropy`."""
+    generator = torch.Generator().manual_seed(classes)
+    task = build_task("toy_mlp", {})
+    for scale in (0.1, 3.0, 30.0):
+        logits = (torch.randn(4, 128, classes, generator=generator) * scale).requires_grad_()
+        targets = torch.randint(0, classes, (4, 128), generator=generator)
+        weights = torch.rand(4, generator=generator)
+        ours, counts = population_batched._member_losses(task, logits, (targets, targets))
+        theirs = torch.stack([nn.functional.cross_entropy(logits[m], targets[m], reduction="none") for m in range(4)])
+        torch.testing.assert_close(ours, theirs.sum(dim=1), rtol=1e-6, atol=0)
+        assert counts.tolist() == [128] * 4
+        ours_grad, = torch.autograd.grad((ours * weights).sum(), logits)
+        alone = [nn.functional.cross_entropy(logits[m], targets[m], reduction="sum") * weights[m] for m in range(4)]
+        theirs_grad, = torch.autograd.grad(sum(alone), logits)
+        assert torch.equal(ours_grad, theirs_grad)
+
+
+def test_batched_mlp_gradients_equal_each_members_own_backward_bit_for_bit():
+    """At mnist1d_mlp's sizes (40 inputs, two hidden layers of 100, 10 classes, batches of 128), where the
+    matrix products take MKL's blocked kernels, each member's batched gradient is its stand-alone gradient
+    (nn.Linear layers, the summed cross-entropy seeded with 1/count) bit for bit."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(512, 40, generator=generator), torch.randint(0, 10, (512,), generator=generator)
+    task = Task("mlp40", *[Split((x, y))] * 3, MLP(40, [100, 100], 10), model_factory=lambda: MLP(40, [100, 100], 10))
+    models = [task.new_model(seed) for seed in range(4)]
+    stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
+               for name, _ in models[0].named_parameters()}
+    index = torch.stack([torch.randperm(512, generator=generator)[:128] for _ in range(4)])
+    batch = tuple(t[index] for t in task.train.tensors)
+    losses, _, _ = batched_loss(task, models[0])(stacked, batch)
+    ours = torch.autograd.grad(losses.sum(), list(stacked.values()))
+    for m, model in enumerate(models):
+        loss_sum = nn.functional.cross_entropy(model(batch[0][m]), batch[1][m], reduction="sum")
+        theirs = torch.autograd.grad(loss_sum, list(model.parameters()), torch.tensor(1 / 128))
+        assert all(torch.equal(a[m], b) for a, b in zip(ours, theirs)), m
 
 
 def test_batched_loss_is_only_for_models_it_writes_out():
@@ -210,6 +254,85 @@ def test_members_resume_from_their_own_checkpoints_even_at_different_steps(tmp_p
     assert member["status"] == "completed" and member["step"] == 30
     assert standalone["status"] == "completed"
     assert relative_error(params(longer[1].run_dir), params(tmp_path / "alone30")) < 1e-5
+
+
+def _stacks_seen(monkeypatch) -> list[list[list[int]]]:
+    """Records the rows of each stacked group of every population trained from now on."""
+    seen = []
+    original = population._Population._stack_groups
+
+    def spy(self):
+        original(self)
+        seen.append([stack.rows for stack in self.stacks])
+    monkeypatch.setattr(population._Population, "_stack_groups", spy)
+    return seen
+
+
+def test_stacking_and_unstacking_change_no_bit(tmp_path, monkeypatch):
+    """Members with equal settings step as blocks of the stacked parameters (two param groups: no_decay);
+    the same population never stacked, or unstacked halfway, ends with bit-identical parameters."""
+    common = ["task=toy_mlp", "task.batch_size=16", "train.steps=12", "train.eval_every=6", "train.log_every=3",
+              "log.progress=never", "optim=adamw", "optim.no_decay=[bias]", "schedule=cosine"]
+    members = [("optim.lr=0.01", 0), ("optim.lr=0.02", 0), ("optim.lr=0.01", 1), ("optim.lr=0.01", 2)]
+
+    def run(folder):
+        cfgs = [load_config([*common, lr, f"seed={seed}", f"run_dir={tmp_path / folder / str(i)}"])
+                for i, (lr, seed) in enumerate(members)]
+        return [s["params_sha256"] for s in train_population(cfgs)]
+
+    seen = _stacks_seen(monkeypatch)
+    stacked = run("stacked")
+    # Rows are sorted by settings: the three members of lr 0.01 are adjacent, in two groups (decay, no decay).
+    assert sorted(seen[0]) == [[0, 1, 2], [0, 1, 2], [3], [3]]
+    set_gradients = population._Population._set_gradients
+    calls = []
+
+    def unstack_halfway(self, grads, active):
+        calls.append(1)
+        if len(calls) == 6:
+            self._unstack(set(range(len(self.members))))
+            assert not self.stacks and not self.located
+        set_gradients(self, grads, active)
+    monkeypatch.setattr(population._Population, "_set_gradients", unstack_halfway)
+    assert run("unstacked") == stacked
+    monkeypatch.setattr(population._Population, "_stack_groups", lambda self: None)
+    assert run("never") == stacked
+
+
+def test_a_member_of_a_stacked_group_diverges_alone(tmp_path, monkeypatch):
+    """Three members with equal settings (one block): two diverge at different steps, as their stand-alone
+    runs do, and the third ends where its stand-alone run does."""
+    common = ["task=toy_mlp", "task.activation=relu", "task.batch_size=16", "train.steps=20", "train.log_every=1",
+              "train.eval_every=10", "log.progress=never", "optim=sgd", "optim.lr=1000"]
+    cfgs = [load_config([*common, f"seed={seed}", f"run_dir={tmp_path / 'pop' / str(seed)}"]) for seed in range(3)]
+    seen = _stacks_seen(monkeypatch)
+    summaries = train_population(cfgs)
+    assert seen == [[[0, 1, 2]]]
+    assert [s["status"] for s in summaries] == ["completed", "diverged", "diverged"]
+    for cfg, summary in zip(cfgs, summaries):
+        alone = train(dataclasses.replace(cfg, run_dir=str(tmp_path / "alone" / str(cfg.seed))))
+        assert (alone["status"], alone["diverged_step"], alone["step"]) == (
+            summary["status"], summary["diverged_step"], summary["step"])
+    assert summaries[1]["diverged_step"] != summaries[2]["diverged_step"]
+    assert relative_error(params(cfgs[0].run_dir), params(tmp_path / "alone" / "0")) < 1e-5
+
+
+def test_a_stacked_group_resumes_from_its_members_checkpoints_bit_identically(tmp_path, monkeypatch):
+    """Two members with equal settings trained 10 steps, then continued to 20 (their Adam states rebuilt
+    into one block from their checkpoints), equal an uninterrupted population of 20 steps."""
+    common = ["task=toy_mlp", "task.batch_size=16", "train.eval_every=5", "train.log_every=5", "log.progress=never",
+              "optim=adam", "optim.lr=0.01"]
+
+    def cfgs(folder, steps):
+        return [load_config([*common, f"train.steps={steps}", f"seed={seed}", f"run_dir={tmp_path / folder / str(seed)}"])
+                for seed in range(2)]
+    seen = _stacks_seen(monkeypatch)
+    train_population(cfgs("resumed", 10))
+    resumed = train_population(cfgs("resumed", 20))
+    reference = train_population(cfgs("reference", 20))
+    assert seen == [[[0, 1]]] * 3
+    assert [s["params_sha256"] for s in resumed] == [s["params_sha256"] for s in reference]
+    assert [s["step"] for s in resumed] == [20, 20]
 
 
 def _start_population(spec: Path, env: dict) -> subprocess.Popen:
@@ -307,6 +430,28 @@ def test_member_state_is_the_shared_state_restricted_to_the_member():
     assert dict(view) == {a: {"step": 1}} and len(view) == 1 and b not in view and view.get(b) is None
     view[a] = {"step": 5}
     assert shared[a] == {"step": 5}
+
+
+def test_members_differing_in_seed_and_run_dir_are_validated_once_with_the_same_result():
+    from optimlab.config import normalize, to_tree
+    from optimlab.train.population_cli import load_members
+
+    dirs = ["/tmp/a+b/c-d.e_f", "./runs/x", "/1", "a/b", "x y/z", "${oc.env:HOME}/r", "true", "null"]
+    runs = [{"overrides": [*BASE, "optim=adam", f"optim.lr={lr}", f"seed={seed}", f"run_dir={d}"]}
+            for lr in (0.1, 0.2) for seed in ("0", "007", "4294967295") for d in dirs]
+    fast = load_members(runs)
+    assert [to_tree(cfg) for cfg in fast] == [to_tree(load_config(run["overrides"])) for run in runs]
+    cfgs = [dataclasses.replace(fast[0], seed=seed, run_dir=d) for seed in (1, 2) for d in ("a", None)]
+    assert [to_tree(c) for c in population._normalized(cfgs)] == [to_tree(normalize(c)) for c in cfgs]
+    for odd in (2**32, -1, "3", True):  # normalised in full, as train() normalises them
+        cfg = dataclasses.replace(fast[0], seed=odd)
+        try:
+            expected = to_tree(normalize(cfg))
+        except ConfigError:
+            with pytest.raises(ConfigError, match="seed"):
+                population._normalized([fast[0], cfg])
+        else:
+            assert to_tree(population._normalized([fast[0], cfg])[1]) == expected
 
 
 def test_population_command_reports_bad_input_and_asks_for_fallback(tmp_path, capsys):

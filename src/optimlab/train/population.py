@@ -5,20 +5,26 @@ process, each writing its own ordinary run directory.
 
 What is batched, and what stays per member:
 
-- **Parameters** are stacked: one tensor of shape (members, ...) per parameter name. Each member's model holds
-  leaf `nn.Parameter`s that are views of its row of the stacked tensors, so an optimizer updating a member's
-  parameters in place updates the stacked tensors, with no copy in either direction.
+- **Parameters** are stacked: each member's trainable parameters are one row of a (members, columns)
+  buffer per dtype (`population_stacked.FlatParameters`), and the forward reads one (members, ...) view
+  per parameter name. Each member's model holds leaf `nn.Parameter`s that are views of its row, so an
+  optimizer updating a member's parameters in place updates the buffer, with no copy in either direction.
+  Members are sorted by their settings, so that members with equal settings have adjacent rows.
 - **Gradients** of all members come from one forward and one backward: `torch.func.vmap` over members of the
   task's `functional_loss` on a stacked batch (each member's own batch, drawn from its own sampler, seeded
-  by its own seed exactly as its stand-alone run draws it), then autograd of the sum of the members' losses,
-  in which each member's row receives exactly its own gradient. Each member's `.grad` is a view of its row.
+  by its own seed exactly as its stand-alone run draws it), or for an MLP the same loss written out with
+  batched matrix products (`population_batched`); then autograd of the sum of the members' losses, in
+  which each member's row receives exactly its own gradient. The gradients are copied into a gradient
+  buffer of the parameters' layout: each member's `.grad` is a contiguous view of its row.
 - **One optimizer** holds every member's param groups (each member's own split, `optim.param_groups`) and
   steps them all. Each member also has its own optimizer object over its own group dicts, whose `state`
   routes to the shared one: its checkpoint, its scheduler and its statistics are exactly those of the
   stand-alone run's optimizer. For torch.optim's optimizers (every computation per parameter) the shared
   optimizer merges the groups of members with equal settings and steps them with torch's multi-tensor
-  (foreach) kernels; optimlab's critical-gradient optimizers, which compute across a group, keep one
-  group per member group.
+  (foreach) kernels; for those whose every computation is per element (Adam, SGD, ...:
+  `population_stacked.ELEMENTWISE`) a merged group steps one block of the buffer (its members' rows x
+  its parameters' columns) as one tensor, each member's state being views of the block's. optimlab's
+  critical-gradient optimizers, which compute across a group, keep one group per member group.
 - Per member: schedule, sampler, evaluation, metrics, checkpoints, summary (the run directory of a
   stand-alone run, plus `"population": {"size": M, "index": i}` in summary.json, which is not part of the
   run's identity).
@@ -33,6 +39,7 @@ Which runs qualify: `optimlab.train.population_rules`.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import json
 import signal
@@ -46,7 +53,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from optimlab import rundir
-from optimlab.config import Config, default_run_dir, normalize
+from optimlab.config import MAX_SEED, Config, default_run_dir, normalize, to_tree
 from optimlab.errors import ConfigError, RunFailed
 from optimlab.optim import build_optimizer
 from optimlab.optim.param_groups import build_param_groups
@@ -61,6 +68,7 @@ from optimlab.train.init_from import init_from
 from optimlab.train.loggers import build_loggers
 from optimlab.train.population_batched import batched_loss
 from optimlab.train.population_rules import config_ineligibility, member_settings, model_ineligibility, population_key
+from optimlab.train.population_stacked import ELEMENTWISE, Block, FlatParameters, member_view, stack_state, unstack_state
 from optimlab.train.run import HOOK_BUILDERS, Run, step_losses, upgrade_checkpoint, use_deterministic_algorithms
 from optimlab.train.run_record import RunRecord
 from optimlab.train.sampler import BatchSampler
@@ -80,7 +88,7 @@ def train_population(cfgs: Sequence[Config], *, handle_signals: bool = False) ->
     trained again (their summary is returned); interrupted ones resume from their own newest checkpoint.
     Raises `NotBatchable` before anything is written when the runs cannot share a population.
     """
-    cfgs = [normalize(cfg) for cfg in cfgs]
+    cfgs = _normalized(cfgs)
     cfgs = [dataclasses.replace(cfg, run_dir=str(cfg.run_dir or default_run_dir(cfg))) for cfg in cfgs]
     if not cfgs:
         return []
@@ -94,12 +102,35 @@ def train_population(cfgs: Sequence[Config], *, handle_signals: bool = False) ->
             if (summary := record.finished()) is not None:
                 done[i] = summary
         records.append(record)
-    todo = [i for i in range(len(cfgs)) if i not in done]
+    # Members with equal settings next to each other: their rows of the stacked parameters form one block
+    # (population_stacked). Each member's results do not depend on its row.
+    todo = sorted((i for i in range(len(cfgs)) if i not in done), key=lambda i: _settings_key(cfgs[i]))
     if todo:
         population = _Population([cfgs[i] for i in todo], [records[i] for i in todo], len(cfgs), todo)
         for i, summary in zip(todo, population.train(handle_signals)):
             done[i] = summary
     return [done[i] for i in range(len(cfgs))]
+
+
+def _normalized(cfgs: Sequence[Config]) -> list[Config]:
+    """Each config normalised as `optimlab.train.train` normalises it. A config that differs from an earlier
+    one only in its seed (an int in range) and run_dir (a str or None) is that one's normalised config with
+    its own seed and run_dir: the validation (~60 ms a config) checks each of those two on its own."""
+    done: dict[str, Config] = {}
+    normalized = []
+    for cfg in cfgs:
+        tree = to_tree(cfg)
+        key = json.dumps({k: v for k, v in tree.items() if k not in ("seed", "run_dir")}, sort_keys=True, default=str)
+        seed, run_dir = cfg.seed, cfg.run_dir
+        if (key in done and type(seed) is int and 0 <= seed <= MAX_SEED
+                and (run_dir is None or type(run_dir) is str)):
+            cfg = copy.deepcopy(done[key])
+            cfg.seed, cfg.run_dir = seed, run_dir
+        else:
+            cfg = normalize(cfg)
+            done.setdefault(key, cfg)
+        normalized.append(cfg)
+    return normalized
 
 
 def _check_configs(cfgs: list[Config]) -> None:
@@ -117,29 +148,71 @@ def _check_configs(cfgs: list[Config]) -> None:
 
 
 class MemberState(MutableMapping):
-    """A member optimizer's `state`: the shared optimizer's state, restricted to the member's parameters."""
+    """A member optimizer's `state`: the shared optimizer's state, restricted to the member's parameters.
 
-    def __init__(self, shared: dict, params: list[Tensor]):
+    `where(p)` locates a parameter that the shared optimizer steps as part of a block of the stacked
+    parameters (`population_stacked`): its state is then the member's views of the block's state."""
+
+    def __init__(self, shared: dict, params: list[Tensor],
+                 where: Callable[[Tensor], tuple[Block, int, str] | None] | None = None):
         self.shared = shared
         self.params = params
+        self.where = where or (lambda p: None)
         self._ids = {id(p) for p in params}
 
     def __getitem__(self, p: Tensor) -> Any:
-        if id(p) not in self._ids or p not in self.shared:
+        if id(p) not in self._ids:
             raise KeyError(p)
-        return self.shared[p]
+        located = self.where(p)
+        if located is None:
+            if p not in self.shared:
+                raise KeyError(p)
+            return self.shared[p]
+        block, row, name = located
+        if block.tensor not in self.shared:
+            raise KeyError(p)
+        return {key: member_view(value, block, row, name, p.shape) for key, value in self.shared[block.tensor].items()}
 
     def __setitem__(self, p: Tensor, value: Any) -> None:
-        self.shared[p] = value
+        located = self.where(p)
+        if located is None:
+            self.shared[p] = value
+            return
+        current = self[p]  # a stacked member's state is its views of the block's: written in place
+        if set(current) != set(value):
+            raise KeyError(f"a stacked member's state has the keys {sorted(current)}")
+        for key, item in value.items():
+            if isinstance(current[key], Tensor) and current[key].shape == p.shape and current[key].dim():
+                current[key].copy_(item)
+            elif not _same(current[key], item):
+                raise ValueError(f"state {key!r} is shared by the members of a stacked param group")
 
     def __delitem__(self, p: Tensor) -> None:
+        if self.where(p) is not None:
+            raise KeyError(f"a stacked member's state is part of its param group's: {p.shape}")
         del self.shared[p]
 
     def __iter__(self) -> Iterator[Tensor]:
-        return (p for p in self.params if p in self.shared)
+        return (p for p in self.params if p in self)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.shape == b.shape and bool(torch.equal(a, b.to(a.dtype)))
+    return not isinstance(a, Tensor) and not isinstance(b, Tensor) and a == b
+
+
+@dataclasses.dataclass
+class _Stack:
+    """A merged param group stepped on blocks of the stacked parameters."""
+
+    group: dict
+    rows: list[int]
+    params: list[Tensor]  # the group's member parameters, which it holds again when unstacked
+    blocks: list[Block]
 
 
 @dataclasses.dataclass
@@ -183,7 +256,9 @@ class _Population:
             if cfg.train.init_from is not None:
                 init_from(model, cfg.train.init_from)
             models.append(model.to(self.device))
-        self.names, self.stacked, self.frozen, member_params = _stack_parameters(models)
+        order = _column_order(models[0], first)
+        self.names, self.flat, self.frozen, member_params = _stack_parameters(models, order, self.device)
+        self.stacked = {name: self.flat.view(name) for name in self.names}
         self.buffer_names, self.buffers = _stack_buffers(models)
         self.train_split = task.train
         if task.train.lengths is not None and task.train.padded:
@@ -209,8 +284,13 @@ class _Population:
         self.optimizer = build_optimizer(first.optim.name, groups, **first.optim.kwargs)
         if not self.merged:  # the members' own group dicts
             self.optimizer.param_groups = [g for o in optimizers for g in o.param_groups]
+        self.stacks: list[_Stack] = []  # see _stack_groups
+        self.located: dict[int, tuple[Block, int, str]] = {}  # id of a stacked member parameter -> where
+        self.loose: list[tuple[int, Tensor, str, Tensor]] = []  # the others: (row, parameter, name, grad view)
+        self.unused: set[str] = set()  # parameters the loss does not use (no gradient)
         for member in self.members:
             self._route(member)
+        self._loosen()
         self.clip = torch.tensor([cfg.train.clip_grad_norm or float("inf") for cfg in cfgs], device=self.device)
         self.clipping = any(cfg.train.clip_grad_norm for cfg in cfgs)  # known here: no device read per step
         self.loss_fn = vmap(self._member_loss)
@@ -235,12 +315,14 @@ class _Population:
         index = torch.arange(self.cfgs[0].task.batch_size).expand(len(self.members), -1)
         if self.batched is not None:
             try:
-                self._gradients(index, [torch.Generator().manual_seed(0) for _ in self.members])
+                grads, _, _ = self._gradients(index, [torch.Generator().manual_seed(0) for _ in self.members])
+                self.unused = {name for name, grad in grads.items() if grad is None}
                 return
             except Exception:  # noqa: BLE001 - Unsupported, or any other failure: vmap decides
                 self.batched = None
         try:
-            self._gradients(index, [torch.Generator().manual_seed(0) for _ in self.members])
+            grads, _, _ = self._gradients(index, [torch.Generator().manual_seed(0) for _ in self.members])
+            self.unused = {name for name, grad in grads.items() if grad is None}
         except Exception as error:  # noqa: BLE001 - any failure means: not batchable
             first = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise NotBatchable(f"the task's loss cannot be batched over members with torch.func.vmap ({first})") from None
@@ -253,12 +335,71 @@ class _Population:
             for p in member.run.model.parameters():
                 self.optimizer.state.pop(p, None)
             self.optimizer.state.update(optimizer.state)
-            optimizer.state = MemberState(self.optimizer.state, list(member.run.model.parameters()))
+            optimizer.state = MemberState(self.optimizer.state, list(member.run.model.parameters()),
+                                          lambda p: self.located.get(id(p)))
         if self.merged:
             return
         start = sum(len(m.run.optimizer.param_groups) for m in self.members[: member.index])
         count = len(optimizer.param_groups)
         self.optimizer.param_groups[start : start + count] = optimizer.param_groups
+
+    def _stack_groups(self) -> None:
+        """Step each merged group on blocks of the stacked parameters (`population_stacked`) where its
+        members allow it: an optimizer of `ELEMENTWISE`, members that step together (all live, all at one
+        step), parameters that all get gradients, and optimizer states (from checkpoints) that fit in one
+        block. Other groups keep their members' own parameters."""
+        if type(self.optimizer) not in ELEMENTWISE:
+            return
+        steps = [member.progress.step for member in self.members]
+        for group, rows, position in self.merged:
+            if (rows != list(range(rows[0], rows[0] + len(rows))) or len({steps[row] for row in rows}) != 1
+                    or not all(self.members[row].live for row in rows)):
+                continue
+            names = [self._names(self.members[row], position) for row in rows]
+            if any(n != names[0] for n in names) or None in names[0] or self.unused & set(names[0]):
+                continue
+            if any(self.flat.columns[name].shape == () for name in names[0]):
+                continue  # a 0-d parameter's state could not be told from the scalars (step counts)
+            blocks = self.flat.block(range(rows[0], rows[0] + len(rows)), names[0])
+            if blocks is None:
+                continue
+            for block in blocks:
+                block.members = [(p, row - rows[0], name) for row in rows
+                                 for p, name in zip(self.members[row].run.optimizer.param_groups[position]["params"], names[0])
+                                 if name in block.spans]
+            if not stack_state(self.optimizer.state, blocks):
+                continue
+            stack = _Stack(group, rows, list(group["params"]), blocks)
+            for block in blocks:
+                block.tensor.grad = block.grad  # the gradient buffer's block: filled in place every step
+                for p, row, name in block.members:
+                    self.located[id(p)] = (block, row, name)
+            group["params"] = [block.tensor for block in blocks]
+            self.stacks.append(stack)
+        self._loosen()
+
+    def _unstack(self, rows: set[int]) -> None:
+        """The stacked groups holding any of `rows` step their members' own parameters from now on."""
+        for stack in [stack for stack in self.stacks if rows & set(stack.rows)]:
+            unstack_state(self.optimizer.state, stack.blocks)
+            for block in stack.blocks:
+                block.tensor.grad = None
+                for p, _, _ in block.members:
+                    del self.located[id(p)]
+            stack.group["params"] = stack.params
+            self.stacks.remove(stack)
+        self._loosen()
+
+    def _names(self, member: _Member, position: int) -> list[str | None]:
+        """The names of the trainable parameters in the member's param group at `position` (None: frozen)."""
+        names = {id(p): name for p, name in zip(member.params, self.names)}
+        return [names.get(id(p)) for p in member.run.optimizer.param_groups[position]["params"]]
+
+    def _loosen(self) -> None:
+        """The member parameters that the optimizer steps one by one, with their views of the gradient buffer."""
+        self.loose = [(member.index, p, name, self.flat.grad_view(name)[member.index])
+                      for member in self.members for p, name in zip(member.params, self.names)
+                      if id(p) not in self.located]
 
     # ---------------------------------------------------------------------------------------------------
     # The batched gradient
@@ -274,8 +415,9 @@ class _Population:
 
     def _batch(self, index: Tensor, generators: list[torch.Generator]) -> tuple[Tensor, ...]:
         """Each member's batch, stacked: (members, batch, ...), augmented with the member's generator."""
-        if self.task.augment is None:
-            return tuple(t[index] for t in self.train_split.tensors)
+        if self.task.augment is None:  # index_select: the rows t[index] gathers, at a quarter of its cost
+            rows = index.reshape(-1)
+            return tuple(torch.index_select(t, 0, rows).view(*index.shape, *t.shape[1:]) for t in self.train_split.tensors)
         pieces = [self.task.augment(self.train_split.batch(row), generator) for row, generator in zip(index, generators)]
         return tuple(torch.stack(parts) for parts in zip(*pieces))
 
@@ -314,6 +456,7 @@ class _Population:
                 member.lock = lock
             for member in self.members:
                 self._open(member)
+            self._stack_groups()
             self._loop()
             return [member.summary for member in self.members]
         except BaseException as error:
@@ -387,18 +530,18 @@ class _Population:
             log_now = [on and (len(m.window) + 1 == log_every or step + 1 == steps)
                        for m, on in zip(self.members, active)]
             norms = self._clip_and_measure(grads) if any(log_now) or self.clipping else None
-            per_name = [None if grads[name] is None else grads[name].unbind(0) for name in self.names]
-            for member, on in zip(self.members, active):
-                for p, member_grads in zip(member.params, per_name):
-                    p.grad = member_grads[member.index] if on and member_grads is not None else None
+            self._set_gradients(grads, active)
             self._sync_merged(active)
             self.optimizer.step()
+            # Counts as Python numbers on the CPU (as a stand-alone run's window holds them): the window's
+            # mean at log time is then one division (`run.step_losses`), with the same quotients.
+            sums, numbers = loss_sums.unbind(), counts.tolist() if counts.device.type == "cpu" else counts.unbind()
             for member, on in zip(self.members, active):
                 if not on:
                     continue
                 if member.run.scheduler is not None:
                     member.run.scheduler.step()
-                member.window.append((loss_sums[member.index], counts[member.index]))
+                member.window.append((sums[member.index], numbers[member.index]))
                 member.progress.step = step + 1
             for member, now in zip(self.members, log_now):
                 if now:
@@ -406,6 +549,17 @@ class _Population:
             self._checkpoint([member for member, on in zip(self.members, active)
                               if on and member.live and member.progress.step % cfg.train.checkpoint_every == 0])
         self._end([member for member in self.members if member.live])
+
+    def _set_gradients(self, grads: dict[str, Tensor | None], active: list[bool]) -> None:
+        """This step's gradients into the gradient buffer, whose blocks and rows are the `.grad`s the optimizer
+        reads; a member that does not step now, or a parameter without a gradient, gets None."""
+        if self.stacks and any(grads[name] is None for name in self.names):
+            missing = {name for name in self.names if grads[name] is None}
+            self._unstack({stack.rows[0] for stack in self.stacks
+                           if any(missing & set(block.spans) for block in stack.blocks)})
+        self.flat.copy_grads(grads)
+        for row, p, name, grad in self.loose:
+            p.grad = grad if active[row] and grads[name] is not None else None
 
     def _sync_merged(self, active: list[bool]) -> None:
         """Merged groups take their hyperparameters (the lr a schedule sets) from the group of their first
@@ -449,6 +603,7 @@ class _Population:
             progress.diverged_step = progress.step - len(member.window) + int((~finite).nonzero()[0]) + 1
             self._log(member, {"train/loss": float("nan"), "diverged_step": progress.diverged_step})
             self._finish([member], rundir.DIVERGED)
+            self._unstack({member.index})
             for p in member.params:  # frozen: the optimizer skips parameters without a gradient
                 p.grad = None
             return
@@ -521,23 +676,29 @@ class _Population:
                 future.result()
 
 
+def _settings_key(cfg: Config) -> str:
+    """The member settings that decide which merged param groups a member joins (all but seed and run_dir)."""
+    settings = {k: v for k, v in member_settings(cfg).items() if k not in ("seed", "run_dir")}
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
 def _merged_groups(cfgs: list[Config], optimizers: list[torch.optim.Optimizer]) -> list[tuple[dict, list[int], int]]:
     """For torch.optim's optimizers, whose every computation is per parameter: one group per distinct set of
     member settings and group position, holding the parameters of every member with those settings, stepped
     with torch's multi-tensor (foreach) kernels, so the optimizer's cost does not grow with one Python loop
     per member. Returns (group, its members' rows, position of the group in each member's optimizer); empty
     for other optimizers (optimlab's critical-gradient ones compute across a group: their groups stay per
-    member) or when `foreach` or `fused` is set."""
+    member) or when `foreach=False`, `fused` or `differentiable` is set."""
     first = optimizers[0]
     if not type(first).__module__.startswith("torch.optim") or "foreach" not in first.defaults:
         return []
-    if first.defaults.get("foreach") is not None or first.defaults.get("fused"):
+    if first.defaults.get("foreach") is False or first.defaults.get("fused") or first.defaults.get("differentiable"):
         return []
     merged: dict[tuple[str, int], tuple[dict, list[int], int]] = {}
     for row, (cfg, optimizer) in enumerate(zip(cfgs, optimizers)):
-        settings = {k: v for k, v in member_settings(cfg).items() if k not in ("seed", "run_dir")}
+        settings = _settings_key(cfg)
         for position, group in enumerate(optimizer.param_groups):
-            key = (json.dumps(settings, sort_keys=True, default=str), position)
+            key = (settings, position)
             if key not in merged:
                 merged[key] = ({**group, "params": [], "foreach": True}, [], position)
             merged[key][0]["params"] += group["params"]
@@ -545,26 +706,38 @@ def _merged_groups(cfgs: list[Config], optimizers: list[torch.optim.Optimizer]) 
     return list(merged.values())
 
 
-def _stack_parameters(models: list[nn.Module]) -> tuple[list[str], dict[str, Tensor], dict[str, Tensor], list[list[Tensor]]]:
-    """Stack the members' parameters per name and make each member's parameters views of its row.
+def _stack_parameters(models: list[nn.Module], order: list[str], device: torch.device) -> tuple[
+        list[str], FlatParameters, dict[str, Tensor], list[list[Tensor]]]:
+    """Stack the members' parameters and make each member's parameters views of its row.
 
-    Returns the trainable names, the stacked trainable tensors, the stacked frozen ones (requires_grad=False:
-    passed to the forward, never differentiated) and each member's trainable parameters in name order.
+    Returns the trainable names (in the model's order), the trainable parameters in buffers (`order`: their
+    column order), the stacked frozen ones (requires_grad=False: passed to the forward, never
+    differentiated) and each member's trainable parameters in name order.
     """
     named = [dict(model.named_parameters()) for model in models]
     names = list(named[0])
-    stacked = {name: torch.stack([n[name].detach() for n in named]) for name in names}
+    trainable = [name for name in names if named[0][name].requires_grad]
+    flat = FlatParameters(models, [name for name in order if name in trainable], device)
+    frozen = {name: torch.stack([n[name].detach() for n in named]) for name in names if name not in trainable}
     for row, model in enumerate(models):
+        stacked = {name: flat.view(name) if name in flat.columns else frozen[name] for name in names}
         views = {id(named[row][name]): nn.Parameter(stacked[name][row], requires_grad=named[row][name].requires_grad)
                  for name in names}
         for module in model.modules():  # every module holding a parameter (tied ones too) gets its view
             for key, param in module._parameters.items():
                 if param is not None and id(param) in views:
                     module._parameters[key] = views[id(param)]
-    trainable = [name for name in names if named[0][name].requires_grad]
-    frozen = {name: stacked[name] for name in names if name not in trainable}
     members = [[dict(model.named_parameters())[name] for name in trainable] for model in models]
-    return trainable, {name: stacked[name] for name in trainable}, frozen, members
+    return trainable, flat, frozen, members
+
+
+def _column_order(model: nn.Module, cfg: Config) -> list[str]:
+    """The parameter names with the names of each of the member's param groups next to each other (in
+    group order), so that a merged group's parameters are adjacent columns of the buffers."""
+    names = {id(param): name for name, param in model.named_parameters()}
+    grouped = [names[id(p)] for group in build_param_groups(model, cfg.optim.name, cfg.optim.no_decay)
+               for p in group["params"] if id(p) in names]
+    return list(dict.fromkeys(grouped + list(names.values())))
 
 
 def _stack_buffers(models: list[nn.Module]) -> tuple[list[str], dict[str, Tensor]]:

@@ -18,6 +18,7 @@ uses `vmap`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -49,9 +50,10 @@ def batched_loss(task: Task, template: nn.Module) -> BatchedLoss | None:
         return None  # half precision: the batched and the stand-alone products may round differently
     names = {id(p): name for name, p in template.named_parameters()}
     try:
-        layers = _layers(template, names)
+        layers = _in_place(_layers(template, names))
     except Unsupported:
         return None
+    scales: dict[tuple, Tensor] = {}
 
     def loss(tensors: dict[str, Tensor], batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
         if len(batch) != 2:
@@ -62,8 +64,14 @@ def batched_loss(task: Task, template: nn.Module) -> BatchedLoss | None:
         loss_sums, counts = _member_losses(task, outputs, batch)
         if loss_sums.dtype in (torch.float16, torch.bfloat16):
             loss_sums = loss_sums.float()
-        # Times 1/count as the vmapped loss computes it (the same operations on the same count).
-        scale = (1.0 / counts).to(loss_sums.dtype)
+        # Times 1/count as the vmapped loss computes it (the same operations on the same count), computed
+        # once per distinct count.
+        key = (tuple(counts.tolist()), loss_sums.dtype, loss_sums.device) if counts.is_cpu else None
+        scale = scales.get(key) if key is not None else None
+        if scale is None:
+            scale = (1.0 / counts).to(loss_sums.dtype)
+            if key is not None:
+                scales[key] = scale
         return loss_sums * scale, loss_sums.detach(), counts
 
     return loss
@@ -73,9 +81,15 @@ def _member_losses(task: Task, outputs: Tensor, batch: tuple[Tensor, ...]) -> tu
     members = outputs.shape[0]
     if task.loss is classification_loss and outputs.dim() == 3 and batch[-1].dim() == 2:
         targets = batch[-1]
-        per_example = nn.functional.cross_entropy(outputs.flatten(0, 1), targets.flatten(), reduction="none")
         count = torch.as_tensor(targets[0].numel(), device=outputs.device)
+        if _classes_last_is_slow(outputs.shape[-1], outputs.dtype, outputs.device.type):
+            if outputs.requires_grad:  # the logits' gradient in their own layout, as the products before expect
+                outputs.register_hook(torch.Tensor.contiguous)
+            per_example = nn.functional.cross_entropy(outputs.transpose(1, 2), targets, reduction="none")
+            return per_example.sum(dim=1), count.expand(members)
+        per_example = nn.functional.cross_entropy(outputs.flatten(0, 1), targets.flatten(), reduction="none")
         return per_example.view(members, -1).sum(dim=1), count.expand(members)
+
     def member(out: Tensor, rows: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         loss_sum, count = task.loss(out, rows)
         return loss_sum, torch.as_tensor(count, device=loss_sum.device)
@@ -83,24 +97,69 @@ def _member_losses(task: Task, outputs: Tensor, batch: tuple[Tensor, ...]) -> tu
     return torch.func.vmap(member)(outputs, batch)
 
 
-def _layers(module: nn.Module, names: dict[int, str]) -> list[Layer]:
-    """The module's forward as a list of batched layers; `Unsupported` for anything not written out here."""
+@functools.cache
+def _classes_last_is_slow(classes: int, dtype: torch.dtype, device: str) -> bool:
+    """Whether the cross-entropy is better taken over (members, classes, rows), checked once per class count.
+
+    torch's CPU log-softmax over the last dimension reduces a row narrower than one vector register
+    (fewer than 16 float32 classes with AVX-512, 8 with AVX2) one element at a time, as its kernel over
+    another dimension does for every row: the same values bit for bit, 8x slower per row for 10 classes.
+    Wider rows are reduced in vector lanes, in another order. So the classes go to dimension 1 only when a
+    probe (random logits at three scales, loss and gradient) finds the two layouts bit-identical."""
+    if device != "cpu":
+        return False
+    generator = torch.Generator().manual_seed(classes)
+    for scale in (0.1, 3.0, 30.0):
+        logits = (torch.randn(2, 64, classes, generator=generator) * scale).to(dtype).requires_grad_()
+        targets = torch.randint(0, classes, (2, 64), generator=generator)
+        weights = torch.rand(2, 64, generator=generator).to(dtype)
+        rows = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(2, -1)
+        moved = nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        if not torch.equal(rows, moved):
+            return False
+        by_rows, by_moved = (torch.autograd.grad((loss * weights).sum(), logits)[0] for loss in (rows, moved))
+        if not torch.equal(by_rows, by_moved):
+            return False
+    return True
+
+
+def _layers(module: nn.Module, names: dict[int, str]) -> list[tuple[Layer, nn.Module]]:
+    """The module's forward as a list of batched layers, each with the module it stands for; `Unsupported`
+    for anything not written out here."""
     if type(module).forward is nn.Sequential.forward:
         return [layer for child in module for layer in _layers(child, names)]
     if isinstance(module, MLP) and type(module).forward is MLP.forward:
         return _layers(module.layers, names)
     if type(module) is nn.Flatten:
         start, end = (d + 1 if d >= 0 else d for d in (module.start_dim, module.end_dim))  # after the member dim
-        return [lambda tensors, x: x.flatten(start, end)]
+        return [(lambda tensors, x: x.flatten(start, end), module)]
     if type(module) is nn.Linear:
         weight = names.get(id(module.weight))
         bias = None if module.bias is None else names.get(id(module.bias))
         if weight is None or (module.bias is not None and bias is None):
             raise Unsupported("a linear layer whose parameters are not the model's own")
-        return [lambda tensors, x: _linear(x, tensors[weight], None if bias is None else tensors[bias])]
+        return [(lambda tensors, x: _linear(x, tensors[weight], None if bias is None else tensors[bias]), module)]
     if type(module) in _ELEMENTWISE and not list(module.parameters()):
-        return [lambda tensors, x: module(x)]
+        return [(lambda tensors, x: module(x), module)]
     raise Unsupported(type(module).__name__)
+
+
+# Activations applied in place to a linear layer's output, a fresh tensor that its backward does not need
+# (baddbmm's gradients read its inputs): no second (members, rows, features) tensor per layer. The values
+# are those of the out-of-place function (the same kernel), and so are the gradients (from the result).
+_IN_PLACE: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
+    nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.Sigmoid: torch.sigmoid_,
+}
+
+
+def _in_place(layers: list[tuple[Layer, nn.Module]]) -> list[Layer]:
+    return [_applied(_IN_PLACE[type(module)])
+            if type(module) in _IN_PLACE and i > 0 and type(layers[i - 1][1]) is nn.Linear else layer
+            for i, (layer, module) in enumerate(layers)]
+
+
+def _applied(activation: Callable[[Tensor], Tensor]) -> Layer:
+    return lambda tensors, x: activation(x)
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
