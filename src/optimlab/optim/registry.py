@@ -84,13 +84,48 @@ def optimizer_arguments(name: str) -> dict[str, inspect.Parameter]:
     }
 
 
+# torch.optim's optimizers whose multi-tensor (`foreach`) implementation computes, on the CPU, exactly what
+# their single-tensor one does: every parameter, state tensor and gradient bit-identical after each step, in
+# every option combination tested (tests/optim/test_foreach_default.py). NAdam, RAdam and ASGD are left out
+# (their multi-tensor arithmetic rounds differently), and so is SGD with Nesterov momentum, whose
+# multi-tensor step writes the Nesterov direction into `.grad`.
+FOREACH_IDENTICAL = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adamax", "adadelta", "rprop")
+
+
+def with_foreach_default(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` with `foreach=True` when the user left `foreach` unset and the multi-tensor step is exact.
+
+    On the CPU torch defaults to the single-tensor step, a Python loop over the parameters; the multi-tensor
+    one runs that loop in C++ with the same kernels, tens of microseconds less per step for a small model
+    (a sixth of torch's Adam step on the MNIST-1D MLP). On CUDA torch already defaults to it. `fused` and
+    `differentiable` exclude `foreach`, so either one set keeps torch's default.
+    """
+    if (
+        name not in FOREACH_IDENTICAL
+        or OPTIMIZERS.get(name) is not getattr(torch.optim, _TORCH_NAMES[name], None)
+        or "foreach" in kwargs  # given, even as None (torch's own default)
+        or kwargs.get("fused")
+        or kwargs.get("differentiable")
+        or (name == "sgd" and kwargs.get("nesterov"))
+    ):
+        return kwargs
+    return {**kwargs, "foreach": True}
+
+
+_TORCH_NAMES = {name: cls_name for cls_name in dir(torch.optim) if (name := cls_name.lower()) in FOREACH_IDENTICAL}
+
+
 def build_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
-    """Construct a registered optimizer; unknown keyword arguments are a `ConfigError` naming them."""
+    """Construct a registered optimizer; unknown keyword arguments are a `ConfigError` naming them.
+
+    torch.optim's optimizers of `FOREACH_IDENTICAL` take their multi-tensor step unless `foreach` is given
+    (`with_foreach_default`): the same results, faster on the CPU.
+    """
     accepted = optimizer_arguments(name)
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(f"unknown argument {key!r} for optimizer {name!r}{suggest(key, accepted)}")
     try:
-        return get_optimizer_class(name)(params, **kwargs)
+        return get_optimizer_class(name)(params, **with_foreach_default(name, kwargs))
     except (ValueError, TypeError, IndexError) as error:  # IndexError: a too-short tuple such as betas
         raise ConfigError(f"optimizer {name!r}: {error}") from None
