@@ -93,7 +93,7 @@ FOREACH_IDENTICAL = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adamax", "ad
 
 
 def with_foreach_default(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """`kwargs` with `foreach=True` when the user left `foreach` unset and the multi-tensor step is exact.
+    """`kwargs` with `foreach=True` when `foreach` is unset or None and the multi-tensor step is exact.
 
     On the CPU torch defaults to the single-tensor step, a Python loop over the parameters; the multi-tensor
     one runs that loop in C++ with the same kernels, tens of microseconds less per step for a small model
@@ -103,7 +103,7 @@ def with_foreach_default(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     if (
         name not in FOREACH_IDENTICAL
         or OPTIMIZERS.get(name) is not getattr(torch.optim, _TORCH_NAMES[name], None)
-        or "foreach" in kwargs  # given, even as None (torch's own default)
+        or kwargs.get("foreach") is not None  # None: torch's default, what a config holds unless set
         or kwargs.get("fused")
         or kwargs.get("differentiable")
         or (name == "sgd" and kwargs.get("nesterov"))
