@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from optimlab import rundir
-from optimlab.config import Config, default_run_dir, from_tree, to_tree
+from optimlab.config import Config, default_run_dir
 from optimlab.errors import ConfigError, RunFailed
 from optimlab.rundir import MetricsFile, RunLock
 from optimlab.train.checkpoint import resume_latest, save_checkpoint
@@ -42,10 +42,11 @@ def request_stop(*_: Any) -> None:
 
 
 def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
-    """Train one run to completion, divergence or a stop request; returns its summary."""
-    # A Config built in Python gets the command line's checks, by the same round trip through the config.yaml
-    # form (validation only: `cfg` itself, and so its hash, is kept).
-    from_tree(to_tree(cfg))
+    """Train one run to completion, divergence or a stop request; returns its summary.
+
+    `cfg` is a validated config, as `load_config` and `from_tree` build them; a `Config` built directly in
+    Python goes through `optimlab.train.train`, which normalises and validates it first (config.normalize).
+    """
     world = init_world(cfg.train.device)
     device = resolve_device(cfg.train.device, world)
     cfg = dataclasses.replace(cfg, run_dir=str(cfg.run_dir or default_run_dir(cfg)))
