@@ -22,7 +22,8 @@ from optimlab import rundir
 from optimlab.config import Config, default_run_dir
 from optimlab.errors import ConfigError, RunFailed
 from optimlab.rundir import MetricsFile, RunLock
-from optimlab.train.checkpoint import resume_latest, save_checkpoint
+from optimlab.train.background_writes import BackgroundWrites
+from optimlab.train.checkpoint import resume_latest, serialize_checkpoint, write_checkpoint
 from optimlab.train.distributed import init_world, resolve_device
 from optimlab.train.evaluate import evaluate, is_better
 from optimlab.train.gradients import clip_and_measure
@@ -88,19 +89,29 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
 
     def checkpoint() -> None:
         if world.is_main:
-            try:
-                save_checkpoint(record.checkpoints, progress.step, state.state_dict(), cfg.train.keep_checkpoints)
-            except OSError as error:
-                last = f"step-{saved_at[0]}" if saved_at[0] >= 0 else "none"
-                path = record.checkpoints / f"step-{progress.step}.pt"
-                raise RunFailed(f"cannot write checkpoint {path}: {error.strerror}; last good checkpoint: {last}") from None
-            record.write_summary(record.summary(rundir.RUNNING, progress, task, model, device))
+            # The bytes and the summary are taken now (the next steps change the model); the files are written
+            # and fsynced on the writer thread while training goes on.
+            payload = serialize_checkpoint(state.state_dict())
+            summary = record.summary(rundir.RUNNING, progress, task, model, device)
+            step, last = progress.step, f"step-{saved_at[0]}" if saved_at[0] >= 0 else "none"
+
+            def write() -> None:
+                try:
+                    write_checkpoint(record.checkpoints, step, payload, cfg.train.keep_checkpoints)
+                except OSError as error:
+                    path = record.checkpoints / f"step-{step}.pt"
+                    raise RunFailed(f"cannot write checkpoint {path}: {error.strerror}; last good checkpoint: {last}") from None
+                record.write_summary(summary)
+
+            writes.submit(write)
         saved_at[0] = progress.step
 
     def finish(status: str) -> dict:
+        writes.wait()  # every checkpoint is on disk before the summary says how the run ended
         return record.write_summary(record.summary(status, progress, task, model, device))
 
-    saved_at = [-1]  # the step of the last checkpoint written or loaded
+    saved_at = [-1]  # the step of the last checkpoint written (or handed to the writer) or loaded
+    writes = BackgroundWrites()
     try:
         # Resume from the newest usable checkpoint, or start over.
         resumed = None
@@ -116,7 +127,8 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
             record.write_config()
             metrics.open(offset=resumed["metrics_offset"] if resumed is not None else 0)
             loggers = build_loggers(cfg, record.path, progress.step)
-            record.write_summary(record.summary(rundir.RUNNING, progress, task, model, device))
+            summary = record.summary(rundir.RUNNING, progress, task, model, device)
+            writes.submit(lambda: record.write_summary(summary))
 
         # The step loop.
         model.train()
@@ -130,7 +142,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
             batch = run.next_batch(step)
             for hook in run.hooks:
                 hook.before_backward(batch)
-            optimizer.zero_grad(set_to_none=True)
+            run.zero_grad()
             run.backward(batch)
             log_now = len(window) + 1 == cfg.train.log_every or step + 1 == cfg.train.steps
             grad_norm = clip_and_measure(run.parameters, optimizer, run.scaler, cfg.train.clip_grad_norm, log_now)
@@ -167,6 +179,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
         log(test)
         return finish(rundir.COMPLETED)
     except BaseException as error:
+        writes.close()  # a write in flight lands before the failure summary, not over it
         if isinstance(error, OSError):  # the run directory cannot be written: one line, not a traceback
             error = RunFailed(f"cannot write {error.filename or record.path}: {error.strerror or error}")
         if world.is_main and not isinstance(error, ConfigError):
@@ -176,6 +189,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
             raise error from None
         raise
     finally:
+        writes.close()
         metrics.close()
         for logger in loggers:
             logger.close()
