@@ -92,7 +92,9 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
             # The bytes and the summary are taken now (the next steps change the model); the files are written
             # and fsynced on the writer thread while training goes on.
             payload = serialize_checkpoint(state.state_dict())
-            summary = record.summary(rundir.RUNNING, progress, task, model, device)
+            # At the last step the summary that ends the run follows at once (finish): no "running" one before it.
+            last_step = progress.step == cfg.train.steps
+            summary = None if last_step else record.summary(rundir.RUNNING, progress, task, model, device)
             step, last = progress.step, f"step-{saved_at[0]}" if saved_at[0] >= 0 else "none"
 
             def write() -> None:
@@ -101,7 +103,8 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
                 except OSError as error:
                     path = record.checkpoints / f"step-{step}.pt"
                     raise RunFailed(f"cannot write checkpoint {path}: {error.strerror}; last good checkpoint: {last}") from None
-                record.write_summary(summary)
+                if summary is not None:
+                    record.write_summary(summary)
 
             writes.submit(write)
         saved_at[0] = progress.step
