@@ -80,6 +80,23 @@ def test_run_directories_are_derived_from_the_config(tmp_path, small_spec):
     assert expand(small_spec, tmp_path)[0].run_dir != runs[0].run_dir  # a different config, a different place
 
 
+def test_a_shared_cache_validates_each_configuration_once(tmp_path, monkeypatch):
+    import sys
+
+    expand_module = sys.modules["optimlab.sweep.expand"]
+
+    loaded = []
+    monkeypatch.setattr(expand_module, "load_config", lambda o: loaded.append(o) or load_config(o))
+    grid = {"name": "s", "grid": {"task": "logreg", "optim": "sgd", "optim.lr": [0.1, 0.3]}, "seeds": 2}
+    cache: dict = {}
+    first = expand(parse_spec(grid), tmp_path, cache=cache)
+    assert len(first) == 4 and len(loaded) == 2  # one validation per configuration, not per seed
+    extended = expand(parse_spec({**grid, "grid": {**grid["grid"], "optim.lr": [0.1, 0.3, 1.0]}}), tmp_path, cache=cache)
+    assert len(loaded) == 3  # only the new learning rate
+    assert [r.config for r in extended[:2]] == [r.config for r in first[:2]]
+    assert [r.config for r in extended] == [r.config for r in expand(parse_spec({**grid, "grid": {**grid["grid"], "optim.lr": [0.1, 0.3, 1.0]}}), tmp_path)]
+
+
 def test_duplicate_points_run_once_and_log_only_differences_are_refused(tmp_path):
     union = parse_spec({"name": "s", "grid": [{"optim": ["sgd", "adam"]}, {"optim": "adam"}]})
     assert len(expand(union, tmp_path)) == 2

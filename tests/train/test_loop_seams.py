@@ -180,3 +180,26 @@ def test_lbfgs_trains_with_a_closure(tmp_path, toy_overrides):
     assert summary["status"] == "completed"
     losses = [r["train/loss"] for r in read_metrics(tmp_path / "run") if "train/loss" in r]
     assert losses[-1] < losses[0]
+
+
+def test_run_zero_grad_is_the_optimizers(tmp_path):
+    """`Run.zero_grad` sets every optimized parameter's gradient to None, as torch's `zero_grad` does, and
+    calls an optimizer's own `zero_grad` when it has one."""
+    from optimlab.train.distributed import World
+
+    cfg = mnist1d(tmp_path, "zero")
+    run = run_module.build_run(cfg, torch.device("cpu"), World())
+    for p in run.parameters:
+        p.grad = torch.ones_like(p)
+    run.zero_grad()
+    assert all(p.grad is None for p in run.parameters)
+
+    calls = []
+
+    class Own(type(run.optimizer)):
+        def zero_grad(self, set_to_none=True):
+            calls.append(set_to_none)
+
+    run.optimizer.__class__ = Own
+    run.zero_grad()
+    assert calls == [True]

@@ -84,13 +84,53 @@ def optimizer_arguments(name: str) -> dict[str, inspect.Parameter]:
     }
 
 
+# torch.optim's optimizers whose multi-tensor (`foreach`) implementation computes, on the CPU, exactly what
+# their single-tensor one does: every parameter, state tensor and gradient bit-identical after each step, in
+# every option combination tested (tests/optim/test_foreach_default.py). NAdam, RAdam and ASGD are left out
+# (their multi-tensor arithmetic rounds differently), and so is SGD with Nesterov momentum, whose
+# multi-tensor step writes the Nesterov direction into `.grad`.
+FOREACH_IDENTICAL = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adamax", "adadelta", "rprop")
+
+
+def takes_foreach_default(name: str, kwargs: dict[str, Any]) -> bool:
+    """Whether `build_optimizer` gives the optimizer `name` torch's multi-tensor step: it is one of
+    `FOREACH_IDENTICAL` and `kwargs` leave `foreach` unset or None.
+
+    On the CPU torch defaults to the single-tensor step, a Python loop over the parameters; the multi-tensor
+    one runs that loop in C++ with the same kernels, tens of microseconds less per step for a small model
+    (a quarter of torch's Adam step on the MNIST-1D MLP). On CUDA torch already defaults to it. `fused` and
+    `differentiable` exclude `foreach`, so either one set keeps torch's default.
+    """
+    return not (
+        name not in FOREACH_IDENTICAL
+        or OPTIMIZERS.get(name) is not getattr(torch.optim, _TORCH_NAMES[name], None)
+        or kwargs.get("foreach") is not None  # None: torch's default, what a config holds unless set
+        or kwargs.get("fused")
+        or kwargs.get("differentiable")
+        or (name == "sgd" and kwargs.get("nesterov"))
+    )
+
+
+_TORCH_NAMES = {name: cls_name for cls_name in dir(torch.optim) if (name := cls_name.lower()) in FOREACH_IDENTICAL}
+
+
 def build_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
-    """Construct a registered optimizer; unknown keyword arguments are a `ConfigError` naming them."""
+    """Construct a registered optimizer; unknown keyword arguments are a `ConfigError` naming them.
+
+    torch.optim's optimizers of `FOREACH_IDENTICAL` take their multi-tensor step unless `foreach` is given
+    (`takes_foreach_default`): the same results, faster on the CPU. It is set on each param group, not in
+    the optimizer's `defaults`, which keep the configured value (None), so code reading `defaults` sees the
+    optimizer as configured (population training merges the groups of members whose `foreach` is unset).
+    """
     accepted = optimizer_arguments(name)
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(f"unknown argument {key!r} for optimizer {name!r}{suggest(key, accepted)}")
     try:
-        return get_optimizer_class(name)(params, **kwargs)
+        optimizer = get_optimizer_class(name)(params, **kwargs)
     except (ValueError, TypeError, IndexError) as error:  # IndexError: a too-short tuple such as betas
         raise ConfigError(f"optimizer {name!r}: {error}") from None
+    if takes_foreach_default(name, kwargs):
+        for group in optimizer.param_groups:
+            group["foreach"] = True
+    return optimizer

@@ -19,6 +19,10 @@ import yaml
 from optimlab import rundir
 from optimlab.errors import ConfigError
 
+# PyYAML's safe loader on libyaml's parser when PyYAML was built with it: the same Python objects as
+# `yaml.safe_load` (the same resolver and constructor), about 8x faster; a report reads every run's config.yaml.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 # The statuses whose final numbers enter the statistics are `rundir.HAS_RESULT` (completed, and diverged as
 # the worst possible result); failed, running, interrupted and stopped runs are listed and counted but
 # their final numbers are not aggregated.
@@ -225,7 +229,7 @@ def _read_summary(path: Path) -> dict[str, Any]:
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
     except FileNotFoundError:
         raise ConfigError(f"{path.parent}: {rundir.CONFIG} is missing (every run directory has one)") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:

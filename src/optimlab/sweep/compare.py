@@ -186,10 +186,12 @@ def compare(
     if args.backend == "population" and report is None:
         options = {"on_idle": _import_report, **(backend_options or {})}
 
+    configs: dict = {}  # validated once: an extension round validates only its new learning rates
+
     def sweep(grids: dict[str, list[float]]) -> SweepResult:
         return run_sweep(compare_spec(args, grids), root=args.root, backend=args.backend, workers=workers,
                          extra=args.overrides, backend_options=options, command=command,
-                         progress=args.progress)
+                         progress=args.progress, config_cache=configs)
 
     result = sweep(grids)
     notes: list[str] = []

@@ -40,11 +40,15 @@ def sweep_dir(root: str | Path, name: str) -> Path:
     return Path(root) / name
 
 
-def expand(spec: SweepSpec, root: str | Path = "runs", extra: Sequence[str] = ()) -> list[Run]:
+def expand(
+    spec: SweepSpec, root: str | Path = "runs", extra: Sequence[str] = (),
+    cache: dict[tuple[str, ...], Config] | None = None,
+) -> list[Run]:
     """Validate every point of `spec` (with `extra` overrides applied last) and name its run directory.
 
     Raises `ConfigError` naming the first bad run and key; duplicates (two points giving the same config)
-    run once.
+    run once. `cache` keeps the validated configs (by their overrides without the seed) for a later expansion
+    of an extended spec in the same process (`optimlab compare`'s lr-grid extension rounds).
     """
     extra = tuple(extra)
     for item in extra:
@@ -54,7 +58,7 @@ def expand(spec: SweepSpec, root: str | Path = "runs", extra: Sequence[str] = ()
     if not spec.points:
         raise ConfigError(f"sweep {spec.name!r}: empty grid")
     runs: dict[str, Run] = {}
-    cache: dict[tuple[str, ...], Config] = {}
+    cache = {} if cache is None else cache
     for i, point in enumerate(spec.points):
         for key in point:
             if key in RESERVED:

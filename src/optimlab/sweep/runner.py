@@ -106,18 +106,20 @@ def run_sweep(
     backend_options: dict | None = None,
     command: Callable[[Run], Sequence[str]] = train_command,
     progress: bool = True,
+    config_cache: dict | None = None,
 ) -> SweepResult:
     """Run `spec` (with `extra` overrides on every run) and return each run's status.
 
     Every run is validated before any starts (ConfigError names the bad run and key). `backend` is a name
     in BACKENDS or an object with `run(launches, on_done)`. `command(run)` gives the argv of a run (the
     `optimlab train` command by default; tests substitute a stand-in). Each run gets
-    `OMP_NUM_THREADS=cpus_per_run`, by default max(1, cores // workers).
+    `OMP_NUM_THREADS=cpus_per_run`, by default max(1, cores // workers). `config_cache`: see `expand`.
     """
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     early_stopping = early_stopping_of(spec.data)
-    runs = halving_runs(spec, early_stopping, root, extra) if early_stopping else expand(spec, root, extra)
+    runs = (halving_runs(spec, early_stopping, root, extra) if early_stopping
+            else expand(spec, root, extra, cache=config_cache))
     threads = cpus_per_run or threads_per_run(workers)
     folder = sweep_dir(root, spec.name)
     if isinstance(backend, str):

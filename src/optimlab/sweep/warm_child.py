@@ -7,6 +7,7 @@ fork server's OpenMP thread pool is never started and forking it stays safe.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -25,17 +26,22 @@ def prime() -> None:
     """In the server, once: the set-up that every run would otherwise repeat after its fork.
 
     Imports the built-in task modules (read the first time a task is looked up) and the modules a run
-    imports lazily (the optimizer lookup's, torch.save's); none of it computes with torch. (`optimlab
+    imports lazily (the optimizer lookup's, torch.save's), and builds the config schemas every run's
+    `load_config` merges with (`config.build_caches`); none of it computes with torch. (`optimlab
     train`'s help text, parsed from the config dataclasses' source, is built only when help is printed.)
     """
     import encodings.cp437  # noqa: F401  (numpy reads .npz member names with it: cached task data)
 
     import torch.utils.serialization  # noqa: F401  (torch.save: checkpoints)
 
-    import optimlab.optim.zoo  # noqa: F401  (every optimizer lookup)
-    from optimlab.tasks.registry import available_tasks
+    with contextlib.suppress(ImportError):  # the first record_function imports it (every zero_grad has one)
+        import torch.profiler._cupti_monitor  # noqa: F401
 
-    available_tasks()
+    import optimlab.optim.zoo  # noqa: F401  (every optimizer lookup)
+    from optimlab.config import build_caches
+    from optimlab.tasks.registry import available_tasks, get_task_spec
+
+    build_caches({get_task_spec(name).options for name in available_tasks()})  # every run's load_config
 
 
 def run_launch(launch: Launch, environ: dict[str, str]) -> None:

@@ -35,9 +35,18 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    return write_checkpoint(folder, step, serialize_checkpoint(state), keep)
+
+
+def serialize_checkpoint(state: dict[str, Any]) -> memoryview:
+    """The bytes of a checkpoint of `state`: a copy, so training may change the tensors once this returns."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    payload = buffer.getbuffer()
+    return buffer.getbuffer()
+
+
+def write_checkpoint(folder: Path, step: int, payload: bytes | memoryview, keep: int) -> Path:
+    """Write `step-<step>.pt` (its checksum first) and drop all but the newest `keep` checkpoints."""
     path = folder / f"step-{step}.pt"
     digest = hashlib.sha256(payload).hexdigest().encode()
     atomic_write_bytes(_checksum_path(path), lambda file: file.write(digest))

@@ -76,7 +76,9 @@ def train_main(argv: list[str]) -> int:
         print(to_yaml(cfg), end="")
         return 0
 
-    from optimlab.train import STOP_EXIT_CODE, train
+    # load_config and prepare_restore validated and normalised `cfg` already: the loop itself, not
+    # optimlab.train.train, which would do it again for a Config built in Python (tens of ms per run).
+    from optimlab.train.loop import STOP_EXIT_CODE, train
 
     # on stdout, so that stderr keeps its contract: bad input is one line there
     print(f"run directory: {cfg.run_dir}", flush=True)

@@ -19,10 +19,11 @@ import sys
 from typing import Any
 
 from optimlab import rundir
-from optimlab.config import Config, default_run_dir, from_tree, to_tree
+from optimlab.config import Config, default_run_dir
 from optimlab.errors import ConfigError, RunFailed
 from optimlab.rundir import MetricsFile, RunLock
-from optimlab.train.checkpoint import resume_latest, save_checkpoint
+from optimlab.train.background_writes import BackgroundWrites
+from optimlab.train.checkpoint import resume_latest, serialize_checkpoint, write_checkpoint
 from optimlab.train.distributed import init_world, resolve_device
 from optimlab.train.evaluate import evaluate, is_better
 from optimlab.train.gradients import clip_and_measure
@@ -42,10 +43,11 @@ def request_stop(*_: Any) -> None:
 
 
 def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
-    """Train one run to completion, divergence or a stop request; returns its summary."""
-    # A Config built in Python gets the command line's checks, by the same round trip through the config.yaml
-    # form (validation only: `cfg` itself, and so its hash, is kept).
-    from_tree(to_tree(cfg))
+    """Train one run to completion, divergence or a stop request; returns its summary.
+
+    `cfg` is a validated config, as `load_config` and `from_tree` build them; a `Config` built directly in
+    Python goes through `optimlab.train.train`, which normalises and validates it first (config.normalize).
+    """
     world = init_world(cfg.train.device)
     device = resolve_device(cfg.train.device, world)
     cfg = dataclasses.replace(cfg, run_dir=str(cfg.run_dir or default_run_dir(cfg)))
@@ -87,19 +89,32 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
 
     def checkpoint() -> None:
         if world.is_main:
-            try:
-                save_checkpoint(record.checkpoints, progress.step, state.state_dict(), cfg.train.keep_checkpoints)
-            except OSError as error:
-                last = f"step-{saved_at[0]}" if saved_at[0] >= 0 else "none"
-                path = record.checkpoints / f"step-{progress.step}.pt"
-                raise RunFailed(f"cannot write checkpoint {path}: {error.strerror}; last good checkpoint: {last}") from None
-            record.write_summary(record.summary(rundir.RUNNING, progress, task, model, device))
+            # The bytes and the summary are taken now (the next steps change the model); the files are written
+            # and fsynced on the writer thread while training goes on.
+            payload = serialize_checkpoint(state.state_dict())
+            # At the last step the summary that ends the run follows at once (finish): no "running" one before it.
+            last_step = progress.step == cfg.train.steps
+            summary = None if last_step else record.summary(rundir.RUNNING, progress, task, model, device)
+            step, last = progress.step, f"step-{saved_at[0]}" if saved_at[0] >= 0 else "none"
+
+            def write() -> None:
+                try:
+                    write_checkpoint(record.checkpoints, step, payload, cfg.train.keep_checkpoints)
+                except OSError as error:
+                    path = record.checkpoints / f"step-{step}.pt"
+                    raise RunFailed(f"cannot write checkpoint {path}: {error.strerror}; last good checkpoint: {last}") from None
+                if summary is not None:
+                    record.write_summary(summary)
+
+            writes.submit(write)
         saved_at[0] = progress.step
 
     def finish(status: str) -> dict:
+        writes.wait()  # every checkpoint is on disk before the summary says how the run ended
         return record.write_summary(record.summary(status, progress, task, model, device))
 
-    saved_at = [-1]  # the step of the last checkpoint written or loaded
+    saved_at = [-1]  # the step of the last checkpoint written (or handed to the writer) or loaded
+    writes = BackgroundWrites()
     try:
         # Resume from the newest usable checkpoint, or start over.
         resumed = None
@@ -115,7 +130,8 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
             record.write_config()
             metrics.open(offset=resumed["metrics_offset"] if resumed is not None else 0)
             loggers = build_loggers(cfg, record.path, progress.step)
-            record.write_summary(record.summary(rundir.RUNNING, progress, task, model, device))
+            summary = record.summary(rundir.RUNNING, progress, task, model, device)
+            writes.submit(lambda: record.write_summary(summary))
 
         # The step loop.
         model.train()
@@ -129,7 +145,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
             batch = run.next_batch(step)
             for hook in run.hooks:
                 hook.before_backward(batch)
-            optimizer.zero_grad(set_to_none=True)
+            run.zero_grad()
             run.backward(batch)
             log_now = len(window) + 1 == cfg.train.log_every or step + 1 == cfg.train.steps
             grad_norm = clip_and_measure(run.parameters, optimizer, run.scaler, cfg.train.clip_grad_norm, log_now)
@@ -166,6 +182,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
         log(test)
         return finish(rundir.COMPLETED)
     except BaseException as error:
+        writes.close()  # a write in flight lands before the failure summary, not over it
         if isinstance(error, OSError):  # the run directory cannot be written: one line, not a traceback
             error = RunFailed(f"cannot write {error.filename or record.path}: {error.strerror or error}")
         if world.is_main and not isinstance(error, ConfigError):
@@ -175,6 +192,7 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
             raise error from None
         raise
     finally:
+        writes.close()
         metrics.close()
         for logger in loggers:
             logger.close()

@@ -108,6 +108,17 @@ class Run:
             return self.train_task, with_weights(step.batch, self.sampler, step.indices)
         return self.task, step.batch
 
+    def zero_grad(self) -> None:
+        """`optimizer.zero_grad(set_to_none=True)`. torch.optim's own (when the optimizer keeps it) sets each
+        parameter's `.grad` to None inside a profiler range behind torch.compile's guard, about 8 us a step
+        on a CPU; setting them here does the same in well under one."""
+        if type(self.optimizer).zero_grad is not _TORCH_ZERO_GRAD:
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
     def optimizer_step(self, step: StepInfo) -> None:
         if _needs_closure(self.optimizer):
             self.optimizer.step(lambda: self._reevaluate(step))
@@ -232,6 +243,9 @@ def _window_tensor(window: list) -> Tensor:
 
 def _load_window(window: list, saved: Tensor, device: torch.device) -> None:
     window[:] = [(loss, 1) for loss in saved.to(device).unbind()]
+
+
+_TORCH_ZERO_GRAD = torch.optim.Optimizer.zero_grad
 
 
 def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
