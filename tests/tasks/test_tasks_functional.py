@@ -7,10 +7,10 @@ import dataclasses
 
 import pytest
 import torch
-from test_tasks_catalogue import tiny_options
+from test_tasks_catalogue import shipped_tasks, tiny_options
 from torch.func import functional_call, grad
 
-from optimlab.tasks import available_tasks, build_task
+from optimlab.tasks import build_task
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -18,7 +18,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("name", available_tasks())
+@pytest.mark.parametrize("name", shipped_tasks())
 def test_new_model_is_the_seeded_initial_model_and_leaves_the_rng_alone(name, data_dir):
     torch.manual_seed(11)
     task = build_task(name, tiny_options(name), data_dir)
