@@ -101,13 +101,13 @@ def takes_foreach_default(name: str, kwargs: dict[str, Any]) -> bool:
     (a quarter of torch's Adam step on the MNIST-1D MLP). On CUDA torch already defaults to it. `fused` and
     `differentiable` exclude `foreach`, so either one set keeps torch's default.
     """
-    return not (
-        name not in FOREACH_IDENTICAL
-        or OPTIMIZERS.get(name) is not getattr(torch.optim, _TORCH_NAMES[name], None)
-        or kwargs.get("foreach") is not None  # None: torch's default, what a config holds unless set
-        or kwargs.get("fused")
-        or kwargs.get("differentiable")
-        or (name == "sgd" and kwargs.get("nesterov"))
+    return (
+        name in FOREACH_IDENTICAL
+        and OPTIMIZERS.get(name) is getattr(torch.optim, _TORCH_NAMES[name], None)
+        and kwargs.get("foreach") is None  # None: torch's default, what a config holds unless set
+        and not kwargs.get("fused")
+        and not kwargs.get("differentiable")
+        and not (name == "sgd" and kwargs.get("nesterov"))
     )
 
 
