@@ -1,7 +1,5 @@
 """`python -m optimlab ...` (also what `torchrun -m optimlab train ...` runs)."""
 
-import sys
+from optimlab.cli import entry
 
-from optimlab.cli import main
-
-sys.exit(main())
+entry()
