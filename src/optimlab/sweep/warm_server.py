@@ -11,9 +11,16 @@ Last, `gc.freeze()` moves the server's objects (about 300,000 after importing to
 collector's permanent generation. Without it, each full collection in a forked run walks all of them,
 which costs a few tenths of a second and writes to every page holding one, so copy-on-write copies those
 pages into the run (the pattern the `gc.freeze` documentation describes for servers that fork).
+
+When the sweep process exits, the server's loop ends (SystemExit) and the server ends at its first atexit
+handler, with `os._exit`: the interpreter's teardown, with torch loaded, takes about a second, and the
+server holds the sweep's stdout and stderr, so a caller reading them to their end would wait that long.
+Forked runs never run atexit handlers (multiprocessing ends them with `os._exit` too).
 """
 
+import atexit
 import gc
+import os
 import signal
 
 from optimlab.cli import thread_defaults
@@ -26,3 +33,4 @@ optimlab.sweep.warm_child.prime()
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 gc.freeze()
+atexit.register(os._exit, 0)
