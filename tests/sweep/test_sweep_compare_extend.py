@@ -92,3 +92,25 @@ def test_compare_extends_the_grid_and_reports_why(tmp_path):
         run_dirs=run_dirs, notes=list(notes)) or out / "index.html")
     assert again.sweep.skipped == 9 and len(seen["run_dirs"]) == 9
     assert seen["notes"][-1].startswith("Warning: adam_c's best lr 0.0003 is still the smallest")
+
+
+def test_an_optimizer_is_extended_while_another_still_trains(tmp_path):
+    """adam_c's grid is extended as soon as its own runs have ended: sgd's run, on the other worker, waits
+    for adam_c's extension run to start (with a second round after all runs it would wait in vain)."""
+    started = tmp_path / "extension-started"
+    base = fake_lr_command({"sgd": 0.3, "adam_c": 1e-9})
+
+    def command(run):
+        if run.config.optim.name == "sgd":
+            return [*base(run), "--wait", str(started)]
+        if run.config.optim.kwargs["lr"] < 3e-3:
+            return [*base(run), "--touch", str(started)]
+        return base(run)
+
+    args = CompareArgs(task="logreg", optims=["sgd", "adam_c"], lrs={"sgd": [0.3], "adam_c": [3e-3, 1e-2, 3e-2]},
+                       seeds=1, workers=2, extend=1, root=str(tmp_path / "runs"), out=str(tmp_path / "report"),
+                       progress=False)
+    result = compare(args, command=command, report=lambda run_dirs, out, baseline=None, notes=(): out / "index.html")
+    assert result.exit_code == 0 and started.exists()
+    assert sorted(run.config.optim.kwargs["lr"] for run in result.sweep.runs if run.config.optim.name == "adam_c") == [
+        9.49e-4, 3e-3, 1e-2, 3e-2]

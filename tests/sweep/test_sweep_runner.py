@@ -224,3 +224,41 @@ def test_kill_9_of_the_whole_sweep_process_group_then_rerun(tmp_path):
     before = {r.key: scan_status(r.run_dir) for r in runs}
     assert sorted(before.values()) == ["interrupted", "interrupted", "pending"]  # `running` summaries, no process
     _rerun_resumes(tmp_path, [key for key, status in before.items() if status == "interrupted"])
+
+
+def test_a_growing_sweep_adds_runs_while_it_runs_and_records_them(tmp_path, small_spec):
+    """`grow` sees which runs are still to end; the runs of the larger spec it returns join the sweep, its
+    record and its result; run again, every run is skipped and nothing starts."""
+    from optimlab.sweep.spec import parse_spec
+
+    larger = parse_spec({**small_spec.data, "grid": {"task": "logreg", "optim": ["sgd", "adam", "adagrad"]}})
+    calls = []
+
+    def grow(runs, running):
+        calls.append((len(runs), len(running)))
+        optims = {run.config.optim.name for run in runs}
+        adam_ended = not any(run.key in running for run in runs if run.config.optim.name == "adam")
+        return larger if adam_ended and "adagrad" not in optims else None
+
+    result = run_sweep(small_spec, root=tmp_path, workers=2, backend="fresh", command=fake_command(), progress=False,
+                       grow=grow)
+    assert result.exit_code == 0 and len(result.runs) == 9 and set(result.statuses.values()) == {"completed"}
+    assert calls[0] == (6, 6)  # before the first run starts: all six to run
+    assert calls[-1][0] == 9  # adagrad's three runs joined; the calls after they did see all nine
+    record = json.loads((tmp_path / "small" / "sweep.json").read_text())
+    assert record["counts"] == {"completed": 9} and record["spec"]["grid"]["optim"] == ["sgd", "adam", "adagrad"]
+    again = run_sweep(small_spec, root=tmp_path, workers=2, backend="fresh", command=fake_command(), progress=False,
+                      grow=grow)
+    assert again.skipped == 9 and len(again.runs) == 9
+
+
+def test_a_backend_that_cannot_add_runs_refuses_a_growing_sweep(tmp_path, small_spec):
+    class Fixed:
+        name = "fixed"
+
+        def run(self, launches, on_done):
+            raise AssertionError("must not start")
+
+    with pytest.raises(ConfigError, match="backend 'fixed' cannot add runs to a running sweep"):
+        run_sweep(small_spec, root=tmp_path, backend=Fixed(), command=fake_command(), progress=False,
+                  grow=lambda runs, running: None)

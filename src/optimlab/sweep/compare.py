@@ -8,7 +8,9 @@ per optimizer. Any dotted config override (`train.steps=500`) applies to every r
 `compare-<task>` under `root`, so re-running the command skips finished runs and resumes interrupted ones.
 While an optimizer's best learning rate is the smallest or largest of its grid, the grid is extended by one
 value in that direction and run, at most `extend` times per optimizer (`optimlab.sweep.lr_extension`); the
-report lists what was added and why.
+report lists what was added and why. With the local, fresh and population backends an optimizer's
+extension joins the running sweep as soon as its own runs have ended (`_sweep_extending`); with the others
+the extensions run in rounds after the sweep.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from optimlab.config import Config
 from optimlab.errors import ConfigError, suggest
 from optimlab.sweep.execute import cpu_count, threads_per_run, train_command
 from optimlab.sweep.expand import Run
-from optimlab.sweep.lr_extension import edges_from_runs, extend_grids
+from optimlab.sweep.lr_extension import Extension, edges_from_runs, extend_grids
 from optimlab.sweep.warm import start_fork_server
 from optimlab.sweep.runner import BACKENDS, SweepResult, run_sweep
 from optimlab.sweep.spec import SweepSpec, parse_spec
@@ -44,6 +46,9 @@ FAMILIES: dict[str, str] = {
     **dict.fromkeys(("adam", "adam_c", "adam_hd", "adamw", "adamw_c", "nadam", "radam", "adamax", "rmsprop", "rmsprop_c",
                      "adamw_schedulefree"), "adam"),
 }
+
+# Backends that add runs to a running sweep (`run_sweep`'s `grow`): compare extends its grids while it runs.
+GROWING_BACKENDS = ("local", "fresh", "population")
 
 # The training budget of every compare run unless overridden: a few minutes for the default job on 2 cores.
 DEFAULT_TRAIN = {"train.steps": 1500, "train.eval_every": 250, "train.checkpoint_every": 500}
@@ -188,21 +193,24 @@ def compare(
 
     configs: dict = {}  # validated once: an extension round validates only its new learning rates
 
-    def sweep(grids: dict[str, list[float]]) -> SweepResult:
+    def sweep(grids: dict[str, list[float]], grow=None) -> SweepResult:
         return run_sweep(compare_spec(args, grids), root=args.root, backend=args.backend, workers=workers,
                          extra=args.overrides, backend_options=options, command=command,
-                         progress=args.progress, config_cache=configs)
+                         progress=args.progress, config_cache=configs, grow=grow)
 
-    result = sweep(grids)
     notes: list[str] = []
-    if not result.interrupted and args.extend > 0:
+    if args.extend > 0 and args.backend in GROWING_BACKENDS:
+        result, notes = _sweep_extending(args, grids, sweep)
+    else:
+        result = sweep(grids)
+        if not result.interrupted and args.extend > 0:
 
-        def rerun(extended: dict[str, list[float]]) -> bool:
-            nonlocal result
-            result = sweep(extended)  # the same sweep with more lrs: its finished runs are skipped
-            return not result.interrupted
+            def rerun(extended: dict[str, list[float]]) -> bool:
+                nonlocal result
+                result = sweep(extended)  # the same sweep with more lrs: its finished runs are skipped
+                return not result.interrupted
 
-        notes = extend_grids(grids, args.extend, lambda: edges_from_runs(result.run_dirs, args.optims[0]), rerun)
+            notes = extend_grids(grids, args.extend, lambda: edges_from_runs(result.run_dirs, args.optims[0]), rerun)
     if result.interrupted:
         return CompareResult(result, None)
     write = report or _report_writer()
@@ -212,6 +220,39 @@ def compare(
     # notes only when there are some: a report writer without the keyword still works for a plain grid
     index = write(result.run_dirs, Path(args.out), baseline=args.optims[0], **({"notes": notes} if notes else {}))
     return CompareResult(result, Path(index))
+
+
+def _sweep_extending(args: CompareArgs, grids: dict[str, list[float]], sweep) -> tuple[SweepResult, list[str]]:
+    """The sweep with its lr grids extended while it runs: as soon as all runs of one optimizer have ended,
+    its best lr is checked and, on an edge, the next lr's runs join the sweep while the other optimizers
+    still train (instead of a second round after the slowest one). Returns the sweep and the report's lines."""
+    extension = Extension(grids, args.extend)
+    checked: dict[str, int] = {}  # optimizer -> the grid size its edge was last checked at
+
+    def grow(runs: list[Run], running: set[str]) -> SweepSpec | None:
+        grown = False
+        for optim in args.optims:
+            mine = [run for run in runs if run.config.optim.name == optim]
+            if checked.get(optim) == len(grids[optim]) or any(run.key in running for run in mine):
+                continue
+            checked[optim] = len(grids[optim])
+            try:
+                edges = edges_from_runs([run.run_dir for run in mine], optim)
+            except ConfigError as error:
+                print(f"optimlab compare: learning-rate grid of {optim} not extended: {error}", file=sys.stderr)
+                continue
+            edge = next((e for e in edges if e.optim == optim), None)
+            grown |= extension.consider(optim, edge) is not None
+        return compare_spec(args, grids) if grown else None
+
+    result = sweep(grids, grow)
+    if result.interrupted:
+        return result, []
+    try:
+        final = edges_from_runs(result.run_dirs, args.optims[0])
+    except ConfigError:
+        final = []
+    return result, extension.notes(final)
 
 
 def _import_report() -> None:

@@ -19,9 +19,12 @@ from optimlab.sweep.execute import Launch, execute
 from optimlab.sweep.warm import ForkServer, WarmProcess, execute_warm, is_train_command
 
 OnDone = Callable[[Launch, "int | None", "str | None"], None]
+More = Callable[[], "list[Launch]"]
 
 
 class LocalBackend:
+    grows = True  # `run` takes `more`: runs added while the sweep runs
+
     def __init__(self, workers: int = 1, grace: float = 60.0, warm: bool = True):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -31,8 +34,9 @@ class LocalBackend:
         self.name = "local" if warm else "fresh"
         self._server = ForkServer() if warm else None
 
-    def run(self, launches: list[Launch], on_done: OnDone) -> None:
+    def run(self, launches: list[Launch], on_done: OnDone, more: More | None = None) -> None:
         """Run every launch, calling `on_done(launch, exit code, error)` as each ends (from a pool thread).
+        After runs end (and their `on_done` returned), `more()` may give launches to run as well.
 
         On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the sweep), running runs get SIGTERM,
         which makes the trainer checkpoint and exit 75; runs not started yet are not started.
@@ -72,6 +76,10 @@ class LocalBackend:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
                     future.result()  # an error in on_done (e.g. writing sweep.json) stops the sweep
+                if done and more is not None:
+                    added = [pool.submit(work, launch) for launch in more()]
+                    futures += added
+                    pending.update(added)
         except BaseException:
             stopping.set()
             for future in futures:

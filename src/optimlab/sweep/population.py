@@ -31,7 +31,7 @@ from optimlab.config import Config, load_config
 from optimlab.errors import ConfigError
 from optimlab.rundir import read_json
 from optimlab.sweep.execute import PYTHON, Launch
-from optimlab.sweep.local import LocalBackend, OnDone
+from optimlab.sweep.local import LocalBackend, More, OnDone
 from optimlab.sweep.warm import is_train_command
 
 DEFAULT_SIZE = 32
@@ -39,6 +39,7 @@ DEFAULT_SIZE = 32
 
 class PopulationBackend:
     name = "population"
+    grows = True  # `run` takes `more`: runs added while the sweep runs (planned into populations of their own)
 
     def __init__(self, workers: int = 1, size: int = DEFAULT_SIZE, grace: float = 60.0,
                  on_idle: Callable[[], None] | None = None):
@@ -51,15 +52,27 @@ class PopulationBackend:
         self.local = LocalBackend(workers, grace=grace)
         self.on_idle = on_idle
 
-    def run(self, launches: list[Launch], on_done: OnDone) -> None:
-        populations, alone = plan(launches, self.workers, self.size)
-        for reason, count in _reasons(alone).items():
-            _say(f"{count} run{'s' * (count != 1)} train one by one on warm workers: {reason}")
-        population_jobs = [population_launch(members) for members in populations]
-        jobs = {job.key: members for job, members in zip(population_jobs, populations)}
+    def run(self, launches: list[Launch], on_done: OnDone, more: More | None = None) -> None:
+        jobs: dict[str, list[Launch]] = {}  # population job key -> its members
+
+        def jobs_of(launches: list[Launch]) -> list[Launch]:
+            """`launches` as the pool's jobs: populations, then the runs that train alone."""
+            populations, alone = plan(launches, self.workers, self.size)
+            for reason, count in _reasons(alone).items():
+                _say(f"{count} run{'s' * (count != 1)} train one by one on warm workers: {reason}")
+            population_jobs = [population_launch(members) for members in populations]
+            jobs.update((job.key, members) for job, members in zip(population_jobs, populations))
+            return population_jobs + [launch for launch, _ in alone]
+
+        first = jobs_of(launches)
         fallback: list[Launch] = []
         # After this many jobs have ended, the pool has nothing left to start: a worker stays idle.
-        idle = _Countdown(len(population_jobs) + len(alone) - self.workers + 1, self.on_idle)
+        idle = _Countdown(len(first) - self.workers + 1, self.on_idle)
+
+        def more_jobs() -> list[Launch]:
+            added = jobs_of(more())
+            idle.add(len(added))
+            return added
 
         def done(launch: Launch, code: int | None, error: str | None) -> None:
             idle.tick()
@@ -76,9 +89,10 @@ class PopulationBackend:
             for member in members:
                 on_done(member, code, error)
 
-        self.local.run(population_jobs + [launch for launch, _ in alone], done)
+        grow = more_jobs if more is not None else None
+        self.local.run(first, done, grow)
         if fallback:
-            self.local.run(fallback, on_done)
+            self.local.run(fallback, on_done, grow)
 
 
 class _Countdown:
@@ -89,6 +103,12 @@ class _Countdown:
         self.lock = threading.Lock()
         if count <= 0:
             self._fire()
+
+    def add(self, count: int) -> None:
+        """`count` more jobs to end before the pool is idle (none once `action` has been called)."""
+        with self.lock:
+            if self.count > 0:
+                self.count += count
 
     def tick(self) -> None:
         with self.lock:

@@ -107,6 +107,7 @@ def run_sweep(
     command: Callable[[Run], Sequence[str]] = train_command,
     progress: bool = True,
     config_cache: dict | None = None,
+    grow: Grow | None = None,
 ) -> SweepResult:
     """Run `spec` (with `extra` overrides on every run) and return each run's status.
 
@@ -114,6 +115,11 @@ def run_sweep(
     in BACKENDS or an object with `run(launches, on_done)`. `command(run)` gives the argv of a run (the
     `optimlab train` command by default; tests substitute a stand-in). Each run gets
     `OMP_NUM_THREADS=cpus_per_run`, by default max(1, cores // workers). `config_cache`: see `expand`.
+
+    `grow(runs, running)` lets the sweep grow while it runs: it is called before the first run starts and
+    after each run ends, with the sweep's runs and the keys of those started or still to start, and may
+    return a larger spec whose new runs join the sweep at once (compare's lr-grid extension). It needs a
+    backend whose `run` takes `more` (local, fresh, population).
     """
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
@@ -131,21 +137,30 @@ def run_sweep(
         if early_stopping:  # successive halving: the trials run rung by rung (optimlab.sweep.halving)
             return run_halving(spec, early_stopping, runs, folder, backend, threads, tuple(extra), command,
                                _sigterm_as_interrupt)
-        return _run(spec, runs, folder, backend, workers, threads, tuple(extra), command, progress)
+        if grow is not None and not getattr(backend, "grows", False):
+            raise ConfigError(f"backend {getattr(backend, 'name', type(backend).__name__)!r} cannot add runs to a "
+                              "running sweep")
+        growth = None if grow is None else _Growth(grow, root, tuple(extra), config_cache)
+        return _run(spec, runs, folder, backend, workers, threads, tuple(extra), command, progress, growth)
     finally:
         lock.release()
 
 
-def _run(spec, runs, folder, backend, workers, threads, extra, command, progress) -> SweepResult:
+def _run(spec, runs, folder, backend, workers, threads, extra, command, progress, growth=None) -> SweepResult:
     previous = {r.get("dir"): r for r in read_sweep_record(folder / "sweep.json").get("runs", [])}
     records: dict[str, _Record] = {}
-    for run in runs:
-        old = previous.get(run.key, {})
-        records[run.key] = _Record(run, scan_status(run.run_dir), attempts=int(old.get("attempts") or 0),
-                                   exit_code=old.get("exit_code"), error=old.get("error"), log=f"logs/{run.key}.log")
-        records[run.key].refresh()
-    todo = [run for run in runs if records[run.key].status not in (*DONE, BUSY)]
-    skipped = sum(records[run.key].status in DONE for run in runs)
+
+    def add_records(new_runs: list[Run]) -> list[Run]:
+        """Records for `new_runs`; returns those to run (not finished, not held by another process)."""
+        for run in new_runs:
+            old = previous.get(run.key, {})
+            records[run.key] = _Record(run, scan_status(run.run_dir), attempts=int(old.get("attempts") or 0),
+                                       exit_code=old.get("exit_code"), error=old.get("error"), log=f"logs/{run.key}.log")
+            records[run.key].refresh()
+        return [run for run in new_runs if records[run.key].status not in (*DONE, BUSY)]
+
+    runs = list(runs)
+    todo = add_records(runs)
     header = {
         "name": spec.name,
         "description": spec.description,
@@ -165,15 +180,45 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
         write_json(folder / "sweep.json",
                           {**header, "updated": now(), "finished": finished, "counts": counts, "runs": entries})
 
-    bar = _progress(spec.name, len(runs), skipped, enabled=progress)
     env = thread_env(threads)
-    launches = [make_launch(run, command, env, folder / "logs") for run in todo]
     by_key = {run.key: run for run in todo}
+    running = set(by_key)  # started or still to start
+
+    def grown() -> list[Run]:
+        """The runs to start that `growth` adds now (none without one); the sweep's runs and header grow."""
+        added: list[Run] = []
+        while growth is not None and (larger := growth.grow(runs, running)) is not None:
+            new_runs = [run for run in growth.expand(larger) if run.key not in records]
+            if not new_runs:
+                break
+            header["spec"] = larger.data or None
+            runs.extend(new_runs)
+            pending = add_records(new_runs)
+            by_key.update((run.key, run) for run in pending)
+            running.update(run.key for run in pending)
+            added += pending
+            if pending:  # the new runs must end before the sweep can grow again
+                break
+        return added
+
+    todo += grown()
+    skipped = sum(records[run.key].status in DONE for run in runs)
+    bar = _progress(spec.name, len(runs), skipped, enabled=progress)
+    launches = [make_launch(run, command, env, folder / "logs") for run in todo]
+
+    def more() -> list[Launch]:
+        with write_lock:
+            new_runs = grown()
+            if new_runs:
+                bar.total = len(runs)
+                save()
+        return [make_launch(run, command, env, folder / "logs") for run in new_runs]
 
     def on_done(launch: Launch, code: int | None, error: str | None) -> None:
         run = by_key[launch.key]
         status, detail = outcome(run.run_dir, code, error or log_tail(launch.log))
         with write_lock:
+            running.discard(run.key)
             record = records[run.key]
             record.status, record.exit_code, record.error = status, code, detail
             record.attempts += 1
@@ -190,18 +235,36 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
     try:
         with _sigterm_as_interrupt():
             if launches:
-                backend.run(launches, on_done)
+                backend.run(launches, on_done, **({"more": more} if growth is not None else {}))
     except KeyboardInterrupt:
         interrupted = True
     finally:
         with write_lock:
             save(finished=not interrupted)
         bar.close()
+    skipped = sum(records[run.key].status in DONE and run.key not in by_key for run in runs)
     result = SweepResult(spec.name, folder, runs, {k: r.status for k, r in records.items()}, interrupted, skipped)
     counts = ", ".join(f"{n} {s}" for s, n in result.counts.items())
     note = " (interrupted; run the same command again to resume)" if interrupted else ""
     print(f"optimlab sweep {spec.name}: {len(runs)} runs: {counts}{note}; {folder / 'sweep.json'}", file=sys.stderr)
     return result
+
+
+#: `run_sweep`'s `grow`: (the sweep's runs, keys of runs started or to start) -> a larger spec, or None.
+Grow = Callable[[list[Run], set[str]], "SweepSpec | None"]
+
+
+@dataclass
+class _Growth:
+    """A growing sweep's callback and how to expand the specs it returns."""
+
+    grow: Grow
+    root: str | Path
+    extra: tuple[str, ...]
+    cache: dict | None
+
+    def expand(self, spec: SweepSpec) -> list[Run]:
+        return expand(spec, self.root, self.extra, cache=self.cache)
 
 
 def _postfix(records: dict[str, _Record]) -> str:
