@@ -113,6 +113,9 @@ class Adam_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             maximize=False,
         )
 
+    def _base_state(self, group: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return ("exp_avg", "exp_avg_sq", *(("max_exp_avg_sq",) if group["amsgrad"] else ())), ("step",)
+
     def _moments(
         self, group: dict[str, Any], params: list[Tensor]
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:

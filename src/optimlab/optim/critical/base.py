@@ -28,6 +28,7 @@ from torch import Tensor
 
 from optimlab.optim.critical.aggregate import resolve_aggr
 from optimlab.optim.critical.buffer import ADMITTED, BIRTH, BUFFER, OFFERS, restore_exact_dtypes
+from optimlab.optim.critical.coalesce import covering, flat_cat, split
 from optimlab.optim.critical.memory import (
     FusedWrite,
     MemoryJob,
@@ -275,14 +276,70 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
             batches.setdefault(key if key is not None else id(update), []).append(update)
         for batch in batches.values():
             first = batch[0]
-            if len(batch) == 1 or first.group["foreach"] is False or first.group.get("fused"):
+            if first.group["foreach"] is False or first.group.get("fused"):
                 for update in batch:
                     self._update(update.group, update.params, update.directions, update.l2, update.decoupled)
                 continue
-            group = {**first.group, "foreach": True}
+            group = {**first.group, "foreach": True} if len(batch) > 1 else first.group
             params = [p for update in batch for p in update.params]
             directions = [d for update in batch for d in update.directions]
-            self._update(group, params, directions, first.l2, first.decoupled)
+            if not self._update_coalesced(group, params, directions, first.l2, first.decoupled):
+                self._update(group, params, directions, first.l2, first.decoupled)
+
+    def _base_state(self, group: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The keys of the base optimizer's state for `group`: (per-element tensors, step counters), or
+        None when `_update` is not to run on tensors covering several parameters (`_update_coalesced`)."""
+        return None
+
+    def _update_coalesced(
+        self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor], l2: float, decoupled: float
+    ) -> bool:
+        """`_update` run once on a tensor covering `params`, when they tile one piece of memory (a
+        population's members, `coalesce.py`): each parameter's per-element state is kept as a view of one
+        block, and its step counters equal to the others'. False, with nothing done, when `params` do not
+        tile, their state is not all there yet (torch creates it per tensor at their first step) or their
+        step counts differ."""
+        layout = self._base_state(group)
+        if layout is None or len(params) < 2:
+            return False
+        per_element, counters = layout
+        plans: dict[int, _CoalescedPlan] = self.__dict__.setdefault("_coalesced", {})
+        plan = plans.get(id(params[0]))
+        if plan is not None and not plan.covers(params):
+            plan = None
+        if plan is not None and plan.region is None:  # these parameters do not tile: the usual update
+            return False
+        states = [self.state[p] for p in params]
+        if plan is None or not plan.holds(states, per_element):
+            if any(key not in state or state[key] is None for state in states for key in per_element + counters):
+                return False
+            region = covering(params)
+            blocks = {} if region is None else {key: self._state_block(states, params, key) for key in per_element}
+            plan = plans[id(params[0])] = _CoalescedPlan(params, [p.data_ptr() for p in params], region, blocks,
+                                                         {key: [state[key] for state in states] for key in per_element})
+            if region is None:
+                return False
+        steps = [[state[key] for state in states] for key in counters]
+        if any(len({float(step) for step in values}) != 1 for values in steps):
+            return False
+        self.state[plan.region] = {**plan.blocks, **{key: values[0] for key, values in zip(counters, steps)}}
+        try:
+            self._update(group, [plan.region], [flat_cat(directions)], l2, decoupled)
+        finally:
+            del self.state[plan.region]
+        for values in steps:  # the first counter was the block's: the others follow it
+            torch._foreach_copy_(values[1:], [values[0]] * (len(values) - 1))
+        return True
+
+    def _state_block(self, states: list[dict[str, Any]], params: list[Tensor], key: str) -> Tensor:
+        """One 1-D tensor holding every parameter's `state[key]`, which become views of it."""
+        values = [state[key] for state in states]
+        block = covering(values)
+        if block is None:  # separate tensors (the first steps, a loaded checkpoint): copied into one block
+            block = flat_cat(values)
+            for state, view in zip(states, split(block, params)):
+                state[key] = view
+        return block
 
     def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
         """A one-pass update for a step in which every tensor or none is admitted (see `FusedWrite`), or
@@ -325,6 +382,27 @@ class CriticalOptimizer(torch.optim.Optimizer, abc.ABC):
             stats["mean_buffer_age"] = float(all_ages.mean())
             stats["max_buffer_age"] = float(all_ages.max())
         return stats
+
+
+@dataclass
+class _CoalescedPlan:
+    """One batch of parameters, the tensor covering them (None: they do not tile), the blocks their
+    per-element state values are views of, and those views (`_update_coalesced`)."""
+
+    params: list[Tensor]
+    addresses: list[int]
+    region: Tensor | None
+    blocks: dict[str, Tensor]
+    values: dict[str, list[Tensor]]
+
+    def covers(self, params: list[Tensor]) -> bool:
+        """Whether this plan is for `params`: the same parameters, their data where it was."""
+        return (len(params) == len(self.params) and all(a is b for a, b in zip(params, self.params))
+                and [p.data_ptr() for p in params] == self.addresses)
+
+    def holds(self, states: list[dict[str, Any]], keys: tuple[str, ...]) -> bool:
+        """Whether the parameters' state values are still the block's views (a loaded checkpoint replaces them)."""
+        return all(state.get(key) is value for key in keys for state, value in zip(states, self.values[key]))
 
 
 class Update(NamedTuple):

@@ -78,6 +78,10 @@ class RMSprop_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
         defaults.update(alpha=alpha, eps=eps, momentum=momentum, centered=centered)
         super().__init__(params, defaults)
 
+    def _base_state(self, group: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        optional = (("momentum_buffer",) if group["momentum"] > 0 else ()) + (("grad_avg",) if group["centered"] else ())
+        return ("square_avg", *optional), ("step",)
+
     def _update(
         self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor], l2: float, decoupled: float
     ) -> None:

@@ -117,6 +117,10 @@ class SGD_C(CriticalOptimizer):  # noqa: N801 -- the original's class name
             for p, buffer in zip(params, buffers):
                 self.state[p]["momentum_buffer"] = buffer
 
+    def _base_state(self, group: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        # Without momentum the update is one addition per tensor: joining the directions would cost more.
+        return (("momentum_buffer",), ()) if group["momentum"] != 0 else None
+
     def _fused_write(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> FusedWrite | None:
         """With ``fused=True`` on CPU, a step that admits every tensor or none is one compiled pass (`fused.py`)."""
         momentum = group["momentum"]
