@@ -30,5 +30,6 @@ def test_an_error_is_raised_once_at_the_next_wait_or_submit():
         writes.submit(lambda: None)  # a new write waits for the one before, and sees its error
     writes.wait()  # raised once
     writes.submit(fail)
-    writes.close()  # the run is ending on another error: not raised again
-    writes.close()
+    failure = writes.close()  # the run is ending on another error: returned, not raised
+    assert isinstance(failure, OSError) and failure.errno == 28
+    assert writes.close() is None

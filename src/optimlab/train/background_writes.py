@@ -35,12 +35,15 @@ class BackgroundWrites:
         if pending is not None:
             pending.result()
 
-    def close(self) -> None:
-        """Wait for the pending write, ignoring its error (the run is ending on another), and stop the thread."""
+    def close(self) -> Exception | None:
+        """Wait for the pending write and stop the thread; returns the write's error instead of raising it
+        (the run is already ending: its caller decides which error to report)."""
+        failure = None
         try:
             self.wait()
-        except Exception:  # noqa: BLE001 - the run is already ending with an error of its own
-            pass
+        except Exception as error:  # noqa: BLE001 - handed to the caller, which is ending the run
+            failure = error
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        return failure

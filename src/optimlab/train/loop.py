@@ -182,9 +182,12 @@ def train(cfg: Config, *, handle_signals: bool = False) -> dict[str, Any]:
         log(test)
         return finish(rundir.COMPLETED)
     except BaseException as error:
-        writes.close()  # a write in flight lands before the failure summary, not over it
+        failed_write = writes.close()  # a write in flight lands before the failure summary, not over it
         if isinstance(error, OSError):  # the run directory cannot be written: one line, not a traceback
-            error = RunFailed(f"cannot write {error.filename or record.path}: {error.strerror or error}")
+            # A full disk fails the checkpoint on the writer thread, then the loop's own next write: the
+            # checkpoint's failure came first, and it names the last good checkpoint.
+            error = (failed_write if isinstance(failed_write, RunFailed)
+                     else RunFailed(f"cannot write {error.filename or record.path}: {error.strerror or error}"))
         if world.is_main and not isinstance(error, ConfigError):
             record.write_failure(rundir.INTERRUPTED if isinstance(error, KeyboardInterrupt) else rundir.FAILED,
                                  error, progress, task, model, device)

@@ -438,20 +438,25 @@ def _write_slots_foreach(
     """`CriticalBuffer.write_slot` for many memories: one foreach call per operation."""
     if not writes:
         return
-    replacing = [(i, s) for i, s in writes if buffers[i].is_full]
+    slots = [buffers[i].slots[s] for i, s in writes]
+    totals = [buffers[i].total for i, _ in writes]
+    values = [offered[i] for i, _ in writes]
+    replacing = [k for k, (i, _) in enumerate(writes) if buffers[i].is_full]
     if replacing:
-        torch._foreach_sub_([buffers[i].total for i, _ in replacing], [buffers[i].slots[s] for i, s in replacing])
+        torch._foreach_sub_([totals[k] for k in replacing], [slots[k] for k in replacing])
     # Overwrite the slot right after reading it (still in cache), then finish the sum: (S - old) + d.
-    torch._foreach_copy_([buffers[i].slots[s] for i, s in writes], [offered[i] for i, _ in writes])
-    torch._foreach_add_([buffers[i].total for i, _ in writes], [offered[i] for i, _ in writes])
+    torch._foreach_copy_(slots, values)
+    torch._foreach_add_(totals, values)
     _record_admissions(buffers, writes, keys)
 
 
 def _record_admissions(buffers: list[CriticalBuffer], writes: list[tuple[int, int]], keys: list[Tensor]) -> None:
-    """The bookkeeping of the slot writes: each new slot's priority, and the diagnostics."""
+    """The bookkeeping of the slot writes: each new slot's priority (one copy for all), and the diagnostics."""
+    if not writes:
+        return
+    torch._foreach_copy_([buffers[i].priority[s] for i, s in writes], [keys[i] for i, _ in writes])
     for i, s in writes:
         buffer = buffers[i]
-        buffer.priority[s] = keys[i]
         if buffer.diagnostics:
             buffer.state["critical_admitted"].add_(1)
             buffer.state["critical_birth"][s] = buffer.offers
