@@ -114,3 +114,21 @@ def test_an_optimizer_is_extended_while_another_still_trains(tmp_path):
     assert result.exit_code == 0 and started.exists()
     assert sorted(run.config.optim.kwargs["lr"] for run in result.sweep.runs if run.config.optim.name == "adam_c") == [
         9.49e-4, 3e-3, 1e-2, 3e-2]
+
+
+def test_the_report_modules_are_imported_by_one_thread_at_a_time(monkeypatch):
+    """The backend's idle thread imports the report's modules while the grid extension may need them: two
+    threads importing one package at once can meet a module half initialised, so they take turns."""
+    import importlib
+    import threading
+
+    module = importlib.import_module("optimlab.sweep.compare")
+    monkeypatch.setattr(module, "edges_from_runs", lambda run_dirs, baseline: ["edges"])
+    done = []
+    with module._REPORT_IMPORTS:  # the idle thread importing
+        thread = threading.Thread(target=lambda: done.append(module._edges([], "sgd")))
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and not done  # the extension waits for it
+    thread.join(30)
+    assert done == [["edges"]]

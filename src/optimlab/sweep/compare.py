@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from optimlab.config import Config
 from optimlab.errors import ConfigError, suggest
 from optimlab.sweep.execute import cpu_count, threads_per_run, train_command
 from optimlab.sweep.expand import Run
-from optimlab.sweep.lr_extension import Extension, edges_from_runs, extend_grids
+from optimlab.sweep.lr_extension import Edge, Extension, edges_from_runs, extend_grids
 from optimlab.sweep.warm import start_fork_server
 from optimlab.sweep.runner import BACKENDS, SweepResult, run_sweep
 from optimlab.sweep.spec import SweepSpec, parse_spec
@@ -210,7 +211,7 @@ def compare(
                 result = sweep(extended)  # the same sweep with more lrs: its finished runs are skipped
                 return not result.interrupted
 
-            notes = extend_grids(grids, args.extend, lambda: edges_from_runs(result.run_dirs, args.optims[0]), rerun)
+            notes = extend_grids(grids, args.extend, lambda: _edges(result.run_dirs, args.optims[0]), rerun)
     if result.interrupted:
         return CompareResult(result, None)
     write = report or _report_writer()
@@ -237,7 +238,7 @@ def _sweep_extending(args: CompareArgs, grids: dict[str, list[float]], sweep) ->
                 continue
             checked[optim] = len(grids[optim])
             try:
-                edges = edges_from_runs([run.run_dir for run in mine], optim)
+                edges = _edges([run.run_dir for run in mine], optim)
             except ConfigError as error:
                 print(f"optimlab compare: learning-rate grid of {optim} not extended: {error}", file=sys.stderr)
                 continue
@@ -249,25 +250,41 @@ def _sweep_extending(args: CompareArgs, grids: dict[str, list[float]], sweep) ->
     if result.interrupted:
         return result, []
     try:
-        final = edges_from_runs(result.run_dirs, args.optims[0])
+        final = _edges(result.run_dirs, args.optims[0])
     except ConfigError:
         final = []
     return result, extension.notes(final)
 
 
+# The report's modules are imported by the backend's idle thread (`_import_report`) and by this thread (the
+# grid extension's edges, the report): one at a time, since two threads importing the same package's modules
+# at once can meet one of them half initialised (an ImportError naming a circular import).
+_REPORT_IMPORTS = threading.Lock()
+
+
 def _import_report() -> None:
     """Import the report's modules (matplotlib among them: a second or more) while the sweep's last runs
     train and a core is free, instead of after them."""
-    try:
-        for name in ("optimlab.report", "matplotlib.figure", "matplotlib.backends.backend_agg"):
-            importlib.import_module(name)
-    except ImportError:  # the report says so itself when it is written
-        pass
+    with _REPORT_IMPORTS:
+        try:
+            for name in ("optimlab.report", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+                importlib.import_module(name)
+        except ImportError:  # the report says so itself when it is written
+            pass
+
+
+def _edges(run_dirs: Sequence[Path], baseline: str) -> list[Edge]:
+    """`edges_from_runs`, once the report's modules are imported."""
+    with _REPORT_IMPORTS:
+        importlib.import_module("optimlab.report.analysis")
+        importlib.import_module("optimlab.report.load")
+    return edges_from_runs(run_dirs, baseline)
 
 
 def _report_writer() -> Callable[..., Path] | None:
     try:
-        module = importlib.import_module("optimlab.report")
+        with _REPORT_IMPORTS:
+            module = importlib.import_module("optimlab.report")
     except ModuleNotFoundError as error:
         if error.name != "optimlab.report":
             raise
