@@ -189,8 +189,9 @@ def compare(
         start_fork_server(threads_per_run(workers))
 
     options = backend_options
+    writing = threading.Event()  # set once the report is being written: the idle thread imports nothing then
     if args.backend == "population" and report is None:
-        options = {"on_idle": _import_report, **(backend_options or {})}
+        options = {"on_idle": lambda: _import_report(writing), **(backend_options or {})}
 
     configs: dict = {}  # validated once: an extension round validates only its new learning rates
 
@@ -214,7 +215,7 @@ def compare(
             notes = extend_grids(grids, args.extend, lambda: _edges(result.run_dirs, args.optims[0]), rerun)
     if result.interrupted:
         return CompareResult(result, None)
-    write = report or _report_writer()
+    write = report or _report_writer(writing)
     if write is None:
         print(f"optimlab compare: optimlab.report is not available; the runs are in {result.folder}", file=sys.stderr)
         return CompareResult(result, None)
@@ -262,10 +263,12 @@ def _sweep_extending(args: CompareArgs, grids: dict[str, list[float]], sweep) ->
 _REPORT_IMPORTS = threading.Lock()
 
 
-def _import_report() -> None:
+def _import_report(writing: threading.Event) -> None:
     """Import the report's modules (matplotlib among them: a second or more) while the sweep's last runs
-    train and a core is free, instead of after them."""
+    train and a core is free, instead of after them; nothing once the report is being written."""
     with _REPORT_IMPORTS:
+        if writing.is_set():  # too late: the report imports what it needs itself, on its own thread
+            return
         try:
             for name in ("optimlab.report", "matplotlib.figure", "matplotlib.backends.backend_agg"):
                 importlib.import_module(name)
@@ -281,9 +284,10 @@ def _edges(run_dirs: Sequence[Path], baseline: str) -> list[Edge]:
     return edges_from_runs(run_dirs, baseline)
 
 
-def _report_writer() -> Callable[..., Path] | None:
+def _report_writer(writing: threading.Event) -> Callable[..., Path] | None:
     try:
         with _REPORT_IMPORTS:
+            writing.set()
             module = importlib.import_module("optimlab.report")
     except ModuleNotFoundError as error:
         if error.name != "optimlab.report":
