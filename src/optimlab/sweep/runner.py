@@ -185,34 +185,41 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
     running = set(by_key)  # started or still to start
 
     def grown() -> list[Run]:
-        """The runs to start that `growth` adds now (none without one); the sweep's runs and header grow."""
+        """The runs to start that `growth` adds now (none without one); the sweep's runs and header grow.
+        Called by one thread at a time (before the runs, then the backend's); `grow` and the expansion run
+        outside the lock, so that runs ending meanwhile are recorded and their workers go on."""
         added: list[Run] = []
-        while growth is not None and (larger := growth.grow(runs, running)) is not None:
+        while growth is not None:
+            with write_lock:
+                current, active = list(runs), set(running)
+            larger = growth.grow(current, active)
+            if larger is None:
+                break
             new_runs = [run for run in growth.expand(larger) if run.key not in records]
             if not new_runs:
                 break
-            header["spec"] = larger.data or None
-            runs.extend(new_runs)
-            pending = add_records(new_runs)
-            by_key.update((run.key, run) for run in pending)
-            running.update(run.key for run in pending)
+            with write_lock:
+                header["spec"] = larger.data or None
+                runs.extend(new_runs)
+                pending = add_records(new_runs)
+                by_key.update((run.key, run) for run in pending)
+                running.update(run.key for run in pending)
+                if bar is not None:
+                    bar.total = len(runs)
+                    save()
             added += pending
             if pending:  # the new runs must end before the sweep can grow again
                 break
         return added
 
+    bar = None
     todo += grown()
     skipped = sum(records[run.key].status in DONE for run in runs)
     bar = _progress(spec.name, len(runs), skipped, enabled=progress)
     launches = [make_launch(run, command, env, folder / "logs") for run in todo]
 
     def more() -> list[Launch]:
-        with write_lock:
-            new_runs = grown()
-            if new_runs:
-                bar.total = len(runs)
-                save()
-        return [make_launch(run, command, env, folder / "logs") for run in new_runs]
+        return [make_launch(run, command, env, folder / "logs") for run in grown()]
 
     def on_done(launch: Launch, code: int | None, error: str | None) -> None:
         run = by_key[launch.key]
