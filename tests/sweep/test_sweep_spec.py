@@ -83,10 +83,10 @@ def test_run_directories_are_derived_from_the_config(tmp_path, small_spec):
 def test_a_shared_cache_validates_each_configuration_once(tmp_path, monkeypatch):
     import sys
 
-    expand_module = sys.modules["optimlab.sweep.expand"]
+    config_module = sys.modules["optimlab.config"]  # where load_config_cached finds load_config
 
     loaded = []
-    monkeypatch.setattr(expand_module, "load_config", lambda o: loaded.append(o) or load_config(o))
+    monkeypatch.setattr(config_module, "load_config", lambda o: loaded.append(o) or load_config(o))
     grid = {"name": "s", "grid": {"task": "logreg", "optim": "sgd", "optim.lr": [0.1, 0.3]}, "seeds": 2}
     cache: dict = {}
     first = expand(parse_spec(grid), tmp_path, cache=cache)

@@ -7,7 +7,6 @@ same config always lands in the same place and re-running a sweep finds its earl
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from optimlab.config import Config, config_hash, load_config, parse_overrides, to_tree
+from optimlab.config import Config, config_hash, load_config_cached, parse_overrides, to_tree
 from optimlab.errors import ConfigError
 from optimlab.sweep.spec import SweepSpec
 
@@ -65,7 +64,7 @@ def expand(
                 raise ConfigError(f"sweep {spec.name!r}: {key!r} is set by the sweep, not the spec")
         overrides = tuple(f"{key}={format_value(value)}" for key, value in point.items()) + extra
         try:
-            cfg = _validated(overrides, point.get("seed"), cache)
+            cfg = load_config_cached(overrides, cache)
         except ConfigError as error:
             raise ConfigError(f"sweep {spec.name!r}, run {i} ({' '.join(overrides)}): {error}") from None
         digest = config_hash(cfg)
@@ -80,19 +79,6 @@ def expand(
             continue
         runs[run_key] = Run(overrides, cfg, sweep_dir(root, spec.name) / run_key, run_key, digest)
     return list(runs.values())
-
-
-def _validated(overrides: tuple[str, ...], seed: Any, cache: dict[tuple[str, ...], Config]) -> Config:
-    """`load_config(overrides)`, validating once per seed-less override set (loading a config takes ~30 ms,
-    and a grid of N configs x S seeds differs only in an integer seed that validation does not look at)."""
-    rest = tuple(o for o in overrides if o.partition("=")[0] != "seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or len(rest) != len(overrides) - 1:
-        return load_config(overrides)
-    if rest not in cache:
-        cache[rest] = load_config(rest)
-    cfg = copy.deepcopy(cache[rest])
-    cfg.seed = seed
-    return cfg
 
 
 def format_value(value: Any) -> str:

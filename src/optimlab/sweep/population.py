@@ -17,7 +17,6 @@ checkpoint).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import sys
@@ -27,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from optimlab.config import Config, load_config
+from optimlab.config import Config, load_config_cached
 from optimlab.errors import ConfigError
 from optimlab.rundir import read_json
 from optimlab.sweep.execute import PYTHON, Launch
@@ -178,25 +177,14 @@ def population_launch(members: list[Launch]) -> Launch:
 
 
 def _config(launch: Launch, cache: dict[tuple[str, ...], Config]) -> tuple[Config | None, str | None]:
-    """The launch's config, loaded as `optimlab train` loads it, or None and why not.
-
-    Loading validates (~30 ms a config), so runs that differ only in seed and run_dir are loaded once."""
+    """The launch's config, loaded as `optimlab train` loads it (`load_config_cached`), or None and why not."""
     overrides = tuple(launch.argv[4:])
     if not is_train_command(launch.argv) or any(o.startswith("-") for o in overrides):
         return None, "not a plain `optimlab train` run"
-    varying = {k: v for k, _, v in (o.partition("=") for o in overrides) if k in ("seed", "run_dir")}
-    rest = tuple(o for o in overrides if o.partition("=")[0] not in ("seed", "run_dir"))
     try:
-        if not varying.get("seed", "0").isdigit():
-            return load_config(overrides), None
-        if rest not in cache:
-            cache[rest] = load_config(rest)
+        return load_config_cached(overrides, cache), None
     except ConfigError as error:  # the run reports its own error when it trains alone
         return None, f"its config does not load ({error})"
-    cfg = copy.deepcopy(cache[rest])
-    cfg.seed = int(varying.get("seed", cfg.seed))
-    cfg.run_dir = varying.get("run_dir", cfg.run_dir)
-    return cfg, None
 
 
 def _reasons(alone: list[tuple[Launch, str]]) -> dict[str, int]:

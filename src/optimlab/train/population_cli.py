@@ -14,15 +14,13 @@ member completed or diverged), 75 (stopped by a signal after checkpointing every
 
 from __future__ import annotations
 
-import copy
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
 from optimlab import rundir
-from optimlab.config import Config, load_config
+from optimlab.config import Config, load_config_cached
 from optimlab.errors import ConfigError
 
 
@@ -38,33 +36,10 @@ def read_population(path: str | Path) -> dict:
 
 
 def load_members(runs: list[dict]) -> list[Config]:
-    """Each run's config, as `optimlab train OVERRIDES` loads it. Runs whose overrides differ only in
-    `seed=<digits>` and `run_dir=<a path of plain characters>` are loaded once (~60 ms a config) and given
-    their seed and run_dir, which the population validates again on its own."""
-    loaded: dict[tuple[str, ...], Config] = {}
-    cfgs = []
-    for run in runs:
-        overrides = [str(o) for o in run["overrides"]]
-        varying = {k: v for k, _, v in (o.partition("=") for o in overrides) if k in _VARYING}
-        rest = tuple(o for o in overrides if o.partition("=")[0] not in _VARYING)
-        if not varying.get("seed", "0").isdigit() or not _PLAIN_PATH.fullmatch(varying.get("run_dir", "/")):
-            cfgs.append(load_config(overrides))
-            continue
-        if rest not in loaded:
-            loaded[rest] = load_config(rest)
-        cfg = copy.deepcopy(loaded[rest])
-        if "seed" in varying:
-            cfg.seed = int(varying["seed"])
-        if "run_dir" in varying:
-            cfg.run_dir = varying["run_dir"]
-        cfgs.append(cfg)
-    return cfgs
-
-
-_VARYING = ("seed", "run_dir")
-# A path that the override grammar reads as itself, a string (no quotes, escapes, brackets, commas,
-# interpolations, spaces; a slash, so never a number, bool or null).
-_PLAIN_PATH = re.compile(r"[\w./+-]*/[\w./+-]*")
+    """Each run's config, as `optimlab train OVERRIDES` loads it (`load_config_cached`: runs that differ only
+    in seed and run_dir are validated once; the population validates those two again on its own)."""
+    cache: dict[tuple[str, ...], Config] = {}
+    return [load_config_cached(run["overrides"], cache) for run in runs]
 
 
 def population_main(path: str) -> int:
