@@ -15,11 +15,14 @@ processes on a shared machine hits every variant alike.
 `--per-run N` first times single runs of each task, one after another on an otherwise idle pool: N runs of
 1 step and N of `--steps` steps forked from one warm server (fork to exit), and N runs of 1 step as fresh
 processes. A 1-step run is the per-run cost outside training (start-up, set-up, evaluations, run records);
-the difference between the two warm figures is the training itself.
+the difference between the two warm figures is the training itself. From them, the warm ceiling: the most
+warm workers can gain on this task, were their runs to cost nothing but their training, (fresh 1-step run +
+training) / warm run; a task that trains long next to a process's start-up cannot go faster by being warm.
 
 Last line: RESULT <task>_fresh_s=<median> <task>_warm_s=<median> <task>_warm_speedup=<median ratio>
 <task>_population_s=<median> <task>_population_speedup=<median ratio> ... and, with --per-run,
 <task>_warm_run_1step_s=<median> <task>_warm_run_s=<median> <task>_fresh_run_1step_s=<median>
+<task>_warm_ceiling=<ratio>
 """
 
 from __future__ import annotations
@@ -94,7 +97,10 @@ def per_run_costs(task: str, steps: int, runs: int, folder: Path) -> dict[str, f
         start = time.perf_counter()
         subprocess.run(argv, env={**os.environ, **env}, capture_output=True, check=True)
         times["fresh_run_1step_s"].append(time.perf_counter() - start)
-    return {f"{task}_{name}": statistics.median(values) for name, values in times.items()}
+    costs = {f"{task}_{name}": statistics.median(values) for name, values in times.items()}
+    training = costs[f"{task}_warm_run_s"] - costs[f"{task}_warm_run_1step_s"]
+    costs[f"{task}_warm_ceiling"] = (costs[f"{task}_fresh_run_1step_s"] + training) / costs[f"{task}_warm_run_s"]
+    return costs
 
 
 def warm_data(task: str) -> None:
