@@ -17,6 +17,7 @@ from optimlab import rundir
 from optimlab.config import config_hash, from_tree, load_config, read_yaml_mapping
 from optimlab.errors import ConfigError
 from optimlab.tasks import Split, Task, build_task, register_task
+from optimlab.tasks.models.convnet import ConvNet1d
 from optimlab.tasks.models.mlp import MLP
 from optimlab.tasks.registry import _TASKS
 from optimlab.train import load_run, train
@@ -190,6 +191,68 @@ def test_batched_mlp_gradients_equal_each_members_own_backward_bit_for_bit():
         assert all(torch.equal(a[m], b) for a, b in zip(ours, theirs)), m
 
 
+@pytest.mark.parametrize(("options", "dtype"), [({}, torch.float32), ({}, torch.float64),
+                                              ({"hidden": 0, "channels": [4, 6, 8], "pools": [1, 2]}, torch.float32)])
+def test_batched_convnet_gradients_equal_each_members_own_backward_bit_for_bit(options, dtype):
+    """A 2-D ConvNet (digits_cnn) without vmap: each member's convolutions are its own calls and the
+    max-pools take every member's images at once; each member's gradient is its stand-alone one bit for bit."""
+    task = build_task("digits_cnn", options)
+    models = [task.new_model(seed).to(dtype) for seed in range(3)]
+    stacked = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
+               for name, _ in models[0].named_parameters()}
+    generator = torch.Generator().manual_seed(0)
+    index = torch.stack([torch.randperm(len(task.train), generator=generator)[:64] for _ in models])
+    batch = tuple(t[index].to(dtype) if t.is_floating_point() else t[index] for t in task.train.tensors)
+    batched = batched_loss(task, models[0])
+    assert batched is not None
+    losses, sums, counts = batched(stacked, batch)
+    ours = torch.autograd.grad(losses.sum(), list(stacked.values()))
+    for m, model in enumerate(models):
+        loss_sum = nn.functional.cross_entropy(model(batch[0][m]), batch[1][m], reduction="sum")
+        theirs = torch.autograd.grad(loss_sum, list(model.parameters()), torch.tensor(1 / 64, dtype=dtype))
+        assert all(torch.equal(a[m], b) for a, b in zip(ours, theirs)), m
+        torch.testing.assert_close(sums[m], loss_sum.detach(), rtol=1e-6, atol=0)
+    assert counts.tolist() == [64] * 3
+
+
+@pytest.mark.parametrize("settings", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                      dict(kernel_size=2, ceil_mode=True), dict(kernel_size=2, dilation=2)])
+def test_channels_last_max_pool_equals_max_pool2d_bit_for_bit(settings):
+    """Values, indices and gradients of `_MaxPool2d` are `max_pool2d`'s, on images full of ties (ReLU's
+    zeros, a few distinct levels) where the first maximum of each window must be the one kept."""
+    generator = torch.Generator().manual_seed(0)
+    pool = nn.MaxPool2d(**settings)
+    for size in (8, 7):
+        x = torch.randint(-2, 3, (6, 16, size, size), generator=generator).float().relu().requires_grad_()
+        theirs = pool(x)
+        ours = population_batched._MaxPool2d.apply(x, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                                                   pool.ceil_mode)
+        assert torch.equal(ours, theirs)
+        grad = torch.randn(theirs.shape, generator=generator)
+        assert torch.equal(*(torch.autograd.grad(y, x, grad)[0] for y in (ours, theirs)))
+        last = x.detach().contiguous(memory_format=torch.channels_last)
+        indices = [torch.ops.aten.max_pool2d_with_indices(t, pool.kernel_size, pool.stride, pool.padding,
+                                                          pool.dilation, pool.ceil_mode)[1] for t in (x.detach(), last)]
+        assert torch.equal(indices[0], indices[1].contiguous())
+
+
+def test_convnet_members_end_where_their_stand_alone_runs_do(tmp_path, monkeypatch):
+    """digits_cnn trains without vmap; each member equals its stand-alone run."""
+    def vmapped(*args):
+        raise AssertionError("the ConvNet population used vmap")
+    monkeypatch.setattr(population._Population, "_member_loss", vmapped)
+    common = ["task=digits_cnn", "task.batch_size=32", "train.steps=12", "train.eval_every=6", "train.log_every=4",
+              "train.eval_batches=1", "log.progress=never", "optim=adam"]
+    cfgs = [load_config([*common, f"optim.lr={lr}", f"seed={seed}", f"run_dir={tmp_path / 'pop' / str(seed)}"])
+            for seed, lr in enumerate((0.01, 0.003))]
+    summaries = train_population(cfgs)
+    for i, (cfg, summary) in enumerate(zip(cfgs, summaries)):
+        alone = train(dataclasses.replace(cfg, run_dir=str(tmp_path / "alone" / str(i))))
+        assert summary["status"] == alone["status"] == "completed"
+        assert relative_error(params(cfg.run_dir), params(tmp_path / "alone" / str(i))) < 1e-5
+        assert summary["final"]["train/loss"] == pytest.approx(alone["final"]["train/loss"], rel=1e-5)
+
+
 def test_batched_loss_is_only_for_models_it_writes_out():
     toy = build_task("toy", {"dropout": 0.0})
     assert batched_loss(toy, toy.model) is None  # a module of its own (Slow)
@@ -198,6 +261,9 @@ def test_batched_loss_is_only_for_models_it_writes_out():
     assert batched_loss(mlp, nn.Sequential(nn.Flatten(), nn.Linear(6, 3), nn.Softmax(dim=-1))) is None
     assert batched_loss(mlp, mlp.new_model(0).to(torch.bfloat16)) is None
     assert batched_loss(mlp, mlp.new_model(0).double()) is not None
+    assert batched_loss(mlp, ConvNet1d(40, 10)) is None  # vmap's grouped 1-D convolutions are the faster ones
+    cnn_bn = build_task("digits_cnn", {"batch_norm": True})  # running statistics: buffers
+    assert batched_loss(cnn_bn, cnn_bn.model) is None
 
 
 def test_member_run_directory_has_the_stand_alone_layout(tmp_path):

@@ -1,4 +1,4 @@
-"""A population's loss without `torch.func.vmap`, for models made of linear layers and element-wise activations.
+"""A population's loss without `torch.func.vmap`, for MLPs and 2-D ConvNets.
 
 `vmap` batches any model over the members' stacked parameters, but it wraps every operation and
 decomposes some (cross-entropy goes through its reference decomposition), which for a small MLP costs as
@@ -10,6 +10,13 @@ kernel on the same operands), and a classification loss is one cross-entropy ove
 summed per member. The gradients are those of the vmapped loss bit for bit (tested), and so each
 member's stand-alone gradients; the summed loss values may differ in the last bits (another summation
 order), which only the logged training loss sees.
+
+2-D ConvNets (`nn.Conv2d` and `nn.MaxPool2d` besides the above; `optimlab.tasks.models.convnet.ConvNet2d`)
+are written out too, because on a CPU their populations lost to one run at a time through `vmap`: each
+member's convolution is its own stand-alone call (vmap's grouped convolution costs up to twice as much on a
+CPU, a 1-channel input, and sums in another order), and the max-pool takes all members' images as one batch
+through a faster layout (`_MaxPool2d`). Each member's gradients are its stand-alone ones bit for bit
+(tested). 1-D ConvNets stay with vmap, whose grouped 1-D convolutions are the faster ones there.
 
 Anything else (another module, a task with its own forward, a buffer, half-precision parameters, a linear
 layer on inputs that are not one row per example) returns None or raises `Unsupported` on the first batch, and the population
@@ -25,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from optimlab.tasks.base import Task, classification_loss, default_forward
+from optimlab.tasks.models.convnet import ConvNet2d
 from optimlab.tasks.models.mlp import MLP
 
 # Modules applied to each element on its own: the member dimension in front changes nothing.
@@ -130,6 +138,8 @@ def _layers(module: nn.Module, names: dict[int, str]) -> list[tuple[Layer, nn.Mo
         return [layer for child in module for layer in _layers(child, names)]
     if isinstance(module, MLP) and type(module).forward is MLP.forward:
         return _layers(module.layers, names)
+    if isinstance(module, ConvNet2d) and type(module).forward is ConvNet2d.forward:
+        return _layers(module.features, names) + _layers(module.classifier, names)
     if type(module) is nn.Flatten:
         start, end = (d + 1 if d >= 0 else d for d in (module.start_dim, module.end_dim))  # after the member dim
         return [(lambda tensors, x: x.flatten(start, end), module)]
@@ -139,13 +149,23 @@ def _layers(module: nn.Module, names: dict[int, str]) -> list[tuple[Layer, nn.Mo
         if weight is None or (module.bias is not None and bias is None):
             raise Unsupported("a linear layer whose parameters are not the model's own")
         return [(lambda tensors, x: _linear(x, tensors[weight], None if bias is None else tensors[bias]), module)]
+    if type(module) is nn.Conv2d:
+        weight = names.get(id(module.weight))
+        bias = None if module.bias is None else names.get(id(module.bias))
+        if weight is None or (module.bias is not None and bias is None) or module.padding_mode != "zeros":
+            raise Unsupported("a convolution whose parameters are not the model's own, or with a padding_mode")
+        return [(lambda tensors, x: _conv2d(module, x, tensors[weight], None if bias is None else tensors[bias]),
+                 module)]
+    if type(module) is nn.MaxPool2d and not module.return_indices:
+        return [(lambda tensors, x: _max_pool2d(module, x), module)]
     if type(module) in _ELEMENTWISE and not list(module.parameters()):
         return [(lambda tensors, x: module(x), module)]
     raise Unsupported(type(module).__name__)
 
 
-# Activations applied in place to a linear layer's output, a fresh tensor that its backward does not need
-# (baddbmm's gradients read its inputs): no second (members, rows, features) tensor per layer. The values
+# Activations applied in place to a linear layer's or convolution's output, a fresh tensor that its backward
+# does not need (baddbmm's, conv2d's and stack's gradients read their inputs): no second tensor of
+# activations per layer. The values
 # are those of the out-of-place function (the same kernel), and so are the gradients (from the result).
 _IN_PLACE: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
     nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.Sigmoid: torch.sigmoid_,
@@ -154,12 +174,55 @@ _IN_PLACE: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
 
 def _in_place(layers: list[tuple[Layer, nn.Module]]) -> list[Layer]:
     return [_applied(_IN_PLACE[type(module)])
-            if type(module) in _IN_PLACE and i > 0 and type(layers[i - 1][1]) is nn.Linear else layer
+            if type(module) in _IN_PLACE and i > 0 and type(layers[i - 1][1]) in (nn.Linear, nn.Conv2d) else layer
             for i, (layer, module) in enumerate(layers)]
 
 
 def _applied(activation: Callable[[Tensor], Tensor]) -> Layer:
     return lambda tensors, x: activation(x)
+
+
+def _conv2d(module: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Each member's own convolution, one after another: (members, rows, channels, height, width), each
+    member's slice the stand-alone call on its rows (the same kernel on the same operands)."""
+    if x.dim() != 5:
+        raise Unsupported("a convolution on inputs that are not one image per row")
+    return torch.stack([nn.functional.conv2d(x[m], weight[m], None if bias is None else bias[m], module.stride,
+                                             module.padding, module.dilation, module.groups)
+                        for m in range(x.shape[0])])
+
+
+def _max_pool2d(module: nn.MaxPool2d, x: Tensor) -> Tensor:
+    """The max-pool of all members' images as one batch (it pools each channel of each image on its own)."""
+    if x.dim() != 5:
+        raise Unsupported("a max-pool on inputs that are not one image per row")
+    pooled = _MaxPool2d.apply(x.flatten(0, 1), module.kernel_size, module.stride, module.padding, module.dilation,
+                              module.ceil_mode)
+    return pooled.unflatten(0, x.shape[:2])
+
+
+class _MaxPool2d(torch.autograd.Function):
+    """`max_pool2d` forward on a channels-last copy, backward by torch's own kernel on the indices.
+
+    torch's CPU max-pool over (N, C, H, W) takes each output element on its own (~25 ns each on 8x8 images);
+    over channels-last it takes a vector of channels at a time, 3x faster on digits_cnn's images. Both keep
+    the first maximum of each window, so the values and indices are those of the standard layout (tested),
+    and the backward is the one `max_pool2d` runs on them: the same gradient bit for bit. First-order only,
+    as the population's gradient needs."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, dilation, ceil_mode):
+        last = x.contiguous(memory_format=torch.channels_last)
+        values, indices = torch.ops.aten.max_pool2d_with_indices(last, kernel, stride, padding, dilation, ceil_mode)
+        ctx.save_for_backward(x, indices.contiguous())
+        ctx.settings = (kernel, stride, padding, dilation, ceil_mode)
+        return values.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, indices = ctx.saved_tensors
+        return (torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, *ctx.settings, indices),
+                None, None, None, None, None)
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
