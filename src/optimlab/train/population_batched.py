@@ -187,9 +187,11 @@ def _conv2d(module: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor | None) -
     member's slice the stand-alone call on its rows (the same kernel on the same operands)."""
     if x.dim() != 5:
         raise Unsupported("a convolution on inputs that are not one image per row")
-    return torch.stack([nn.functional.conv2d(x[m], weight[m], None if bias is None else bias[m], module.stride,
-                                             module.padding, module.dilation, module.groups)
-                        for m in range(x.shape[0])])
+    # unbind, not indexing: its backward stacks the members' gradients at once, where each index's backward
+    # would fill a zero tensor of all members.
+    biases = [None] * x.shape[0] if bias is None else bias.unbind()
+    return torch.stack([nn.functional.conv2d(rows, w, b, module.stride, module.padding, module.dilation, module.groups)
+                        for rows, w, b in zip(x.unbind(), weight.unbind(), biases)])
 
 
 def _max_pool2d(module: nn.MaxPool2d, x: Tensor) -> Tensor:
