@@ -165,8 +165,8 @@ def _layers(module: nn.Module, names: dict[int, str]) -> list[tuple[Layer, nn.Mo
 
 # Activations applied in place to a linear layer's or convolution's output, a fresh tensor that its backward
 # does not need (baddbmm's, conv2d's and stack's gradients read their inputs): no second tensor of
-# activations per layer. The values
-# are those of the out-of-place function (the same kernel), and so are the gradients (from the result).
+# activations per layer. The values are those of the out-of-place function (the same kernel), and so are
+# the gradients (from the result).
 _IN_PLACE: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
     nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.Sigmoid: torch.sigmoid_,
 }
@@ -198,8 +198,12 @@ def _max_pool2d(module: nn.MaxPool2d, x: Tensor) -> Tensor:
     """The max-pool of all members' images as one batch (it pools each channel of each image on its own)."""
     if x.dim() != 5:
         raise Unsupported("a max-pool on inputs that are not one image per row")
-    pooled = _MaxPool2d.apply(x.flatten(0, 1), module.kernel_size, module.stride, module.padding, module.dilation,
-                              module.ceil_mode)
+    images = x.flatten(0, 1)
+    if images.is_cpu:
+        pooled = _MaxPool2d.apply(images, module.kernel_size, module.stride, module.padding, module.dilation,
+                                  module.ceil_mode)
+    else:  # the channels-last forward is a CPU kernel's remedy (and its ties are checked on the CPU only)
+        pooled = module(images)
     return pooled.unflatten(0, x.shape[:2])
 
 
