@@ -144,16 +144,12 @@ def _layers(module: nn.Module, names: dict[int, str]) -> list[tuple[Layer, nn.Mo
         start, end = (d + 1 if d >= 0 else d for d in (module.start_dim, module.end_dim))  # after the member dim
         return [(lambda tensors, x: x.flatten(start, end), module)]
     if type(module) is nn.Linear:
-        weight = names.get(id(module.weight))
-        bias = None if module.bias is None else names.get(id(module.bias))
-        if weight is None or (module.bias is not None and bias is None):
-            raise Unsupported("a linear layer whose parameters are not the model's own")
+        weight, bias = _own_parameters(module, names)
         return [(lambda tensors, x: _linear(x, tensors[weight], None if bias is None else tensors[bias]), module)]
     if type(module) is nn.Conv2d:
-        weight = names.get(id(module.weight))
-        bias = None if module.bias is None else names.get(id(module.bias))
-        if weight is None or (module.bias is not None and bias is None) or module.padding_mode != "zeros":
-            raise Unsupported("a convolution whose parameters are not the model's own, or with a padding_mode")
+        if module.padding_mode != "zeros":
+            raise Unsupported(f"a convolution with padding_mode={module.padding_mode!r}")
+        weight, bias = _own_parameters(module, names)
         return [(lambda tensors, x: _conv2d(module, x, tensors[weight], None if bias is None else tensors[bias]),
                  module)]
     if type(module) is nn.MaxPool2d and not module.return_indices:
@@ -161,6 +157,16 @@ def _layers(module: nn.Module, names: dict[int, str]) -> list[tuple[Layer, nn.Mo
     if type(module) in _ELEMENTWISE and not list(module.parameters()):
         return [(lambda tensors, x: module(x), module)]
     raise Unsupported(type(module).__name__)
+
+
+def _own_parameters(module: nn.Module, names: dict[int, str]) -> tuple[str, str | None]:
+    """The names of a layer's weight and bias (None: no bias) in the model; `Unsupported` for parameters that
+    are not the model's own."""
+    weight = names.get(id(module.weight))
+    bias = None if module.bias is None else names.get(id(module.bias))
+    if weight is None or (module.bias is not None and bias is None):
+        raise Unsupported(f"a {type(module).__name__} whose parameters are not the model's own")
+    return weight, bias
 
 
 # Activations applied in place to a linear layer's or convolution's output, a fresh tensor that its backward
