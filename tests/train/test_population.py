@@ -107,16 +107,26 @@ def test_each_member_ends_where_its_stand_alone_run_does(tmp_path, case):
                     assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-9), (key, a["step"])
 
 
-@pytest.mark.parametrize("optim", [["optim=adam_c", "optim.topC=3"], ["optim=sgd", "optim.momentum=0.9"]])
-def test_mlp_members_end_where_their_stand_alone_runs_do(tmp_path, optim, monkeypatch):
-    """An MLP takes the written-out batched loss (no vmap); each member still equals its stand-alone run."""
+_MLP = ["task=toy_mlp", "task.batch_size=16", "train.steps=20", "train.eval_every=10", "train.log_every=5"]
+# model and optimizer settings -> the members' learning rates (seeds 0, 1, ...)
+WITHOUT_VMAP = {
+    "mlp_adam_c": ([*_MLP, "optim=adam_c", "optim.topC=3"], (0.01, 0.03, 0.01)),
+    "mlp_sgd_momentum": ([*_MLP, "optim=sgd", "optim.momentum=0.9"], (0.01, 0.03, 0.01)),
+    "convnet_adam": (["task=digits_cnn", "task.batch_size=32", "train.steps=12", "train.eval_every=6",
+                      "train.log_every=4", "train.eval_batches=1", "optim=adam"], (0.01, 0.003)),
+}
+
+
+@pytest.mark.parametrize("case", WITHOUT_VMAP)
+def test_members_without_vmap_end_where_their_stand_alone_runs_do(tmp_path, case, monkeypatch):
+    """An MLP and a 2-D ConvNet take the written-out batched loss (no vmap); each member still equals its
+    stand-alone run."""
     def vmapped(*args):
-        raise AssertionError("the MLP population used vmap")
+        raise AssertionError(f"the {case} population used vmap")
     monkeypatch.setattr(population._Population, "_member_loss", vmapped)
-    common = ["task=toy_mlp", "task.batch_size=16", "train.steps=20", "train.eval_every=10", "train.log_every=5",
-              "log.progress=never", *optim]
-    cfgs = [load_config([*common, f"optim.lr={lr}", f"seed={seed}", f"run_dir={tmp_path / 'pop' / str(seed)}"])
-            for seed, lr in enumerate((0.01, 0.03, 0.01))]
+    common, lrs = WITHOUT_VMAP[case]
+    cfgs = [load_config([*common, "log.progress=never", f"optim.lr={lr}", f"seed={seed}",
+                         f"run_dir={tmp_path / 'pop' / str(seed)}"]) for seed, lr in enumerate(lrs)]
     summaries = train_population(cfgs)
     for i, (cfg, summary) in enumerate(zip(cfgs, summaries)):
         alone = train(dataclasses.replace(cfg, run_dir=str(tmp_path / "alone" / str(i))))
@@ -234,23 +244,6 @@ def test_channels_last_max_pool_equals_max_pool2d_bit_for_bit(settings):
         indices = [torch.ops.aten.max_pool2d_with_indices(t, pool.kernel_size, pool.stride, pool.padding,
                                                           pool.dilation, pool.ceil_mode)[1] for t in (x.detach(), last)]
         assert torch.equal(indices[0], indices[1].contiguous())
-
-
-def test_convnet_members_end_where_their_stand_alone_runs_do(tmp_path, monkeypatch):
-    """digits_cnn trains without vmap; each member equals its stand-alone run."""
-    def vmapped(*args):
-        raise AssertionError("the ConvNet population used vmap")
-    monkeypatch.setattr(population._Population, "_member_loss", vmapped)
-    common = ["task=digits_cnn", "task.batch_size=32", "train.steps=12", "train.eval_every=6", "train.log_every=4",
-              "train.eval_batches=1", "log.progress=never", "optim=adam"]
-    cfgs = [load_config([*common, f"optim.lr={lr}", f"seed={seed}", f"run_dir={tmp_path / 'pop' / str(seed)}"])
-            for seed, lr in enumerate((0.01, 0.003))]
-    summaries = train_population(cfgs)
-    for i, (cfg, summary) in enumerate(zip(cfgs, summaries)):
-        alone = train(dataclasses.replace(cfg, run_dir=str(tmp_path / "alone" / str(i))))
-        assert summary["status"] == alone["status"] == "completed"
-        assert relative_error(params(cfg.run_dir), params(tmp_path / "alone" / str(i))) < 1e-5
-        assert summary["final"]["train/loss"] == pytest.approx(alone["final"]["train/loss"], rel=1e-5)
 
 
 def test_batched_loss_is_only_for_models_it_writes_out():
