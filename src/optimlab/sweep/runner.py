@@ -212,10 +212,13 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
                 break
         return added
 
+    def skipped() -> int:
+        """Runs finished before this invocation: done, and not started by it."""
+        return sum(records[run.key].status in DONE and run.key not in by_key for run in runs)
+
     bar = None
     todo += grown()
-    skipped = sum(records[run.key].status in DONE for run in runs)
-    bar = _progress(spec.name, len(runs), skipped, enabled=progress)
+    bar = _progress(spec.name, len(runs), skipped(), enabled=progress)
     launches = [make_launch(run, command, env, folder / "logs") for run in todo]
 
     def more() -> list[Launch]:
@@ -249,8 +252,7 @@ def _run(spec, runs, folder, backend, workers, threads, extra, command, progress
         with write_lock:
             save(finished=not interrupted)
         bar.close()
-    skipped = sum(records[run.key].status in DONE and run.key not in by_key for run in runs)
-    result = SweepResult(spec.name, folder, runs, {k: r.status for k, r in records.items()}, interrupted, skipped)
+    result = SweepResult(spec.name, folder, runs, {k: r.status for k, r in records.items()}, interrupted, skipped())
     counts = ", ".join(f"{n} {s}" for s, n in result.counts.items())
     note = " (interrupted; run the same command again to resume)" if interrupted else ""
     print(f"optimlab sweep {spec.name}: {len(runs)} runs: {counts}{note}; {folder / 'sweep.json'}", file=sys.stderr)
